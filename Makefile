@@ -1,0 +1,22 @@
+# The two commands of the quick start, and the set-up both need.
+#   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
+#   make test   lint, format check and the test suite (everything but the `gpu` marker)
+ORCH := .venvs/orchestrator/bin
+
+.PHONY: setup demo test lint
+setup:
+	scripts/setup-env orchestrator
+	scripts/setup-env pytorch
+	scripts/setup-env tensorflow
+
+demo: setup
+	$(ORCH)/fwbench run --frameworks pytorch,tensorflow --models mobilenet_v2 \
+	  --dataset synthetic --train-limit 1024 --test-limit 256 --epochs 2 --batch-size 32 \
+	  --out results/demo
+
+lint: setup
+	$(ORCH)/ruff check .
+	$(ORCH)/ruff format --check .
+
+test: lint
+	$(ORCH)/pytest -m "not gpu"

@@ -1,0 +1,158 @@
+"""The datasets every service reads: one decoded copy, identical bytes for every framework.
+
+Two sources:
+- synthetic: seeded, learnable images made in memory (class-dependent colour and pattern plus
+  noise), so everything runs before real data exists;
+- directory: a dataset prepared once by `fwbench data prepare` (uint8 .npy arrays memory-mapped,
+  meta.json with a sha256 of every array, checked before use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "fwbench-dataset/1"
+IMAGE_SHAPE = (32, 32, 3)
+ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
+
+
+class DataError(Exception):
+    """The dataset is missing, unreadable or does not match its checksums."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    train_images: np.ndarray  # N x 32 x 32 x 3 uint8 (may be memory-mapped)
+    train_labels: np.ndarray  # N int64
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+    # Per-channel mean and std of the training images scaled to [0, 1], used to normalise.
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    description: str
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 NHWC images on the [0, 1] scale, in float64, in chunks
+    so that a memory-mapped array is never copied whole."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    for start in range(0, len(images), 10_000):
+        chunk = images[start : start + 10_000].astype(np.float64) / 255
+        total += chunk.sum(axis=(0, 1, 2))
+        total_sq += (chunk**2).sum(axis=(0, 1, 2))
+    count = len(images) * IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+    mean = total / count
+    return mean.tolist(), np.sqrt(total_sq / count - mean**2).tolist()
+
+
+def synthetic_split(seed: int, split: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` images of a synthetic split (1 train, 2 test): colour and a horizontally symmetric
+    low-frequency pattern per class (so crop-flip augmentation keeps the class), plus noise."""
+    classes = np.random.default_rng([seed, 0])
+    colours = classes.uniform(-1, 1, size=(10, 1, 1, 3))
+    patterns = classes.normal(size=(10, 4, 4, 3))
+    patterns = (patterns + patterns[:, :, ::-1]) / 2
+    patterns = np.kron(patterns, np.ones((1, 8, 8, 1)))
+    rng = np.random.default_rng([seed, split])
+    labels = rng.integers(0, 10, size=count)
+    noise = rng.normal(size=(count, *IMAGE_SHAPE))
+    images = 128 + 45 * colours[labels] + 30 * patterns[labels] + 40 * noise
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def synthetic(seed: int, train_count: int, test_count: int) -> Dataset:
+    train_images, train_labels = synthetic_split(seed, 1, train_count)
+    test_images, test_labels = synthetic_split(seed, 2, test_count)
+    mean, std = channel_stats(train_images)
+    return Dataset(
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        classes=tuple(f"class{i}" for i in range(10)),
+        mean=tuple(mean),
+        std=tuple(std),
+        description=f"synthetic(seed={seed})",
+    )
+
+
+def probe_batch(seed: int, count: int) -> np.ndarray:
+    """float32 NHWC images derived from the seed, normalised, for comparing models' logits."""
+    images, _ = synthetic_split(seed, 3, count)
+    return ((images / 255 - 0.5) / 0.25).astype(np.float32)
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_meta(data_dir: Path) -> dict:
+    meta_path = data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(
+            f"{meta_path} does not exist: prepare the dataset first with "
+            f"`fwbench data prepare --source SOURCE --out {data_dir}`"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    return meta
+
+
+def verify(data_dir: Path, meta: dict) -> None:
+    """Raises DataError unless every array's sha256 matches meta.json."""
+    for name in ARRAYS:
+        entry = meta["arrays"][name]
+        path = data_dir / entry["file"]
+        if not path.is_file():
+            raise DataError(f"{path} is missing: prepare the dataset again")
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise DataError(
+                f"{path}: sha256 {actual[:12]}… does not match meta.json ({entry['sha256'][:12]}…);"
+                f" the dataset changed after it was prepared: prepare it again with "
+                f"`fwbench data prepare`"
+            )
+
+
+def from_directory(data_dir: Path) -> Dataset:
+    meta = read_meta(data_dir)
+    verify(data_dir, meta)
+    arrays = {
+        name: np.load(data_dir / meta["arrays"][name]["file"], mmap_mode="r") for name in ARRAYS
+    }
+    return Dataset(
+        **arrays,
+        classes=tuple(meta["classes"]),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        description=f"{meta.get('name', data_dir.name)} ({data_dir})",
+    )
+
+
+def load(data_spec, seed: int) -> Dataset:
+    """The dataset of a DataSpec, limited to its train_limit/test_limit first samples."""
+    if data_spec.source == "synthetic":
+        return synthetic(
+            seed,
+            data_spec.train_limit or SYNTHETIC_TRAIN,
+            data_spec.test_limit or SYNTHETIC_TEST,
+        )
+    full = from_directory(Path(data_spec.data_dir))
+    train, test = data_spec.train_limit or None, data_spec.test_limit or None
+    return dataclasses.replace(
+        full,
+        train_images=full.train_images[:train],
+        train_labels=full.train_labels[:train],
+        test_images=full.test_images[:test],
+        test_labels=full.test_labels[:test],
+    )

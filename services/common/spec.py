@@ -1,0 +1,115 @@
+"""Validation and defaults of a TrainSpec, shared by every service (and the orchestrator).
+
+One place decides what a valid spec is, so both frameworks refuse the same inputs with the same
+words: each error names the field and what it may be.
+"""
+
+from __future__ import annotations
+
+from fwbench.v1 import trainer_pb2 as pb
+
+MODELS = ("resnet50", "vgg19", "mobilenet", "mobilenet_v2")
+ARCHITECTURES = ("canonical", "library")
+INITS = ("shared", "framework")
+SOURCES = ("synthetic", "directory")
+AUGMENTS = ("none", "crop-flip")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+# The seed experiment's setting; every field not set in a request takes these values.
+DEFAULTS = {
+    "epochs": 5,
+    "batch_size": 32,
+    "seed": 0,
+    "device": "auto",
+    "precision": "fp32",
+    "sample_interval_ms": 100,
+    "model": {"architecture": "canonical", "init": "shared", "num_classes": 10},
+    "data": {"source": "synthetic", "augment": "crop-flip"},
+    "optimizer": {
+        "name": "sgd",
+        "learning_rate": 0.01,
+        "momentum": 0.9,
+        "lr_schedule": "constant",
+    },
+}
+
+
+class SpecError(ValueError):
+    """A spec field is invalid. Maps to INVALID_ARGUMENT; the message names the field."""
+
+
+def with_defaults(spec: pb.TrainSpec) -> pb.TrainSpec:
+    """Returns a copy of spec with every unset (zero/empty) field given its default."""
+    out = pb.TrainSpec()
+    out.CopyFrom(spec)
+    _fill(out, DEFAULTS)
+    return out
+
+
+def _fill(message, defaults: dict) -> None:
+    for name, value in defaults.items():
+        if isinstance(value, dict):
+            _fill(getattr(message, name), value)
+            continue
+        # Fields with presence (proto3 `optional`) may legitimately be 0, e.g. momentum.
+        if message.DESCRIPTOR.fields_by_name[name].has_presence:
+            unset = not message.HasField(name)
+        else:
+            unset = not getattr(message, name)
+        if unset:
+            setattr(message, name, value)
+
+
+def validate(spec: pb.TrainSpec) -> None:
+    """Raises SpecError naming the first invalid field of a defaults-filled spec."""
+    _choice("model.name", spec.model.name, MODELS)
+    _choice("model.architecture", spec.model.architecture, ARCHITECTURES)
+    _choice("model.init", spec.model.init, INITS)
+    if spec.model.architecture == "library" and spec.model.init == "shared":
+        raise SpecError(
+            "model.init: 'shared' initial weights need model.architecture 'canonical' "
+            "(library models differ in layout); use init 'framework' with library models"
+        )
+    _positive("model.num_classes", spec.model.num_classes)
+    _choice("data.source", spec.data.source, SOURCES)
+    if spec.data.source == "directory" and not spec.data.data_dir:
+        raise SpecError("data.data_dir: required when data.source is 'directory'")
+    _non_negative("data.train_limit", spec.data.train_limit)
+    _non_negative("data.test_limit", spec.data.test_limit)
+    _choice("data.augment", spec.data.augment, AUGMENTS)
+    _choice("optimizer.name", spec.optimizer.name, OPTIMIZERS)
+    if not spec.optimizer.learning_rate > 0:
+        raise SpecError(f"optimizer.learning_rate: must be > 0, got {spec.optimizer.learning_rate}")
+    if not 0 <= spec.optimizer.momentum < 1:
+        raise SpecError(f"optimizer.momentum: must be in [0, 1), got {spec.optimizer.momentum}")
+    if spec.optimizer.nesterov and spec.optimizer.momentum == 0:
+        raise SpecError("optimizer.nesterov: needs optimizer.momentum > 0")
+    _non_negative("optimizer.weight_decay", spec.optimizer.weight_decay)
+    _choice("optimizer.lr_schedule", spec.optimizer.lr_schedule, LR_SCHEDULES)
+    if not 0 <= spec.optimizer.label_smoothing < 1:
+        raise SpecError(
+            f"optimizer.label_smoothing: must be in [0, 1), got {spec.optimizer.label_smoothing}"
+        )
+    _positive("epochs", spec.epochs)
+    _positive("batch_size", spec.batch_size)
+    _choice("device", spec.device, DEVICES)
+    _choice("precision", spec.precision, PRECISIONS)
+    _non_negative("sample_interval_ms", spec.sample_interval_ms)
+
+
+def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(f"{field}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(field: str, value: int) -> None:
+    if value <= 0:
+        raise SpecError(f"{field}: must be > 0, got {value}")
+
+
+def _non_negative(field: str, value: float) -> None:
+    if value < 0:
+        raise SpecError(f"{field}: must be >= 0, got {value}")

@@ -1,0 +1,192 @@
+"""One fresh worker process per request: the framework is imported there, never in the server.
+
+Why a process per run: the cold import is measured honestly, a crash or an out-of-memory kills
+only the worker (the server stays healthy), and the GPU memory is really released afterwards.
+
+Parent side: `Worker` starts `python -m services.common.worker FRAMEWORK MODE FD ORIGIN`, writes
+the serialized request to its stdin and reads framed messages from a pipe (not stdout, which
+frameworks print to). Child side: `main()` imports `services.<framework>.trainer`, runs the mode
+and writes the frames.
+
+A frame is one kind byte, a 4-byte big-endian length and a payload:
+  E  a serialized TrainEvent        (mode train)
+  R  a serialized response message  (modes describe, inspect)
+  X  an error: JSON {"code": grpc status name, "message": text}
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+
+EVENT, RESPONSE, ERROR = b"E", b"R", b"X"
+_HEADER = struct.Struct(">cI")
+STDERR_TAIL_LINES = 30
+
+
+class WorkerError(Exception):
+    """The worker reported an error (code is a grpc.StatusCode name) or died."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Worker:
+    """A running worker process, seen from the server."""
+
+    def __init__(self, framework: str, mode: str, request: bytes, python: str = sys.executable):
+        read_fd, write_fd = os.pipe()
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        cmd = [python, "-m", "services.common.worker", framework, mode, str(write_fd)]
+        self._proc = subprocess.Popen(
+            [*cmd, repr(time.time())],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            # Own process group: a cancel kills the worker and anything it started (data loaders).
+            start_new_session=True,
+        )
+        os.close(write_fd)
+        self._pipe = os.fdopen(read_fd, "rb")
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._proc.stdin.write(request)
+        self._proc.stdin.close()
+
+    def _drain_stderr(self) -> None:
+        # Forward the worker's log to ours (the service log) and keep its tail for error messages.
+        for raw in self._proc.stderr:
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            self._stderr_tail.append(line.rstrip())
+
+    def messages(self) -> Iterator[tuple[bytes, bytes]]:
+        """Yields (kind, payload) frames until the worker closes the pipe; raises WorkerError
+        for an error frame or when the worker exits non-zero."""
+        while header := self._pipe.read(_HEADER.size):
+            if len(header) < _HEADER.size:
+                break
+            kind, length = _HEADER.unpack(header)
+            payload = self._pipe.read(length)
+            if len(payload) < length:
+                break
+            if kind == ERROR:
+                error = json.loads(payload)
+                raise WorkerError(error["code"], error["message"])
+            yield kind, payload
+        returncode = self._proc.wait()
+        if returncode != 0:
+            raise WorkerError("INTERNAL", self._death_message(returncode))
+
+    def response(self) -> bytes:
+        """The single response of a describe/inspect worker."""
+        for kind, payload in self.messages():
+            if kind == RESPONSE:
+                return payload
+        raise WorkerError("INTERNAL", "the worker exited without answering")
+
+    def _death_message(self, returncode: int) -> str:
+        how = (
+            f"was killed by signal {signal.Signals(-returncode).name}"
+            if returncode < 0
+            else f"exited with code {returncode}"
+        )
+        tail = "\n".join(self._stderr_tail) or "(no output)"
+        return f"the worker process {how}; its last output:\n{tail}"
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Ends the worker: SIGTERM to its process group, SIGKILL after grace_s."""
+        if self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+                self._proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+            except ProcessLookupError:
+                pass
+        self._pipe.close()
+
+
+class Sink:
+    """Child side: writes frames to the parent, from any thread (the sampler thread emits too)."""
+
+    def __init__(self, fd: int, origin_s: float):
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._lock = threading.Lock()
+        self.origin_s = origin_s
+
+    def t_s(self) -> float:
+        """Seconds since the parent started this worker."""
+        return time.time() - self.origin_s
+
+    def write(self, kind: bytes, payload: bytes) -> None:
+        with self._lock:
+            self._file.write(_HEADER.pack(kind, len(payload)) + payload)
+
+    def event(self, event) -> None:
+        event.t_s = self.t_s()
+        self.write(EVENT, event.SerializeToString())
+
+
+def _error_code(exc: BaseException) -> str:
+    from services.common.data import DataError
+    from services.common.spec import SpecError
+
+    if isinstance(exc, SpecError):
+        return "INVALID_ARGUMENT"
+    if isinstance(exc, DataError):
+        return "FAILED_PRECONDITION"
+    # torch.OutOfMemoryError, tf.errors.ResourceExhaustedError: matched by name so that this
+    # module imports no framework.
+    if type(exc).__name__ in ("OutOfMemoryError", "ResourceExhaustedError"):
+        return "RESOURCE_EXHAUSTED"
+    return "INTERNAL"
+
+
+def main(argv: list[str]) -> int:
+    framework, mode, fd, origin = argv
+    sink = Sink(int(fd), float(origin))
+    # The parent's SIGTERM (cancel) should end the run promptly, not after the current epoch.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+    try:
+        from fwbench.v1 import trainer_pb2 as pb
+
+        request_bytes = sys.stdin.buffer.read()
+        trainer = importlib.import_module(f"services.{framework}.trainer")
+        import_s = sink.t_s()
+        if mode == "describe":
+            response = trainer.describe()
+            response.import_s = import_s
+            sink.write(RESPONSE, response.SerializeToString())
+        elif mode == "inspect":
+            request = pb.InspectRequest.FromString(request_bytes)
+            sink.write(RESPONSE, trainer.inspect(request).SerializeToString())
+        elif mode == "train":
+            from services.common.recorder import Recorder
+
+            spec = pb.TrainRequest.FromString(request_bytes).spec
+            trainer.train(spec, Recorder(sink, spec, framework, import_s))
+        else:
+            raise ValueError(f"unknown worker mode {mode!r}")
+    except Exception as exc:
+        traceback.print_exc()
+        message = str(exc) or type(exc).__name__
+        sink.write(ERROR, json.dumps({"code": _error_code(exc), "message": message}).encode())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
