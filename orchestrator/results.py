@@ -47,7 +47,7 @@ RUN_END_FIELDS = (
 
 
 def spec_columns(spec: pb.TrainSpec) -> dict:
-    """The knobs of a spec as flat runs.csv columns: every setting that changes speed or accuracy."""
+    """A spec's knobs as flat runs.csv columns: every setting that changes speed or accuracy."""
     return {
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,

@@ -29,5 +29,5 @@ def summarise(values: pd.Series) -> str:
 def _fmt(x: float) -> str:
     if x == 0 or not math.isfinite(x):
         return f"{x:g}"
-    digits = max(0, 3 - int(math.floor(math.log10(abs(x)))))
+    digits = max(0, 3 - math.floor(math.log10(abs(x))))
     return f"{x:,.{min(digits, 4)}f}"
