@@ -12,10 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from fwbench.v1 import trainer_pb2 as pb
 from google.protobuf import json_format
 from rich.console import Console
 
+from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import launchers, report
 from orchestrator.client import TrainerClient
 from orchestrator.results import ResultsWriter

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Describe and Inspect start a worker that imports the framework (TensorFlow: ~10 s cold).
 CALL_DEADLINE_S = 300

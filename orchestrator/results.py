@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from fwbench.v1 import trainer_pb2 as pb
 from google.protobuf import json_format
+
+from fwbench.v1 import trainer_pb2 as pb
 
 TELEMETRY_FIELDS = (
     "t_s",

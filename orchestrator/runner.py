@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 import grpc
-from fwbench.v1 import trainer_pb2 as pb
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.client import TrainerClient
 from orchestrator.results import ResultsWriter
 

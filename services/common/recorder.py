@@ -19,7 +19,6 @@ import statistics
 import time
 
 from fwbench.v1 import trainer_pb2 as pb
-
 from services.common.telemetry import Sampler
 
 PROGRESS_INTERVAL_S = 0.25

@@ -17,11 +17,11 @@ import threading
 from concurrent import futures
 
 import grpc
-from fwbench.v1 import trainer_pb2 as pb
-from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fwbench.v1 import trainer_pb2 as pb
+from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common.spec import SpecError, validate, with_defaults
 from services.common.worker import RESPONSE, Worker, WorkerError
 

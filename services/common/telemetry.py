@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import psutil
+
 from fwbench.v1 import trainer_pb2 as pb
 
 BATCH_INTERVAL_S = 1.0

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 import torchvision
-from fwbench.v1 import trainer_pb2 as pb
 from torch import nn
+
+from fwbench.v1 import trainer_pb2 as pb
 
 
 def _dw_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from fwbench.v1 import trainer_pb2 as pb
 
+from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
 from services.common import schedule
 from services.common.spec import SpecError

@@ -7,6 +7,7 @@ Provisional: keras.applications as-is; the canonical definitions shared with PyT
 from __future__ import annotations
 
 import keras
+
 from fwbench.v1 import trainer_pb2 as pb
 
 _APPLICATIONS = {

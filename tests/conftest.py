@@ -1,0 +1,85 @@
+"""Fixtures shared by the test suite.
+
+The suite runs in .venvs/orchestrator (no framework). Framework code is exercised through real
+services: an in-process gRPC server whose workers run in the framework's own virtualenv, or the
+local launcher's service processes. Nothing we own is mocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fwbench.v1 import trainer_pb2 as pb
+from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from services.common import server
+from services.common.spec import with_defaults
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAMEWORKS = ("pytorch", "tensorflow")
+SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def venv_python(framework: str) -> str:
+    path = ROOT / ".venvs" / framework / "bin" / "python"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make setup` first")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def services():
+    """Lazily started in-process services, one per framework: services("pytorch") -> Service."""
+    started: dict[str, server.Service] = {}
+
+    def get(framework: str) -> server.Service:
+        if framework not in started:
+            started[framework] = server.start(framework, python=venv_python(framework))
+        return started[framework]
+
+    yield get
+    for service in started.values():
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def stub(services):
+    """stub("pytorch") -> a TrainerService stub of that framework's in-process service."""
+    channels = []
+
+    def get(framework: str) -> pb_grpc.TrainerServiceStub:
+        channel = grpc.insecure_channel(f"127.0.0.1:{services(framework).port}")
+        channels.append(channel)
+        return pb_grpc.TrainerServiceStub(channel)
+
+    yield get
+    for channel in channels:
+        channel.close()
+
+
+def tiny_spec(model: str = "mobilenet_v2", **overrides) -> pb.TrainSpec:
+    """A small CPU run: synthetic data, few samples, one epoch, defaults for the rest."""
+    spec = pb.TrainSpec(
+        run_id="test",
+        model=pb.ModelSpec(name=model),
+        data=pb.DataSpec(source="synthetic", train_limit=64, test_limit=32),
+        epochs=1,
+        batch_size=32,
+        device="cpu",
+    )
+    for field, value in overrides.items():
+        target = spec
+        *path, last = field.split("__")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+    return with_defaults(spec)
+
+
+@pytest.fixture
+def shared_cifar() -> Path:
+    if not SHARED_CIFAR.exists():
+        pytest.skip(f"real CIFAR-10 archive not present at {SHARED_CIFAR}")
+    return SHARED_CIFAR
