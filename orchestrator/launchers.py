@@ -78,7 +78,9 @@ def _start(framework: str, log_path: Path) -> tuple[subprocess.Popen, str]:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        # The project root goes first; whatever the user had on PYTHONPATH stays after it.
+        env=os.environ
+        | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
         start_new_session=True,
     )
     line = _first_line(process, START_TIMEOUT_S)
