@@ -88,7 +88,7 @@ class _Gpu:
             metrics.version = nvml.NVML_GPM_METRICS_GET_VERSION
             metrics.numMetrics = 1
             metrics.sample1, metrics.sample2 = self.gpm, current
-            metrics.metrics[0].metricId = nvml.NVML_GPM_METRIC_SM_OCCUPANCY
+            metrics.metrics[0].metricId = nvml.NVML_GPM_METRIC_SM_UTIL
             nvml.nvmlGpmMetricsGet(metrics)
             nvml.nvmlGpmSampleFree(self.gpm)
             self.gpm = current
@@ -231,7 +231,8 @@ class Sampler:
     def stop(self) -> Summary:
         if self._interval_s:
             self._stop.set()
-            self._thread.join()
+            if self._thread.ident is not None:
+                self._thread.join()
             self.sample()  # a final reading closes the energy window at the run's end
             self._flush()
         return Summary(

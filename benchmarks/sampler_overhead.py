@@ -1,0 +1,88 @@
+"""What does telemetry cost? The same run with the sampler at 10 Hz and with it off, side by side.
+
+    .venvs/orchestrator/bin/python -m benchmarks.sampler_overhead --framework pytorch \
+        --model resnet50 --device cuda --train-limit 20000 --pairs 3
+
+Runs alternate (off, on, off, on, ...) in one service so that drift (clocks, temperature) hits
+both arms alike; the ratio of medians is printed. A ratio near 1.00 means sampling is free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import launchers
+from orchestrator.client import TrainerClient
+from services.common.spec import with_defaults
+
+
+def run_once(client: TrainerClient, spec: pb.TrainSpec) -> pb.RunEnd:
+    for event in client.train(spec):
+        if event.WhichOneof("event") == "run_end":
+            return event.run_end
+    raise RuntimeError("the run ended without RunEnd")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--framework", default="pytorch")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-limit", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--interval-ms", type=int, default=100)
+    args = p.parse_args()
+
+    base = with_defaults(
+        pb.TrainSpec(
+            model=pb.ModelSpec(name=args.model),
+            data=pb.DataSpec(source="synthetic", train_limit=args.train_limit, test_limit=256),
+            epochs=1,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    )
+    arms = {"off": 0, "on": args.interval_ms}
+    results: dict[str, list[pb.RunEnd]] = {arm: [] for arm in arms}
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        launchers.local([args.framework], Path(logs)) as addresses,
+    ):
+        client = TrainerClient(args.framework, addresses[args.framework])
+        for pair in range(args.pairs):
+            for arm, interval_ms in arms.items():
+                spec = pb.TrainSpec()
+                spec.CopyFrom(base)
+                spec.run_id = f"{arm}-{pair}"
+                spec.sample_interval_ms = interval_ms
+                end = run_once(client, spec)
+                results[arm].append(end)
+                print(
+                    f"pair {pair} sampler {arm:3}: {end.images_per_s:8.1f} img/s, "
+                    f"step median {end.step_time_median_s * 1000:.2f} ms",
+                    flush=True,
+                )
+    throughput = {
+        arm: statistics.median(e.images_per_s for e in ends) for arm, ends in results.items()
+    }
+    step_ms = {
+        arm: statistics.median(e.step_time_median_s for e in ends) * 1000
+        for arm, ends in results.items()
+    }
+    print(
+        f"\n{args.framework} {args.model} on {args.device}, batch {args.batch_size}, "
+        f"{args.pairs} pairs, sampler every {args.interval_ms} ms:\n"
+        f"  throughput on/off = {throughput['on'] / throughput['off']:.3f} "
+        f"({throughput['on']:.1f} vs {throughput['off']:.1f} img/s)\n"
+        f"  median step on/off = {step_ms['on'] / step_ms['off']:.3f} "
+        f"({step_ms['on']:.2f} vs {step_ms['off']:.2f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
