@@ -1,9 +1,10 @@
 # The two commands of the quick start, and the set-up both need.
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
 #   make test   lint, format check and the test suite (everything but the `gpu` marker)
+#   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint friction
 setup:
 	scripts/setup-env orchestrator
 	scripts/setup-env pytorch
@@ -20,3 +21,6 @@ lint: setup
 
 test: lint
 	$(ORCH)/pytest -m "not gpu"
+
+friction: setup
+	$(ORCH)/fwbench friction --out results/friction

@@ -49,9 +49,13 @@ class TrainerClient:
             pb.DescribeRequest(), wait_for_ready=True, timeout=CALL_DEADLINE_S
         )
 
-    def inspect(self, spec: pb.TrainSpec, probe_batch_size: int = 8) -> pb.ModelReport:
+    def inspect(
+        self, spec: pb.TrainSpec, probe_batch_size: int = 8, train_steps: int = 0
+    ) -> pb.ModelReport:
         return self._stub.Inspect(
-            pb.InspectRequest(spec=spec, probe_batch_size=probe_batch_size),
+            pb.InspectRequest(
+                spec=spec, probe_batch_size=probe_batch_size, train_steps=train_steps
+            ),
             wait_for_ready=True,
             timeout=CALL_DEADLINE_S,
         )

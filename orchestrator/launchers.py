@@ -34,9 +34,13 @@ def venv_python(framework: str) -> Path:
 
 
 @contextlib.contextmanager
-def local(frameworks: list[str], log_dir: Path) -> Iterator[dict[str, str]]:
-    """Starts one service per framework from .venvs/<framework>; logs go to log_dir."""
-    missing = [f for f in frameworks if not venv_python(f).exists()]
+def local(
+    frameworks: list[str], log_dir: Path, pythons: dict[str, Path] | None = None
+) -> Iterator[dict[str, str]]:
+    """Starts one service per framework from .venvs/<framework>, or from the interpreter that
+    `pythons` names for it (fwbench friction's fresh environments); logs go to log_dir."""
+    pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in frameworks}
+    missing = [f for f in frameworks if not pythons[f].exists()]
     if missing:
         raise LauncherError(
             "no environment for "
@@ -51,7 +55,9 @@ def local(frameworks: list[str], log_dir: Path) -> Iterator[dict[str, str]]:
     try:
         addresses = {}
         for framework in frameworks:
-            process, address = _start(framework, log_dir / f"{framework}-service.log")
+            process, address = _start(
+                framework, pythons[framework], log_dir / f"{framework}-service.log"
+            )
             processes.append(process)
             addresses[framework] = address
         for framework, address in addresses.items():
@@ -62,11 +68,11 @@ def local(frameworks: list[str], log_dir: Path) -> Iterator[dict[str, str]]:
             _stop(process)
 
 
-def _start(framework: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+def _start(framework: str, python: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     log = open(log_path, "ab")  # noqa: SIM115 - the service writes to it for its whole life
     process = subprocess.Popen(
         [
-            str(venv_python(framework)),
+            str(python),
             "-u",
             "-m",
             "services.common.server",
@@ -74,6 +80,8 @@ def _start(framework: str, log_path: Path) -> tuple[subprocess.Popen, str]:
             framework,
             "--port",
             "0",
+            "--parent-pid",
+            str(os.getpid()),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,

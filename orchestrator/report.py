@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator import parity
 from orchestrator.stats import summarise
 
 # (column, label, scale): what the side-by-side table shows, when the column has values.
@@ -80,9 +81,19 @@ def render(out_dir: Path) -> Path:
             f"devices: {', '.join(info.get('devices', []))}"
         )
     parts.append("")
-    if runs.empty:
+    if context.get("spec", {}).get("model", {}).get("architecture") == "library":
+        parts += [
+            f"**{parity.LIBRARY_LABEL}**: each framework's own model library as-is, so results "
+            "compare models as well as frameworks (differences under Model parity).",
+            "",
+        ]
+    parity_csv = _read(out_dir / parity.CSV_NAME)
+    if not parity_csv.empty:
+        parts += parity.markdown(parity_csv)
+    friction = _read(out_dir / "friction.csv")  # written by `fwbench friction`
+    if runs.empty and friction.empty:
         parts.append("No run finished.")
-    else:
+    elif not runs.empty:
         for model, table in side_by_side(runs, epochs).items():
             parts += [f"## {model}", "", table.to_markdown(), ""]
         table = per_epoch(epochs)
@@ -94,6 +105,11 @@ def render(out_dir: Path) -> Path:
             parts += ["## Failed runs", ""]
             parts += [f"- `{r.run_id}`: {r.error}" for r in failed.itertuples()]
             parts.append("")
+    if not friction.empty:
+        # Imported here: orchestrator.friction imports the CLI, which imports this module.
+        from orchestrator.friction import markdown as friction_markdown
+
+        parts += friction_markdown(friction)
     parts += [
         "Notes: GPU utilisation is NVML's, the share of time at least one kernel ran, not SM "
         "occupancy. Times are wall-clock; GPU timings synchronise the device before reading "

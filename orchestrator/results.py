@@ -16,6 +16,7 @@ import pandas as pd
 from google.protobuf import json_format
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator.parity import LIBRARY_LABEL
 
 TELEMETRY_FIELDS = (
     "t_s",
@@ -58,6 +59,9 @@ def spec_columns(spec: pb.TrainSpec) -> dict:
         "compile": spec.compile,
         "cudnn_benchmark": spec.cudnn_benchmark,
         "architecture": spec.model.architecture,
+        "model_definitions": LIBRARY_LABEL
+        if spec.model.architecture == "library"
+        else "canonical (identical in every framework)",
         "init": spec.model.init,
         "dataset": spec.data.source if spec.data.source == "synthetic" else spec.data.data_dir,
         "augment": spec.data.augment,
@@ -83,9 +87,35 @@ def _present(message, fields) -> dict:
     return out
 
 
+RESULT_FILES = (
+    "events.jsonl",
+    "runs.csv",
+    "epochs.csv",
+    "telemetry.csv",
+    "context.json",
+    "parity.csv",
+    "report.md",
+    "report.html",
+)
+
+
+class ResultsExist(Exception):
+    pass
+
+
 class ResultsWriter:
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, overwrite: bool = False):
+        """Refuses a directory that already holds results, so two experiments never mix in one
+        set of files; with overwrite, the old result files are removed first."""
         self.dir = out_dir
+        existing = [out_dir / name for name in RESULT_FILES if (out_dir / name).exists()]
+        if existing and not overwrite:
+            raise ResultsExist(
+                f"{out_dir} already holds results ({', '.join(p.name for p in existing)}): "
+                "choose another --out, or pass --overwrite to replace them"
+            )
+        for path in existing:
+            path.unlink()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._events = open(self.dir / "events.jsonl", "a")  # noqa: SIM115 - open for the session
         self._runs: list[dict] = []

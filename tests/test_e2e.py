@@ -132,13 +132,14 @@ def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):
 
 
 def test_bad_input_is_a_clear_error_before_anything_starts(tmp_path: Path):
-    result = fwbench("run", "--models", "resnet18", "--out", str(tmp_path / "x"))
+    result = fwbench("run", "--models", "resnet18", "--out", str(tmp_path / "x"), timeout_s=60)
     assert result.returncode == 2
     assert "model resnet18 not known; choose from resnet50, vgg19, mobilenet" in result.stderr
 
-    result = fwbench("run", "--batch-size", "0", "--out", str(tmp_path / "x"))
+    # 0 must not silently become the default (in protobuf an unset 0 means "the default").
+    result = fwbench("run", "--batch-size", "0", "--out", str(tmp_path / "x"), timeout_s=60)
     assert result.returncode == 2
-    assert "batch_size: must be > 0" in result.stdout
+    assert "--batch-size: must be > 0, got 0" in result.stderr
 
 
 def test_a_missing_environment_names_the_setup_command(tmp_path: Path):

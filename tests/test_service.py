@@ -24,11 +24,15 @@ def long_spec(**overrides) -> pb.TrainSpec:
 
 
 def workers() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "services.common.worker" in " ".join(p.cmdline())
-    ]
+    """Live worker processes under this test process (a zombie has exited: not counted)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "services.common.worker" in p.cmdline():
+                found.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return found
 
 
 def wait_for_progress(stream) -> None:

@@ -3,8 +3,16 @@
 Two sources:
 - synthetic: seeded, learnable images made in memory (class-dependent colour and pattern plus
   noise), so everything runs before real data exists;
-- directory: a dataset prepared once by `fwbench data prepare` (uint8 .npy arrays memory-mapped,
-  meta.json with a sha256 of every array, checked before use).
+- directory: a dataset prepared once by `fwbench data prepare` (orchestrator/data.py decodes the
+  source; `write` here is the only code that writes the format, `from_directory` the only code
+  that reads it).
+
+The directory format, FORMAT:
+  train_images.npy, test_images.npy   uint8 N x 32 x 32 x 3 (NHWC, RGB), memory-mapped on load
+  train_labels.npy, test_labels.npy   int64 N, indices into `classes`
+  meta.json   format, name, classes, train_count, test_count, mean and std (per RGB channel, of
+              the training images on the [0, 1] scale), arrays (file, sha256, shape, dtype of each
+              array: checked before every use) and provenance (source, preprocessing, order)
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +29,7 @@ import numpy as np
 FORMAT = "fwbench-dataset/1"
 IMAGE_SHAPE = (32, 32, 3)
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+META_KEYS = ("name", "classes", "mean", "std", "arrays")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
 
 
@@ -90,9 +101,93 @@ def probe_batch(seed: int, count: int) -> np.ndarray:
     return ((images / 255 - 0.5) / 0.25).astype(np.float32)
 
 
+def probe_labels(seed: int, count: int) -> np.ndarray:
+    """int64 class labels of probe_batch(seed, count), for comparing training steps."""
+    return synthetic_split(seed, 3, count)[1]
+
+
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_arrays(arrays: dict[str, np.ndarray], classes_count: int, where: str) -> None:
+    """Raises DataError unless the arrays have the format's shapes and dtypes and the labels
+    name a class; the writer checks before writing, the reader after loading."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE:
+            raise DataError(
+                f"{where}: {split}_images is {images.dtype} {images.shape}, "
+                f"expected uint8 N x {' x '.join(map(str, IMAGE_SHAPE))}"
+            )
+        if labels.dtype != np.int64 or labels.shape != (len(images),):
+            raise DataError(
+                f"{where}: {split}_labels is {labels.dtype} {labels.shape}, "
+                f"expected int64 ({len(images)},) to match {split}_images"
+            )
+        if len(labels) and not 0 <= labels.min() <= labels.max() < classes_count:
+            raise DataError(f"{where}: {split}_labels fall outside 0..{classes_count - 1}")
+
+
+def write(
+    out_dir: Path,
+    arrays: dict[str, np.ndarray],
+    classes: list[str],
+    name: str,
+    provenance: dict,
+    replace: bool = False,
+) -> dict:
+    """Writes a dataset directory in FORMAT and returns its meta.
+
+    Everything is written into a temporary sibling directory that is renamed into place at the
+    end, so an interrupted or failed preparation never leaves a directory that looks prepared.
+    `provenance` (source, preprocessing, order) is recorded in meta.json as is.
+    """
+    check_arrays(arrays, len(classes), name)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not replace:
+        raise DataError(f"{out_dir} already exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        # mkdtemp makes it private (0700); services may run as another user (containers).
+        partial.chmod(0o755)
+        entries = {}
+        for array_name in ARRAYS:
+            path = partial / f"{array_name}.npy"
+            np.save(path, np.ascontiguousarray(arrays[array_name]))
+            entries[array_name] = {
+                "file": path.name,
+                "sha256": sha256_file(path),
+                "shape": list(arrays[array_name].shape),
+                "dtype": str(arrays[array_name].dtype),
+            }
+        mean, std = channel_stats(arrays["train_images"])
+        meta = {
+            "format": FORMAT,
+            "name": name,
+            "classes": list(classes),
+            "train_count": len(arrays["train_labels"]),
+            "test_count": len(arrays["test_labels"]),
+            # Per channel (R, G, B), of the training images on the [0, 1] scale.
+            "mean": mean,
+            "std": std,
+            "arrays": entries,
+            **provenance,
+        }
+        (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            # Moved aside rather than deleted first, so a failure here loses nothing.
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            out_dir.rename(old / out_dir.name)
+            partial.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return meta
 
 
 def read_meta(data_dir: Path) -> dict:
@@ -102,9 +197,17 @@ def read_meta(data_dir: Path) -> dict:
             f"{meta_path} does not exist: prepare the dataset first with "
             f"`fwbench data prepare --source SOURCE --out {data_dir}`"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{meta_path} is not valid JSON ({e}): prepare the dataset again") from e
     if meta.get("format") != FORMAT:
         raise DataError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    missing = [k for k in META_KEYS if k not in meta] + [
+        f"arrays.{name}" for name in ARRAYS if name not in meta.get("arrays", {})
+    ]
+    if missing:
+        raise DataError(f"{meta_path} lacks {', '.join(missing)}: prepare the dataset again")
     return meta
 
 
@@ -130,12 +233,13 @@ def from_directory(data_dir: Path) -> Dataset:
     arrays = {
         name: np.load(data_dir / meta["arrays"][name]["file"], mmap_mode="r") for name in ARRAYS
     }
+    check_arrays(arrays, len(meta["classes"]), str(data_dir))
     return Dataset(
         **arrays,
         classes=tuple(meta["classes"]),
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
-        description=f"{meta.get('name', data_dir.name)} ({data_dir})",
+        description=f"{meta['name']} ({data_dir})",
     )
 
 

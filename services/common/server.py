@@ -149,6 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside containers")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="stop when this process is gone (the local launcher's pid: a killed orchestrator "
+        "must not leave services behind)",
+    )
     args = parser.parse_args(argv)
     # CUDA must number devices as NVML does (by PCI bus id) for telemetry to read the right GPU;
     # workers inherit this before they initialise CUDA.
@@ -157,10 +163,19 @@ def main(argv: list[str] | None = None) -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    if args.parent_pid:
+        threading.Thread(target=_watch_parent, args=(args.parent_pid, done), daemon=True).start()
     # The local launcher reads this line to learn the port.
     print(f"fwbench {args.framework} service listening on {args.host}:{service.port}", flush=True)
     done.wait()
     service.stop()
+
+
+def _watch_parent(parent_pid: int, done: threading.Event) -> None:
+    # Once the parent dies the service is re-parented, so getppid() changes.
+    while not done.wait(1.0):
+        if os.getppid() != parent_pid:
+            done.set()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ INITS = ("shared", "framework")
 SOURCES = ("synthetic", "directory")
 AUGMENTS = ("none", "crop-flip")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# How optimizer.weight_decay acts in every framework, as torch.optim defines it: an L2 term added
+# to the gradient (sgd, adam) or a decoupled shrink of the weights (adamw). Keras' own
+# weight_decay is always decoupled, so the TensorFlow service adds the coupled one itself.
+WEIGHT_DECAY = {"sgd": "coupled-l2", "adam": "coupled-l2", "adamw": "decoupled"}
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")

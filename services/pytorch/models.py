@@ -1,62 +1,209 @@
-"""PyTorch models for 32x32x3 inputs and 10 classes.
+"""PyTorch models for 32x32x3 inputs: fwbench's canonical definitions, or torchvision's as-is.
 
-Provisional: library models (torchvision) and a MobileNet v1; the canonical definitions shared
-with TensorFlow replace this (issue: model parity).
+canonical: nn.Modules built from services/common/architectures.py, whose module paths are the
+canonical tensor names, so the shared initial weights load as a plain state_dict.
+library: torchvision.models with its defaults (weights=None), which is what users try first;
+torchvision has no MobileNet v1, so `mobilenet` is the canonical one with PyTorch's initialisers.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torchvision
 from torch import nn
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import architectures as arch
+from services.common import init, model_report
+
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+TORCHVISION = ("resnet50", "vgg19", "mobilenet_v2")
+DEFAULT_INIT = "PyTorch defaults: kaiming uniform (a=sqrt(5)) Conv2d and Linear"
+# What describe() cannot read off the modules.
+LIBRARY_FACTS = {
+    "resnet50": {
+        "definition": "torchvision.models.resnet50",
+        "resnet_variant": "v1.5 (stride on the 3x3 conv)",
+        "initializer": "torchvision: kaiming normal (fan_out) convs, default Linear",
+    },
+    "vgg19": {
+        "definition": "torchvision.models.vgg19 (adaptive average pool to 7x7 before the head)",
+        "initializer": "torchvision: kaiming normal (fan_out) convs, N(0, 0.01^2) Linear",
+    },
+    "mobilenet": {
+        "definition": "fwbench canonical (torchvision has no MobileNet v1)",
+        "mobilenet_version": "v1, width 1.0, ReLU6",
+        "initializer": DEFAULT_INIT,
+    },
+    "mobilenet_v2": {
+        "definition": "torchvision.models.mobilenet_v2",
+        "mobilenet_version": "v2, width 1.0",
+        "initializer": "torchvision: kaiming normal (fan_out) convs, N(0, 0.01^2) Linear",
+    },
+}
+LIBRARY_PADDING = "symmetric (padding=k//2)"
+# BatchNorm2d updates running_var with the unbiased batch variance, Keras with the biased one: a
+# difference of the frameworks that identical definitions cannot remove (eval-mode only).
+BN_RUNNING_VARIANCE = "updated with the unbiased batch variance"
 
 
-def _dw_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
-        nn.BatchNorm2d(c_in),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_in, c_out, 1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
+def _activation(name: str | None) -> nn.Module:
+    return ACTIVATIONS[name](inplace=True) if name else nn.Identity()
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, c: arch.Conv):
+        layers = OrderedDict(
+            conv=nn.Conv2d(
+                c.c_in, c.c_out, c.kernel, c.stride, c.padding, groups=c.groups, bias=c.bias
+            )
+        )
+        if c.bn:
+            layers["bn"] = nn.BatchNorm2d(c.c_out, eps=arch.BN_EPSILON, momentum=arch.BN_MOMENTUM)
+        if c.act:
+            layers["act"] = _activation(c.act)
+        super().__init__(layers)
+
+
+class Block(nn.Module):
+    """A ResNet bottleneck, a MobileNet separable block or a MobileNetV2 inverted residual."""
+
+    def __init__(self, block: arch.Block):
+        super().__init__()
+        # Convs are registered by their own names, not inside a child Sequential, so that the
+        # module paths are the canonical tensor names (layer1_0.conv1..., layer1_0.downsample...).
+        self.branch = [c.name for c in block.convs]
+        for c in block.convs:
+            self.add_module(c.name, ConvBNAct(c))
+        self.shortcut = block.shortcut.name if block.shortcut else None
+        if block.shortcut:
+            self.add_module(block.shortcut.name, ConvBNAct(block.shortcut))
+        self.residual = block.residual
+        self.post_act = _activation(block.post_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for name in self.branch:
+            out = self.get_submodule(name)(out)
+        if self.residual:
+            out = out + (self.get_submodule(self.shortcut)(x) if self.shortcut else x)
+        return self.post_act(out)
+
+
+def _module(unit: arch.Unit) -> nn.Module:
+    match unit:
+        case arch.Conv():
+            return ConvBNAct(unit)
+        case arch.Block():
+            return Block(unit)
+        case arch.MaxPool():
+            return nn.MaxPool2d(unit.kernel, unit.stride, unit.padding)
+        case arch.GlobalAvgPool():
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        case arch.Flatten():
+            return nn.Flatten()
+        case arch.Dense():
+            layers = OrderedDict(linear=nn.Linear(unit.c_in, unit.c_out))
+            if unit.act:
+                layers["act"] = _activation(unit.act)
+            return nn.Sequential(layers)
+    raise TypeError(f"no PyTorch module for {unit!r}")
+
+
+def canonical(architecture: arch.Architecture) -> nn.Sequential:
+    return nn.Sequential(OrderedDict((u.name, _module(u)) for u in architecture.units))
+
+
+def load_shared(model: nn.Module, architecture: arch.Architecture, seed: int) -> None:
+    weights = init.initial_weights(architecture, seed)
+    missing, unexpected = model.load_state_dict(
+        {name: torch.from_numpy(w) for name, w in weights.items()}, strict=False
     )
-
-
-def mobilenet_v1(num_classes: int) -> nn.Module:
-    widths = (
-        [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
-        + [(512, 512, 1)] * 5
-        + [(512, 1024, 2), (1024, 1024, 1)]
-    )
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, 2, 1, bias=False),
-        nn.BatchNorm2d(32),
-        nn.ReLU(inplace=True),
-        *[_dw_block(*w) for w in widths],
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(1024, num_classes),
-    )
+    # BatchNorm's num_batches_tracked counters are PyTorch's own and start at 0 anyway.
+    missing = [name for name in missing if not name.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"shared weights do not fit the module: missing {missing}, unexpected {unexpected}"
+        )
 
 
 def build(spec: pb.ModelSpec, seed: int) -> nn.Module:
+    # Seeds PyTorch's own initialisers (init 'framework', library models).
     torch.manual_seed(seed)
-    if spec.name == "mobilenet":
-        return mobilenet_v1(spec.num_classes)
-    return getattr(torchvision.models, spec.name)(weights=None, num_classes=spec.num_classes)
+    if spec.architecture == "library" and spec.name in TORCHVISION:
+        return getattr(torchvision.models, spec.name)(weights=None, num_classes=spec.num_classes)
+    architecture = arch.get(spec.name, spec.num_classes)
+    model = canonical(architecture)
+    if spec.init == "shared":
+        load_shared(model, architecture, seed)
+    return model
+
+
+def _weight_layer_positions(model: nn.Module) -> list[tuple[int, int]]:
+    """(weight elements, output positions per sample) of every conv and dense layer, read from
+    one forward pass of a 32x32 input."""
+    found = []
+
+    def hook(module, _inputs, output):
+        positions = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
+        found.append((module.weight.numel(), positions))
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    was_training = model.training
+    parameter = next(model.parameters())
+    try:
+        with torch.inference_mode():
+            model.eval()(
+                torch.zeros(1, arch.IMAGE_CHANNELS, arch.IMAGE_SIZE, arch.IMAGE_SIZE).to(parameter)
+            )
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _facts(spec: pb.ModelSpec) -> dict[str, str]:
+    if spec.architecture == "library":
+        return {"padding": LIBRARY_PADDING, "output": "logits"} | LIBRARY_FACTS[spec.name]
+    return {
+        "definition": "fwbench canonical",
+        "output": "logits",
+        "padding": arch.PADDING,
+        "initializer": init.DESCRIPTION if spec.init == "shared" else DEFAULT_INIT,
+    } | arch.get(spec.name, spec.num_classes).facts
 
 
 def describe(model: nn.Module, spec: pb.ModelSpec) -> dict:
+    modules = list(model.modules())
+    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
+    dense = [m for m in modules if isinstance(m, nn.Linear)]
+    norms = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
     params = list(model.parameters())
+    properties = _facts(spec) | {
+        "bn_momentum": model_report.distinct(m.momentum for m in norms),
+        "bn_epsilon": model_report.distinct(m.eps for m in norms),
+        "dropout": model_report.distinct(
+            m.p for m in modules if isinstance(m, nn.Dropout) and m.p > 0
+        ),
+        "conv_bias": model_report.conv_bias(sum(m.bias is not None for m in convs), len(convs)),
+        "dense_layers": model_report.dense_chain((m.in_features, m.out_features) for m in dense),
+    }
+    if norms:
+        properties["bn_running_variance"] = BN_RUNNING_VARIANCE
     return {
         "total_params": sum(p.numel() for p in params),
         "trainable_params": sum(p.numel() for p in params if p.requires_grad),
         "non_trainable_state": sum(
-            b.numel() for name, b in model.named_buffers() if "num_batches" not in name
+            b.numel() for name, b in model.named_buffers() if "num_batches_tracked" not in name
         ),
-        "layer_count": sum(
-            1 for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)
-        ),
+        "layer_count": len(convs) + len(dense) + len(norms),
+        "forward_flops_per_sample": model_report.forward_flops(_weight_layer_positions(model)),
+        "properties": properties,
     }

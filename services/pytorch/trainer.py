@@ -18,7 +18,7 @@ import torchvision
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
 from services.common import schedule
-from services.common.spec import SpecError
+from services.common.spec import WEIGHT_DECAY, SpecError
 from services.pytorch import models
 
 FRAMEWORK = "pytorch"
@@ -65,6 +65,7 @@ def configure(spec: pb.TrainSpec, device: torch.device) -> dict[str, str]:
         "tf32_conv": str(tf32).lower(),
         "cudnn_benchmark": str(spec.cudnn_benchmark).lower(),
         "compile": "torch.compile" if spec.compile else "eager",
+        "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
         "threads": str(torch.get_num_threads()),
     }
 
@@ -253,19 +254,38 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         recorder.run_end()
 
 
+def probe_train_losses(model, spec: pb.TrainSpec, probe: torch.Tensor, steps: int) -> list[float]:
+    """The losses of `steps` training steps on the probe batch, taken as train() takes them."""
+    labels = torch.from_numpy(datasets.probe_labels(spec.seed, len(probe)))
+    optimizer, lr_schedule = make_optimizer(spec, model, steps)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(probe), labels, label_smoothing=spec.optimizer.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr_schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
 def inspect(request: pb.InspectRequest) -> pb.ModelReport:
-    """Model size and probe logits, built on the CPU in fp32 eval mode so that frameworks compare
-    the same arithmetic."""
+    """Model size, probe logits and probe training losses, on the CPU in fp32 (logits in eval
+    mode) so that frameworks compare the same arithmetic."""
     spec = request.spec
     torch.manual_seed(spec.seed)
     model = models.build(spec.model, spec.seed).eval()
     probe = torch.from_numpy(datasets.probe_batch(spec.seed, request.probe_batch_size))
+    probe = probe.permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
-        logits = model(probe.permute(0, 3, 1, 2).contiguous())
+        logits = model(probe)
+    description = models.describe(model, spec.model)
     return pb.ModelReport(
         framework=FRAMEWORK,
         model=spec.model.name,
         probe_logits=logits.flatten().tolist(),
         probe_batch_size=request.probe_batch_size,
-        **models.describe(model, spec.model),
+        probe_train_losses=probe_train_losses(model, spec, probe, request.train_steps),
+        **description,
     )

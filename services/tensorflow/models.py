@@ -1,40 +1,214 @@
-"""Keras models for 32x32x3 inputs and 10 classes.
+"""Keras models for 32x32x3 inputs: fwbench's canonical definitions, or keras.applications' as-is.
 
-Provisional: keras.applications as-is; the canonical definitions shared with PyTorch replace this
-(issue: model parity).
+canonical: functional Keras models built from services/common/architectures.py. Layer names are
+the canonical layer paths with '_' for '.', plus the module (`layer1_0_conv2_conv`,
+`layer1_0_conv2_bn`, `fc_linear`), which is how the shared initial weights find their layers.
+library: keras.applications with its defaults (weights=None, softmax output), which is what
+Keras users try first.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import keras
+from keras import layers
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import architectures as arch
+from services.common import init, model_report
 
-_APPLICATIONS = {
+APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
     "vgg19": keras.applications.VGG19,
     "mobilenet": keras.applications.MobileNet,
     "mobilenet_v2": keras.applications.MobileNetV2,
 }
+DEFAULT_INIT = "Keras defaults: glorot uniform kernels, zero biases"
+# What describe() cannot read off the layers.
+LIBRARY_FACTS = {
+    "resnet50": {
+        "definition": "keras.applications.ResNet50",
+        "resnet_variant": "v1 (stride on the first 1x1 conv)",
+    },
+    "vgg19": {"definition": "keras.applications.VGG19 (flatten 1x1x512 before the head)"},
+    "mobilenet": {
+        "definition": "keras.applications.MobileNet (1x1 conv as the classifier)",
+        "mobilenet_version": "v1, width 1.0, ReLU6",
+    },
+    "mobilenet_v2": {
+        "definition": "keras.applications.MobileNetV2",
+        "mobilenet_version": "v2, width 1.0",
+    },
+}
+LIBRARY_PADDING = "'same' (at stride 2 the odd pixel goes bottom/right only)"
+# Keras updates moving_variance with the biased batch variance, PyTorch with the unbiased one: a
+# difference of the frameworks that identical definitions cannot remove (eval-mode only).
+BN_RUNNING_VARIANCE = "updated with the biased batch variance"
+
+
+def _keras_name(path: str, module: str) -> str:
+    return f"{path.replace('.', '_')}_{module}"
+
+
+def _activation(name: str, layer_name: str) -> layers.Layer:
+    return layers.ReLU(max_value=6.0 if name == "relu6" else None, name=layer_name)
+
+
+def _conv(x, c: arch.Conv, path: str):
+    # Stride 1: 'same' pads kernel//2 on every side, as PyTorch does. Stride 2: 'same' would pad
+    # only bottom/right, so pad symmetrically by hand and convolve 'valid'.
+    if c.stride > 1 and c.padding:
+        x = layers.ZeroPadding2D(c.padding, name=_keras_name(path, "pad"))(x)
+    padding = "same" if c.stride == 1 else "valid"
+    name = _keras_name(path, "conv")
+    if c.depthwise:
+        x = layers.DepthwiseConv2D(c.kernel, c.stride, padding, use_bias=c.bias, name=name)(x)
+    else:
+        x = layers.Conv2D(c.c_out, c.kernel, c.stride, padding, use_bias=c.bias, name=name)(x)
+    if c.bn:
+        x = layers.BatchNormalization(
+            momentum=1 - arch.BN_MOMENTUM,  # Keras weighs the old statistic
+            epsilon=arch.BN_EPSILON,
+            name=_keras_name(path, "bn"),
+        )(x)
+    if c.act:
+        x = _activation(c.act, _keras_name(path, "act"))(x)
+    return x
+
+
+def _unit(x, unit: arch.Unit):
+    match unit:
+        case arch.Conv():
+            return _conv(x, unit, unit.name)
+        case arch.Block():
+            out = x
+            for c in unit.convs:
+                out = _conv(out, c, f"{unit.name}.{c.name}")
+            if unit.residual:
+                shortcut = (
+                    _conv(x, unit.shortcut, f"{unit.name}.{unit.shortcut.name}")
+                    if unit.shortcut
+                    else x
+                )
+                out = layers.Add(name=f"{unit.name}_add")([out, shortcut])
+            if unit.post_act:
+                out = _activation(unit.post_act, f"{unit.name}_act")(out)
+            return out
+        case arch.MaxPool():
+            if unit.padding:
+                x = layers.ZeroPadding2D(unit.padding, name=f"{unit.name}_pad")(x)
+            return layers.MaxPooling2D(unit.kernel, unit.stride, name=unit.name)(x)
+        case arch.GlobalAvgPool():
+            return layers.GlobalAveragePooling2D(name=unit.name)(x)
+        case arch.Flatten():
+            return layers.Flatten(name=unit.name)(x)
+        case arch.Dense():
+            x = layers.Dense(unit.c_out, name=_keras_name(unit.name, "linear"))(x)
+            return _activation(unit.act, _keras_name(unit.name, "act"))(x) if unit.act else x
+    raise TypeError(f"no Keras layer for {unit!r}")
+
+
+def canonical(architecture: arch.Architecture) -> keras.Model:
+    inputs = keras.Input((arch.IMAGE_SIZE, arch.IMAGE_SIZE, arch.IMAGE_CHANNELS), name="images")
+    x = inputs
+    for unit in architecture.units:
+        x = _unit(x, unit)
+    return keras.Model(inputs, x, name=architecture.name)
+
+
+def _keras_layout(array, role: str):
+    """A PyTorch-layout weight in Keras' layout: conv O x I x H x W -> H x W x I x O; depthwise
+    C x 1 x H x W -> H x W x C x 1 (Keras' depth multiplier is last); dense out x in -> in x out."""
+    if role == "conv":
+        return array.transpose(2, 3, 1, 0)
+    if role == "depthwise_conv":
+        return array.transpose(2, 3, 0, 1)
+    if role in ("dense", "classifier"):
+        return array.T
+    return array
+
+
+def load_shared(model: keras.Model, architecture: arch.Architecture, seed: int) -> None:
+    weights = init.initial_weights(architecture, seed)
+    # The canonical order within a layer is Keras' get_weights order: kernel, bias; and gamma,
+    # beta, moving mean, moving variance.
+    for (path, module), tensors in itertools.groupby(
+        arch.tensors(architecture), key=lambda t: (t.layer, t.module)
+    ):
+        model.get_layer(_keras_name(path, module)).set_weights(
+            [_keras_layout(weights[t.name], t.role) for t in tensors]
+        )
 
 
 def build(spec: pb.ModelSpec, seed: int) -> keras.Model:
+    # Seeds Keras' own initialisers (init 'framework', library models).
     keras.utils.set_random_seed(seed)
-    return _APPLICATIONS[spec.name](weights=None, input_shape=(32, 32, 3), classes=spec.num_classes)
+    if spec.architecture == "library":
+        return APPLICATIONS[spec.name](
+            weights=None,
+            input_shape=(arch.IMAGE_SIZE, arch.IMAGE_SIZE, arch.IMAGE_CHANNELS),
+            classes=spec.num_classes,
+        )
+    architecture = arch.get(spec.name, spec.num_classes)
+    model = canonical(architecture)
+    if spec.init == "shared":
+        load_shared(model, architecture, seed)
+    return model
+
+
+def _output_positions(layer: layers.Layer) -> int:
+    shape = layer.output.shape  # (batch, height, width, channels) or (batch, features)
+    return shape[1] * shape[2] if len(shape) == 4 else 1
+
+
+def _facts(spec: pb.ModelSpec) -> dict[str, str]:
+    if spec.architecture == "library":
+        return {
+            "padding": LIBRARY_PADDING,
+            "initializer": DEFAULT_INIT,
+            "output": "logits",
+        } | LIBRARY_FACTS[spec.name]
+    return {
+        "definition": "fwbench canonical",
+        "output": "logits",
+        "padding": arch.PADDING,
+        "initializer": init.DESCRIPTION if spec.init == "shared" else DEFAULT_INIT,
+    } | arch.get(spec.name, spec.num_classes).facts
 
 
 def describe(model: keras.Model, spec: pb.ModelSpec) -> dict:
-    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
-    non_trainable = sum(int(w.numpy().size) for w in model.non_trainable_weights)
+    convs = [
+        layer for layer in model.layers if isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D)
+    ]
+    dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    # Every Keras weight that is not trainable here is BatchNorm state, not a parameter.
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    properties = _facts(spec) | {
+        # Keras' momentum weighs the old statistic; reported as the new one's weight, like PyTorch.
+        "bn_momentum": model_report.distinct(1 - layer.momentum for layer in norms),
+        "bn_epsilon": model_report.distinct(layer.epsilon for layer in norms),
+        "dropout": model_report.distinct(
+            layer.rate
+            for layer in model.layers
+            if isinstance(layer, layers.Dropout) and layer.rate > 0
+        ),
+        "conv_bias": model_report.conv_bias(sum(layer.use_bias for layer in convs), len(convs)),
+        "dense_layers": model_report.dense_chain(tuple(layer.kernel.shape) for layer in dense),
+    }
+    if norms:
+        properties["bn_running_variance"] = BN_RUNNING_VARIANCE
+    if getattr(model.layers[-1], "activation", None) is keras.activations.softmax:
+        properties["output"] = "probabilities (softmax)"
     return {
         "total_params": trainable,
         "trainable_params": trainable,
-        "non_trainable_state": non_trainable,
-        "layer_count": sum(
-            1
-            for layer in model.layers
-            if isinstance(
-                layer, keras.layers.Conv2D | keras.layers.Dense | keras.layers.BatchNormalization
-            )
+        "non_trainable_state": sum(math.prod(w.shape) for w in model.non_trainable_weights),
+        "layer_count": len(convs) + len(dense) + len(norms),
+        "forward_flops_per_sample": model_report.forward_flops(
+            (math.prod(layer.kernel.shape), _output_positions(layer)) for layer in convs + dense
         ),
+        "properties": properties,
     }

@@ -1,0 +1,69 @@
+"""What does fwbench's harness cost? The PyTorch service (worker process, shared schedule with
+on-device augmentation, recorder, gRPC stream, sampler) against a bare loop on the same model and
+batch size, in one invocation.
+
+    .venvs/orchestrator/bin/python -m benchmarks.harness_overhead --model resnet50 --device cuda
+
+Prints the ratio of steady-state step times (service / bare); 1.00 would be a free harness. The
+bare loop trains on one fixed random batch, so the ratio also prices the per-step data pipeline
+(gather, crop, flip, normalise), which a real run cannot skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import launchers
+from orchestrator.client import TrainerClient
+from services.common.spec import with_defaults
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-limit", type=int, default=16000)
+    args = p.parse_args()
+
+    spec = with_defaults(
+        pb.TrainSpec(
+            run_id="harness",
+            model=pb.ModelSpec(name=args.model),
+            data=pb.DataSpec(source="synthetic", train_limit=args.train_limit, test_limit=256),
+            epochs=1,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    )
+    with tempfile.TemporaryDirectory() as logs, launchers.local(["pytorch"], Path(logs)) as addr:
+        client = TrainerClient("pytorch", addr["pytorch"])
+        events = {e.WhichOneof("event"): e for e in client.train(spec)}
+    device = events["run_started"].run_started.device_name
+    end = events["run_end"].run_end
+    bare_device = "cpu" if device == "cpu" else "cuda"
+    bare = json.loads(
+        subprocess.run(
+            [str(launchers.venv_python("pytorch")), "-m", "benchmarks.bare_pytorch",
+             "--model", args.model, "--batch-size", str(args.batch_size),
+             "--steps", str(min(1000, args.train_limit // args.batch_size)),
+             "--device", bare_device],
+            cwd=launchers.ROOT, check=True, capture_output=True, text=True,
+        ).stdout.splitlines()[-1]
+    )  # fmt: skip
+    service_ms = end.step_time_median_s * 1000
+    bare_ms = bare["step_time_median_s"] * 1000
+    print(
+        f"pytorch {args.model}, batch {args.batch_size}, {device}:\n"
+        f"  steady-state step: service {service_ms:.2f} ms, bare loop {bare_ms:.2f} ms, "
+        f"ratio service/bare = {service_ms / bare_ms:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

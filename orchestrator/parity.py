@@ -1,0 +1,270 @@
+"""Model parity: every framework's Inspect of the same spec, compared.
+
+Parity holds for canonical models when every count is equal and the probe logits (fp32, eval
+mode, on the CPU) differ by at most LOGIT_TOLERANCE, both absolutely and relative to the largest
+logit (where logits are small, as MobileNet v1's at init, the absolute bound alone would let a
+real difference through). With init 'framework' the weights differ by design, so only counts are
+judged. With training steps (`--train-steps`), their losses must agree within LOSS_TOLERANCE.
+Library models are not judged: their differences are what the table reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator.client import TrainerClient
+
+LOGIT_TOLERANCE = 1e-4
+LOSS_TOLERANCE = 1e-4
+COUNTS = (
+    "total_params",
+    "trainable_params",
+    "non_trainable_state",
+    "layer_count",
+    "forward_flops_per_sample",
+)
+CSV_NAME = "parity.csv"
+LIBRARY_LABEL = "library models — not identical"
+
+
+@dataclasses.dataclass
+class ModelParity:
+    """One model as every framework built it, and how far apart they are."""
+
+    model: str
+    architecture: str
+    init: str
+    reports: dict[str, pb.ModelReport]  # by framework, the first is the reference
+    counts_equal: bool
+    max_abs_logit_diff: float
+    # max |Δlogits| / max |logits| of the reference.
+    max_rel_logit_diff: float
+    # max |Δloss| over the training steps; None without training steps.
+    max_abs_loss_diff: float | None
+    # property -> {framework: value}, for the properties whose values differ.
+    differences: dict[str, dict[str, str]]
+
+    @property
+    def judged(self) -> bool:
+        return self.architecture == "canonical"
+
+    @property
+    def passed(self) -> bool:
+        if not self.judged:
+            return True
+        if not self.counts_equal:
+            return False
+        if self.init == "shared" and not (
+            self.max_abs_logit_diff <= LOGIT_TOLERANCE
+            and self.max_rel_logit_diff <= LOGIT_TOLERANCE
+        ):
+            return False
+        return self.max_abs_loss_diff is None or self.max_abs_loss_diff <= LOSS_TOLERANCE
+
+    @property
+    def verdict(self) -> str:
+        if not self.judged:
+            return "not judged (library)"
+        return "pass" if self.passed else "FAIL"
+
+
+def compare(spec: pb.TrainSpec, reports: dict[str, pb.ModelReport]) -> ModelParity:
+    """How far apart the reports (by framework) are; the first is the reference."""
+    reference, *others = reports
+    logits = {f: np.asarray(r.probe_logits, np.float64) for f, r in reports.items()}
+    losses = {f: np.asarray(r.probe_train_losses, np.float64) for f, r in reports.items()}
+    logit_diff = max((_max_abs_diff(logits[reference], logits[f]) for f in others), default=0.0)
+    loss_diff = max((_max_abs_diff(losses[reference], losses[f]) for f in others), default=0.0)
+    differences = {}
+    for key in sorted({k for r in reports.values() for k in r.properties}):
+        values = {f: r.properties.get(key, "—") for f, r in reports.items()}
+        if len(set(values.values())) > 1:
+            differences[key] = values
+    scale = float(np.abs(logits[reference]).max(initial=0.0))
+    return ModelParity(
+        model=spec.model.name,
+        architecture=spec.model.architecture,
+        init=spec.model.init,
+        reports=reports,
+        counts_equal=all(
+            getattr(reports[f], count) == getattr(reports[reference], count)
+            for f in others
+            for count in COUNTS
+        ),
+        max_abs_logit_diff=logit_diff,
+        max_rel_logit_diff=logit_diff / scale if scale else logit_diff,
+        max_abs_loss_diff=loss_diff if losses[reference].size else None,
+        differences=differences,
+    )
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    # Different shapes cannot be compared element by element: as far apart as can be.
+    return float(np.abs(a - b).max()) if a.shape == b.shape and a.size else float("inf")
+
+
+def check(
+    clients: dict[str, TrainerClient],
+    spec: pb.TrainSpec,
+    models: list[str],
+    probe_batch_size: int = 8,
+    train_steps: int = 0,
+) -> list[ModelParity]:
+    """Inspects every model in every framework, one call at a time, and compares them."""
+    results = []
+    for model in models:
+        model_spec = pb.TrainSpec()
+        model_spec.CopyFrom(spec)
+        model_spec.model.name = model
+        reports = {
+            framework: client.inspect(model_spec, probe_batch_size, train_steps)
+            for framework, client in clients.items()
+        }
+        results.append(compare(model_spec, reports))
+    return results
+
+
+def passed(results: list[ModelParity]) -> bool:
+    return all(r.passed for r in results)
+
+
+def frame(results: list[ModelParity]) -> pd.DataFrame:
+    """parity.csv: one row per model x framework."""
+    rows = []
+    for r in results:
+        for framework, report in r.reports.items():
+            rows.append(
+                {
+                    "model": r.model,
+                    "framework": framework,
+                    "architecture": r.architecture,
+                    "init": r.init,
+                    **{count: getattr(report, count) for count in COUNTS},
+                    "counts_equal": r.counts_equal,
+                    "max_abs_logit_diff": r.max_abs_logit_diff,
+                    "max_rel_logit_diff": r.max_rel_logit_diff,
+                    "max_abs_loss_diff": r.max_abs_loss_diff,
+                    "probe_train_losses": " ".join(f"{x:.6f}" for x in report.probe_train_losses),
+                    "verdict": r.verdict,
+                    "differences": "; ".join(
+                        f"{key}: {values[framework]}" for key, values in r.differences.items()
+                    ),
+                    "properties": json.dumps(dict(sorted(report.properties.items()))),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def write_csv(results: list[ModelParity], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CSV_NAME
+    frame(results).to_csv(path, index=False)
+    return path
+
+
+def _diff_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1e}"
+
+
+def table(results: list[ModelParity]) -> Table:
+    """The terminal table: counts per model and framework, and how far apart they are."""
+    has_losses = any(r.max_abs_loss_diff is not None for r in results)
+    t = Table(title="Model parity (Inspect: fp32 on the CPU, probe batch from the seed)")
+    for column in ("model", "framework", "params", "trainable", "BN state", "layers", "MFLOPs"):
+        t.add_column(column, justify="left" if column in ("model", "framework") else "right")
+    t.add_column("max |Δlogits|", justify="right")
+    t.add_column("relative", justify="right")
+    if has_losses:
+        t.add_column("max |Δloss|", justify="right")
+    t.add_column("parity")
+    for r in results:
+        for i, (framework, report) in enumerate(r.reports.items()):
+            first = i == 0
+            row = [
+                r.model if first else "",
+                framework,
+                f"{report.total_params:,}",
+                f"{report.trainable_params:,}",
+                f"{report.non_trainable_state:,}",
+                str(report.layer_count),
+                f"{report.forward_flops_per_sample / 1e6:,.1f}",
+                _diff_text(r.max_abs_logit_diff) if first else "",
+                _diff_text(r.max_rel_logit_diff) if first else "",
+            ]
+            if has_losses:
+                row.append(_diff_text(r.max_abs_loss_diff) if first else "")
+            style = "green" if r.passed and r.judged else "red" if not r.passed else "yellow"
+            row.append(f"[{style}]{r.verdict}[/{style}]" if first else "")
+            t.add_row(*row, end_section=i == len(r.reports) - 1)
+    return t
+
+
+def differences_table(results: list[ModelParity]) -> Table | None:
+    """Properties whose values differ between frameworks, per model; None when none do."""
+    frameworks = list(results[0].reports) if results else []
+    t = Table(title="Differences between the frameworks' models")
+    for column in ("model", "property", *frameworks):
+        t.add_column(column)
+    for r in results:
+        for i, (key, values) in enumerate(r.differences.items()):
+            t.add_row(
+                r.model if i == 0 else "",
+                key,
+                *(values[f] for f in frameworks),
+                end_section=i == len(r.differences) - 1,
+            )
+    return t if t.row_count else None
+
+
+def show(results: list[ModelParity], console) -> None:
+    console.print(table(results))
+    differences = differences_table(results)
+    if differences is not None:
+        console.print(differences)
+    if any(not r.judged for r in results):
+        console.print(f"{LIBRARY_LABEL}: their differences are listed, parity is not required.")
+
+
+def markdown(parity_csv: pd.DataFrame) -> list[str]:
+    """The report's parity section, from parity.csv."""
+    columns = {
+        "model": "model",
+        "framework": "framework",
+        "total_params": "params",
+        "trainable_params": "trainable",
+        "non_trainable_state": "BN state",
+        "layer_count": "layers",
+        "forward_flops_per_sample": "forward FLOPs/sample",
+        "max_abs_logit_diff": "max |Δlogits|",
+        "max_rel_logit_diff": "relative",
+        "verdict": "parity",
+    }
+    shown = parity_csv[list(columns)].rename(columns=columns)
+    parts = [
+        "## Model parity",
+        "",
+        "Every framework's model inspected before training (fp32 on the CPU; logits of a probe "
+        f"batch in eval mode). Parity: equal counts and logits within {LOGIT_TOLERANCE:g}.",
+        "",
+        shown.to_markdown(index=False, floatfmt=".1e"),
+        "",
+    ]
+    for model, group in parity_csv.groupby("model", sort=False):
+        properties = {r.framework: json.loads(r.properties) for r in group.itertuples()}
+        keys = sorted({k for p in properties.values() for k in p})
+        differing = [key for key in keys if len({p.get(key, "—") for p in properties.values()}) > 1]
+        if differing:
+            parts += [f"Differences of {model}:", ""]
+            parts += [
+                f"- {key}: " + " · ".join(f"{f} {p.get(key, '—')}" for f, p in properties.items())
+                for key in differing
+            ]
+            parts.append("")
+    return parts

@@ -1,0 +1,179 @@
+"""`fwbench suite FILE`: an experiment written down as data (suites/seed.yaml), run by the same
+code as `fwbench run`.
+
+A suite file is a YAML mapping:
+
+    name: seed                       results go to results/<name> unless --out says otherwise
+    description: free text
+    frameworks: [pytorch, tensorflow]
+    models: [resnet50, vgg19, mobilenet, mobilenet_v2]
+    repeats: 5
+    spec:                            the options of `fwbench run` that make the TrainSpec, named
+      dataset: cifar10               as the options are, without dashes and with underscores:
+      batch_size: 32                 batch_size for --batch-size, lr for --lr
+
+Spec values go through the very argparse options of `fwbench run`, so a file accepts what the
+command line accepts and nothing else; an error names the file and the bad key. Options given on
+the command line (--epochs, --train-limit, --models, ...) override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import shutil
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from orchestrator import cli
+from services.common import spec as specs
+
+KEYS = ("name", "description", "frameworks", "models", "repeats", "spec")
+REQUIRED = ("name", "frameworks", "models")
+
+
+class SuiteError(cli.UserError):
+    """The suite file is unreadable or invalid; the message names the file and the key."""
+
+
+@dataclasses.dataclass
+class Suite:
+    name: str
+    description: str
+    frameworks: list[str]
+    models: list[str]
+    repeats: int
+    spec: dict  # argparse dest -> value, as `fwbench run` would have parsed it
+
+
+def _spec_parser() -> argparse.ArgumentParser:
+    # exit_on_error=False: a bad value raises ArgumentError (reworded below) instead of exiting;
+    # allow_abbrev=False: `batch: 32` must not pass for --batch-size.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    cli.add_spec_arguments(parser)
+    return parser
+
+
+def spec_defaults() -> dict:
+    """Every spec option of `fwbench run` (by dest) with its default."""
+    return vars(_spec_parser().parse_args([]))
+
+
+def load(path: Path) -> Suite:
+    """Reads and validates a suite file; raises SuiteError naming the bad key."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SuiteError(f"cannot read suite file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: expected a mapping of {', '.join(KEYS)}")
+    for key in data:
+        if key not in KEYS:
+            raise SuiteError(f"{path}: {key}: unknown key{_did_you_mean(key, KEYS)}")
+    for key in REQUIRED:
+        if key not in data:
+            raise SuiteError(f"{path}: {key}: required")
+    name = data["name"]
+    if not isinstance(name, str) or not name or "/" in name:
+        raise SuiteError(f"{path}: name: expected a non-empty string without '/', got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise SuiteError(f"{path}: description: expected a string, got {description!r}")
+    repeats = data.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise SuiteError(f"{path}: repeats: expected an integer >= 1, got {repeats!r}")
+    spec = data.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise SuiteError(f"{path}: spec: expected a mapping of `fwbench run` options")
+    return Suite(
+        name=name,
+        description=description,
+        frameworks=_names(path, "frameworks", data["frameworks"], cli.FRAMEWORKS),
+        models=_names(path, "models", data["models"], specs.MODELS),
+        repeats=repeats,
+        spec=_spec(path, spec),
+    )
+
+
+def _names(path: Path, key: str, value, allowed: tuple[str, ...]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise SuiteError(f"{path}: {key}: expected a non-empty list, e.g. [{', '.join(allowed)}]")
+    for item in value:
+        if item not in allowed:
+            raise SuiteError(
+                f"{path}: {key}: {item!r} is not one of {', '.join(allowed)}"
+                f"{_did_you_mean(str(item), allowed)}"
+            )
+    if len(set(value)) != len(value):
+        raise SuiteError(f"{path}: {key}: lists {value} with a repeat; use `repeats` instead")
+    return list(value)
+
+
+def _spec(path: Path, spec: dict) -> dict:
+    parser = _spec_parser()
+    defaults = vars(parser.parse_args([]))
+    values = {}
+    for key, value in spec.items():
+        where = f"{path}: spec.{key}"
+        if key not in defaults:
+            hint = _did_you_mean(key, defaults)
+            raise SuiteError(f"{where}: not an option of `fwbench run`{hint}")
+        option = "--" + key.replace("_", "-")
+        if isinstance(defaults[key], bool):  # a flag: present or absent
+            if not isinstance(value, bool):
+                raise SuiteError(f"{where}: expected true or false, got {value!r}")
+            argv = [option] if value else []
+        elif isinstance(value, bool | list | dict) or value is None:
+            raise SuiteError(f"{where}: expected a single value, got {value!r}")
+        else:
+            argv = [f"{option}={value}"]
+        try:
+            values[key] = getattr(parser.parse_args(argv), key)
+        except argparse.ArgumentError as e:
+            raise SuiteError(f"{where}: {e.message}") from e
+    return values
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def run_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments of `fwbench run` for `fwbench suite` args: the file's values, then every
+    option given on the command line over them (suite options default to None: not given)."""
+    suite = load(args.file)
+    run = argparse.Namespace(**spec_defaults())
+    for key, value in suite.spec.items():
+        setattr(run, key, value)
+    for key in vars(run):
+        given = getattr(args, key)
+        if given is not None:
+            setattr(run, key, given)
+    run.frameworks = args.frameworks or suite.frameworks
+    run.models = args.models or suite.models
+    run.repeats = args.repeats or suite.repeats
+    run.out = args.out or Path("results") / suite.name
+    run.launcher = args.launcher
+    run.service = args.service
+    run.allow_mismatch = args.allow_mismatch
+    run.overwrite = args.overwrite
+    return run
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """`fwbench suite`: runs the file through `fwbench run`'s code, with a copy of the file kept
+    beside the results."""
+    run_args = run_arguments(args)
+    console.print(
+        f"suite {args.file}: {', '.join(run_args.frameworks)} × {', '.join(run_args.models)} × "
+        f"{run_args.repeats} repeat(s), {run_args.epochs} epoch(s) of {run_args.dataset}"
+    )
+    run_args.out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.file, run_args.out / "suite.yaml")
+    return cli.cmd_run(run_args, console)

@@ -1,0 +1,403 @@
+"""TensorFlow trainer: `model.compile` + `model.fit` on a tf.data pipeline, the way Keras users
+train.
+
+tf.data cuts the shared batch schedule on the CPU (where Keras input pipelines run) and prefetches
+it; one dataset spans every epoch and `steps_per_epoch` tells fit where epochs end, so the
+pipeline keeps running across epoch boundaries. A callback turns Keras' batch and epoch hooks into
+the recorder's calls. What Keras does around the steps and the evaluation (metric resets, iterator
+and validation set-up, log conversion) is left out of train and eval time, so it shows up as
+between-epoch overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fwbench.v1 import trainer_pb2 as pb
+from services.common import data as datasets
+from services.common import schedule
+from services.common.spec import WEIGHT_DECAY, SpecError
+from services.tensorflow import models
+
+FRAMEWORK = "tensorflow"
+# torch.optim.Adam/AdamW's epsilon; Keras defaults to 1e-7. (Keras adds it to sqrt(v) before
+# the bias correction, PyTorch after: a difference of order epsilon, left as it is.)
+ADAM_EPSILON = 1e-8
+MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def describe() -> pb.DescribeResponse:
+    build = tf.sysconfig.get_build_info()
+    gpus = tf.config.list_physical_devices("GPU")
+    return pb.DescribeResponse(
+        framework=FRAMEWORK,
+        framework_version=tf.__version__,
+        python_version=platform.python_version(),
+        cuda_version=build.get("cuda_version", ""),
+        cudnn_version=build.get("cudnn_version", ""),
+        devices=["cpu", *(f"cuda:{i} {gpu_name(gpu)}" for i, gpu in enumerate(gpus))],
+        library_versions={"keras": keras.__version__, "numpy": np.__version__},
+        hostname=platform.node(),
+    )
+
+
+def gpu_name(gpu: tf.config.PhysicalDevice) -> str:
+    return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+
+
+def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
+    """Makes only the spec's device visible (before TensorFlow's runtime starts, which is the only
+    time it can be set) and returns the GPU that trains, or None for the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "cpu" or (name == "auto" and not gpus):
+        # Hidden rather than avoided with tf.device: Keras places variables on any visible GPU.
+        tf.config.set_visible_devices([], "GPU")
+        return None
+    if not gpus:
+        build = (
+            f"built for CUDA {tf.sysconfig.get_build_info()['cuda_version']}: it needs an NVIDIA "
+            "driver and the CUDA libraries of services/tensorflow/requirements-gpu.txt"
+            if tf.test.is_built_with_cuda()
+            else "a build without CUDA support"
+        )
+        raise SpecError(
+            "device: 'cuda' was requested but TensorFlow sees no GPU "
+            f"(tensorflow {tf.__version__}, {build}); use device 'cpu' or 'auto'"
+        )
+    gpu = gpus[0]
+    tf.config.set_visible_devices(gpu, "GPU")
+    # Without growth TensorFlow reserves almost all GPU memory at start, and memory numbers mean
+    # nothing. TF_FORCE_GPU_ALLOW_GROWTH=false in the service's environment overrides this.
+    tf.config.experimental.set_memory_growth(gpu, True)
+    return gpu
+
+
+def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[str, str]:
+    """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
+    keras.utils.set_random_seed(spec.seed)
+    # TensorFlow uses TF32 on Ampere+ by default, for matmuls and convolutions (XLA's too).
+    tf32 = spec.precision == "tf32"
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    # Set before the model is built: layers take their compute dtype from the global policy.
+    policy = MIXED_POLICIES.get(spec.precision, "float32")
+    keras.mixed_precision.set_global_policy(policy)
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    settings = {
+        "device": "cuda:0" if gpu else "cpu",
+        "precision": spec.precision,
+        "tf32_matmul": str(tf32).lower(),
+        "tf32_conv": str(tf32).lower(),
+        "mixed_precision_policy": policy,
+        # Keras' compile wraps the optimizer in a LossScaleOptimizer under mixed_float16.
+        "loss_scale": "dynamic" if spec.precision == "fp16" else "none",
+        # Keras' own default (jit_compile="auto") would turn XLA on for a GPU: the spec decides.
+        "compile": "xla (jit_compile)" if spec.compile else "tf.function graph, no xla",
+        "cudnn_benchmark": "always (TensorFlow autotunes)",
+        "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
+        "input_pipeline": "tf.data on the CPU, parallel map, prefetch autotuned",
+        # 0 means TensorFlow's default: one thread per schedulable core.
+        "threads": str(threads or len(os.sched_getaffinity(0))),
+    }
+    if gpu:
+        settings["memory_growth"] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    return settings
+
+
+class Pipeline:
+    """The dataset in host memory and the batches of the shared schedule, cut by tf.data.
+
+    The arrays are tf.Variables on the CPU, not tensors: a tf.data function captures a tensor as a
+    constant embedded in its graph (the 150 MB training set serialised into the function, and up
+    against GraphDef's 2 GB limit), while a variable is captured as a resource handle that
+    `tf.gather` reads in place, one batch at a time.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, batch_size: int, num_classes: int):
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self.train_samples = len(dataset.train_labels)
+        self.test_samples = len(dataset.test_labels)
+        pad = schedule.PAD
+        with tf.device("/CPU:0"):
+            # Padded once, so that every crop is a pure gather.
+            padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+            padded = tf.pad(np.asarray(dataset.train_images), padding)
+            self.train_padded = tf.Variable(padded, trainable=False)
+            self.train_labels = tf.Variable(np.asarray(dataset.train_labels), trainable=False)
+            self.test_images = tf.Variable(np.asarray(dataset.test_images), trainable=False)
+            self.test_labels = tf.Variable(np.asarray(dataset.test_labels), trainable=False)
+        self.mean = tf.constant(dataset.mean, tf.float32)
+        self.std = tf.constant(dataset.std, tf.float32)
+        self.arange = tf.range(schedule.SIZE, dtype=tf.int64)
+
+    @staticmethod
+    def plan_array(plan: schedule.EpochPlan) -> np.ndarray:
+        """int64 [4, N]: the plan's order, dy, dx and flip, one tensor for tf.data to carry."""
+        return np.stack([plan.order, plan.dy, plan.dx, plan.flip.astype(np.int64)])
+
+    def set_epoch(self, plan: schedule.EpochPlan) -> None:
+        self.plan = tf.constant(self.plan_array(plan))
+
+    def augmented(self, k: int) -> tf.Tensor:
+        """Batch k of the epoch set by set_epoch as uint8 NHWC, after crop and flip: what
+        training uses, for comparing with the other frameworks' pipelines."""
+        return self._augmented(self.plan, k)
+
+    def _augmented(self, plan: tf.Tensor, k) -> tf.Tensor:
+        part = plan[:, k * self.batch_size : (k + 1) * self.batch_size]
+        order, dy, dx, flip = tf.unstack(part)
+        rows, cols = schedule.crop_indices(dy, dx, flip, self.arange)
+        images = tf.gather(self.train_padded, order)
+        images = tf.gather(images, rows, axis=1, batch_dims=1)
+        return tf.gather(images, cols, axis=2, batch_dims=1)
+
+    def _normalise(self, images: tf.Tensor) -> tf.Tensor:
+        return (tf.cast(images, tf.float32) / 255 - self.mean) / self.std
+
+    def _train_batch(self, plan: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        order = plan[0, k * self.batch_size : (k + 1) * self.batch_size]
+        labels = tf.gather(self.train_labels, order)
+        return self._normalise(self._augmented(plan, k)), tf.one_hot(labels, self.num_classes)
+
+    def train_dataset(self, seed: int, epochs: int, augment: str) -> tf.data.Dataset:
+        """Every epoch's batches, in order, in one dataset."""
+        steps = schedule.steps_per_epoch(self.train_samples, self.batch_size)
+        # An epoch's plan is made by the shared NumPy schedule when the pipeline reaches that
+        # epoch: one Python call per epoch (never per batch), and no plan is held in advance.
+        plans = tf.data.Dataset.from_generator(
+            lambda: (
+                self.plan_array(schedule.epoch_plan(seed, epoch, self.train_samples, augment))
+                for epoch in range(epochs)
+            ),
+            output_signature=tf.TensorSpec((4, self.train_samples), tf.int64),
+        )
+        batches = plans.flat_map(lambda plan: tf.data.Dataset.range(steps).map(lambda k: (plan, k)))
+        return batches.map(self._train_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE
+        )
+
+    def _test_batch(self, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        end = tf.minimum((k + 1) * self.batch_size, self.test_samples)
+        part = tf.range(k * self.batch_size, end)
+        images = self._normalise(tf.gather(self.test_images, part))
+        return images, tf.one_hot(tf.gather(self.test_labels, part), self.num_classes)
+
+    def test_dataset(self) -> tf.data.Dataset:
+        steps = schedule.steps_per_epoch(self.test_samples, self.batch_size)
+        return (
+            tf.data.Dataset.range(steps)
+            .map(self._test_batch, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+
+def with_coupled_l2(optimizer_class: type, l2: float) -> type:
+    """`optimizer_class` with weight decay as torch.optim.SGD and Adam apply it: l2 * w added to
+    the gradient before the update. (Keras' own `weight_decay` is decoupled: it shrinks the weights
+    apart from the gradient, as AdamW does.)"""
+
+    class CoupledL2(optimizer_class):
+        def apply(self, grads, trainable_variables=None):
+            variables = (
+                self._trainable_variables if trainable_variables is None else trainable_variables
+            )
+            grads = [
+                g if g is None else g + l2 * tf.cast(v, g.dtype)
+                for g, v in zip(grads, variables, strict=True)
+            ]
+            return super().apply(grads, trainable_variables)
+
+    CoupledL2.__name__ = f"{optimizer_class.__name__}CoupledL2"
+    return CoupledL2
+
+
+def make_optimizer(spec: pb.TrainSpec, total_steps: int) -> keras.optimizers.Optimizer:
+    o = spec.optimizer
+    # Both schedules are per step; Keras' CosineDecay equals PyTorch's CosineAnnealingLR to 0.
+    learning_rate = (
+        keras.optimizers.schedules.CosineDecay(o.learning_rate, decay_steps=total_steps)
+        if o.lr_schedule == "cosine"
+        else o.learning_rate
+    )
+    if o.name == "adamw":
+        return keras.optimizers.AdamW(
+            learning_rate, weight_decay=o.weight_decay, epsilon=ADAM_EPSILON
+        )
+    if o.name == "sgd":
+        optimizer_class = keras.optimizers.SGD
+        options = {"momentum": o.momentum, "nesterov": o.nesterov}
+    else:
+        optimizer_class = keras.optimizers.Adam
+        options = {"epsilon": ADAM_EPSILON}
+    if o.weight_decay:
+        optimizer_class = with_coupled_l2(optimizer_class, o.weight_decay)
+    return optimizer_class(learning_rate, **options)
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """keras.applications models end in a softmax (their default classifier_activation); models
+    that output logits, as PyTorch's do, need the loss's from_logits."""
+    return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
+
+
+class RecorderCallback(keras.callbacks.Callback):
+    """Keras' hooks as recorder calls.
+
+    Because this callback has a batch hook, Keras converts every batch's logs to Python floats
+    before calling it, which waits for the device after every step (without one, Keras converts
+    them on a thread pool and the loop never waits). Every Keras user with a batch callback pays
+    this; on a GPU it costs the overlap of one step's host work with the previous step's kernels,
+    which a run with only Keras' progress bar would keep.
+    """
+
+    def __init__(self, recorder, batch_size: int, train_samples: int):
+        super().__init__()
+        self._recorder = recorder
+        self._batch_size = batch_size
+        self._train_samples = train_samples
+
+    def on_train_begin(self, logs=None):
+        self._recorder.train_begin()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start = time.perf_counter()
+        # Keras' "loss" is the mean over the epoch so far; progress wants the mean since the last
+        # report: kept as (samples, mean) at that report.
+        self._reported = (0, 0.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if self._recorder.step_end(self._epoch, step):
+            samples = min(step * self._batch_size, self._train_samples)
+            reported_samples, reported_mean = self._reported
+            window_loss = (logs["loss"] * samples - reported_mean * reported_samples) / (
+                samples - reported_samples
+            )
+            self._recorder.progress(self._epoch, step, window_loss)
+            self._reported = (samples, logs["loss"])
+            # The epoch's last step always reports: the last of these ends training time.
+            self._train_end = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        # The logs were converted to floats before this hook, so the device is done.
+        self._test_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._recorder.epoch_end(
+            epoch,
+            train_loss=logs["loss"],
+            train_accuracy=logs["accuracy"],
+            test_loss=logs["val_cross_entropy"],
+            test_accuracy=logs["val_accuracy"],
+            train_time_s=self._train_end - self._epoch_start,
+            eval_time_s=self._test_end - self._test_start,
+        )
+
+
+def train(spec: pb.TrainSpec, recorder) -> None:
+    gpu = resolve_device(spec.device)
+    settings = configure(spec, gpu)
+
+    start = time.perf_counter()
+    dataset = datasets.load(spec.data, spec.seed)
+    pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes)
+    data_load_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    train_samples = len(dataset.train_labels)
+    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
+    model = models.build(spec.model, spec.seed)
+    from_logits = not outputs_probabilities(model)
+    model.compile(
+        optimizer=make_optimizer(spec, steps * spec.epochs),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=from_logits, label_smoothing=spec.optimizer.label_smoothing
+        ),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            # The test loss is plain cross-entropy, as PyTorch's evaluation computes it; Keras'
+            # val_loss would include the label smoothing.
+            keras.metrics.CategoricalCrossentropy(name="cross_entropy", from_logits=from_logits),
+        ],
+        jit_compile=spec.compile,
+    )
+    build_s = time.perf_counter() - start
+
+    recorder.run_started(
+        framework_version=tf.__version__,
+        device_name=gpu_name(gpu) if gpu else "cpu",
+        cuda_device_index=0 if gpu else None,
+        train_samples=train_samples,
+        test_samples=len(dataset.test_labels),
+        steps_per_epoch=steps,
+        data_load_s=data_load_s,
+        build_s=build_s,
+        settings=settings | {"data": dataset.description, "from_logits": str(from_logits).lower()},
+    )
+    if gpu:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+    model.fit(
+        pipeline.train_dataset(spec.seed, spec.epochs, spec.data.augment),
+        epochs=spec.epochs,
+        steps_per_epoch=steps,
+        validation_data=pipeline.test_dataset(),
+        # The shared schedule has already shuffled; this only silences Keras' warning about it.
+        shuffle=False,
+        callbacks=[RecorderCallback(recorder, spec.batch_size, train_samples)],
+        # Our callback reports progress; Keras' progress bar would print to the service's stdout.
+        verbose=0,
+    )
+
+    if gpu:
+        recorder.run_end(
+            peak_framework_mem_bytes=tf.config.experimental.get_memory_info("GPU:0")["peak"]
+        )
+    else:
+        recorder.run_end()
+
+
+def probe_train_losses(
+    model: keras.Model, spec: pb.TrainSpec, probe: np.ndarray, steps: int
+) -> list[float]:
+    """The losses of `steps` training steps on the probe batch, compiled as train() compiles."""
+    labels = tf.one_hot(datasets.probe_labels(spec.seed, len(probe)), spec.model.num_classes)
+    model.compile(
+        optimizer=make_optimizer(spec, steps),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=not outputs_probabilities(model),
+            label_smoothing=spec.optimizer.label_smoothing,
+        ),
+        jit_compile=False,
+    )
+    # train_on_batch returns the loss of the step's forward pass, before its update.
+    return [float(model.train_on_batch(probe, labels)) for _ in range(steps)]
+
+
+def inspect(request: pb.InspectRequest) -> pb.ModelReport:
+    """Model size, probe logits and probe training losses, on the CPU in fp32 (logits in eval
+    mode) so that frameworks compare the same arithmetic."""
+    spec = request.spec
+    tf.config.set_visible_devices([], "GPU")
+    model = models.build(spec.model, spec.seed)
+    probe = datasets.probe_batch(spec.seed, request.probe_batch_size)
+    logits = model(probe, training=False)
+    description = models.describe(model, spec.model)
+    return pb.ModelReport(
+        framework=FRAMEWORK,
+        model=spec.model.name,
+        probe_logits=np.asarray(logits).ravel().tolist(),
+        probe_batch_size=request.probe_batch_size,
+        probe_train_losses=probe_train_losses(model, spec, probe, request.train_steps),
+        **description,
+    )

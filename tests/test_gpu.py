@@ -1,0 +1,50 @@
+"""The GPU path: CUDA training, NVML telemetry, allocator peaks. Needs an NVIDIA GPU (marker `gpu`,
+not run by CI); run with `pytest -m gpu` on a GPU host."""
+
+from __future__ import annotations
+
+import pytest
+
+from fwbench.v1 import trainer_pb2 as pb
+from tests.conftest import tiny_spec
+
+pytestmark = pytest.mark.gpu
+
+
+def test_describe_sees_the_gpu(stub):
+    described = stub("pytorch").Describe(pb.DescribeRequest(), timeout=120)
+    assert any(d.startswith("cuda:0 ") for d in described.devices)
+    assert described.cuda_version
+
+
+def test_cuda_run_streams_plausible_telemetry_and_memory(stub):
+    spec = tiny_spec(
+        "resnet50",
+        device="cuda",
+        epochs=2,
+        data__train_limit=8192,
+        data__test_limit=1024,
+        sample_interval_ms=100,
+    )
+    events = list(stub("pytorch").Train(pb.TrainRequest(spec=spec), timeout=600))
+    started = events[0].run_started
+    end = events[-1].run_end
+    samples = [s for e in events if e.HasField("telemetry") for s in e.telemetry.samples]
+    epochs = [e.epoch_end for e in events if e.HasField("epoch_end")]
+
+    assert started.gpu != "none" and started.device_name == started.gpu
+    assert started.settings["tf32_matmul"] == "false"  # fp32 means strict fp32
+    assert end.energy_method == "counter"
+    assert 0 < end.energy_j < 1e6
+    assert all(e.energy_j > 0 for e in epochs)
+    assert 0 < end.peak_framework_mem_bytes <= end.peak_framework_reserved_bytes
+    assert end.peak_framework_reserved_bytes < end.peak_gpu_mem_bytes
+    assert 0 < end.mean_gpu_util_pct <= 100
+    assert len(samples) >= 10
+    assert all(0 < s.power_w < 2000 and s.HasField("gpu_util_pct") for s in samples)
+    assert max(s.gpu_util_pct for s in samples) > 10
+    # Sampled energy only grows.
+    energies = [s.energy_j for s in samples]
+    assert energies == sorted(energies)
+    assert 0 < end.step_time_median_s <= end.step_time_p90_s
+    assert end.first_step_s > 0 and end.time_to_first_step_s > started.import_s
