@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -179,6 +180,7 @@ def services(args, frameworks: list[str], out_dir: Path):
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    args.out = Path(str(args.out).replace("{time}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
     spec = build_spec(args)
     for model in args.models:  # fail before any service starts, naming the field
         spec.model.name = model
@@ -302,7 +304,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_csv_choice(specs.MODELS, "model"), default=["resnet50"])
     run.add_argument("--repeats", type=positive_int, default=1)
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    run.add_argument("--out", type=Path, required=True, help="results directory")
+    run.add_argument(
+        "--out", type=Path, required=True, help="results directory; {time} becomes a UTC timestamp"
+    )
     add_spec_arguments(run)
     add_launch_arguments(run)
     run.add_argument("--allow-mismatch", action="store_true", help=ALLOW_MISMATCH_HELP)
