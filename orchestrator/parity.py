@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
@@ -56,12 +57,17 @@ class ModelParity:
         return self.architecture == "canonical"
 
     @property
+    def same_weights(self) -> bool:
+        """Whether the models start from the same weights, so that their outputs compare."""
+        return self.judged and self.init == "shared"
+
+    @property
     def passed(self) -> bool:
         if not self.judged:
             return True
         if not self.counts_equal:
             return False
-        if self.init == "shared" and not (
+        if self.same_weights and not (
             self.max_abs_logit_diff <= LOGIT_TOLERANCE
             and self.max_rel_logit_diff <= LOGIT_TOLERANCE
         ):
@@ -148,9 +154,10 @@ def frame(results: list[ModelParity]) -> pd.DataFrame:
                     "init": r.init,
                     **{count: getattr(report, count) for count in COUNTS},
                     "counts_equal": r.counts_equal,
-                    "max_abs_logit_diff": r.max_abs_logit_diff,
-                    "max_rel_logit_diff": r.max_rel_logit_diff,
-                    "max_abs_loss_diff": r.max_abs_loss_diff,
+                    # Empty where the weights differ by design (library, init framework).
+                    "max_abs_logit_diff": r.max_abs_logit_diff if r.same_weights else None,
+                    "max_rel_logit_diff": r.max_rel_logit_diff if r.same_weights else None,
+                    "max_abs_loss_diff": r.max_abs_loss_diff if r.same_weights else None,
                     "probe_train_losses": " ".join(f"{x:.6f}" for x in report.probe_train_losses),
                     "verdict": r.verdict,
                     "differences": "; ".join(
@@ -174,34 +181,44 @@ def _diff_text(value: float | None) -> str:
 
 
 def table(results: list[ModelParity]) -> Table:
-    """The terminal table: counts per model and framework, and how far apart they are."""
+    """The terminal table, narrow enough for 80 columns: counts per model and framework (all of
+    them, total parameters too, are in parity.csv) and how far apart the frameworks are."""
     has_losses = any(r.max_abs_loss_diff is not None for r in results)
-    t = Table(title="Model parity (Inspect: fp32 on the CPU, probe batch from the seed)")
-    for column in ("model", "framework", "params", "trainable", "BN state", "layers", "MFLOPs"):
-        t.add_column(column, justify="left" if column in ("model", "framework") else "right")
-    t.add_column("max |Δlogits|", justify="right")
-    t.add_column("relative", justify="right")
+    t = Table(
+        title="Model parity",
+        caption="Δlogits: max |difference| of the probe logits (fp32, eval mode; parity.csv has it "
+        "relative to the largest logit too)"
+        + ("; Δloss: max |difference| of the training steps' losses" if has_losses else ""),
+        # The box's blank dividers are the only space between columns: 80 columns suffice.
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    t.add_column("model")
+    t.add_column("framework")
+    for column in ("trainable", "BN state", "layers", "MFLOPs", "Δlogits"):
+        t.add_column(column, justify="right")
     if has_losses:
-        t.add_column("max |Δloss|", justify="right")
+        t.add_column("Δloss", justify="right")
     t.add_column("parity")
     for r in results:
         for i, (framework, report) in enumerate(r.reports.items()):
             first = i == 0
+            # Outputs of different weights differ by design: nothing to read in their distance.
+            compared = first and r.same_weights
             row = [
                 r.model if first else "",
                 framework,
-                f"{report.total_params:,}",
                 f"{report.trainable_params:,}",
                 f"{report.non_trainable_state:,}",
                 str(report.layer_count),
                 f"{report.forward_flops_per_sample / 1e6:,.1f}",
-                _diff_text(r.max_abs_logit_diff) if first else "",
-                _diff_text(r.max_rel_logit_diff) if first else "",
+                _diff_text(r.max_abs_logit_diff) if compared else "",
             ]
             if has_losses:
-                row.append(_diff_text(r.max_abs_loss_diff) if first else "")
-            style = "green" if r.passed and r.judged else "red" if not r.passed else "yellow"
-            row.append(f"[{style}]{r.verdict}[/{style}]" if first else "")
+                row.append(_diff_text(r.max_abs_loss_diff) if compared else "")
+            verdict = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]"}.get(r.verdict, "—")
+            row.append(verdict if first else "")
             t.add_row(*row, end_section=i == len(r.reports) - 1)
     return t
 
@@ -209,9 +226,16 @@ def table(results: list[ModelParity]) -> Table:
 def differences_table(results: list[ModelParity]) -> Table | None:
     """Properties whose values differ between frameworks, per model; None when none do."""
     frameworks = list(results[0].reports) if results else []
-    t = Table(title="Differences between the frameworks' models")
-    for column in ("model", "property", *frameworks):
-        t.add_column(column)
+    t = Table(
+        title="Differences between the frameworks' models",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    t.add_column("model", no_wrap=True)
+    t.add_column("property", no_wrap=True)
+    for framework in frameworks:
+        t.add_column(framework, ratio=1, overflow="fold")
     for r in results:
         for i, (key, values) in enumerate(r.differences.items()):
             t.add_row(
@@ -242,18 +266,30 @@ def markdown(parity_csv: pd.DataFrame) -> list[str]:
         "non_trainable_state": "BN state",
         "layer_count": "layers",
         "forward_flops_per_sample": "forward FLOPs/sample",
-        "max_abs_logit_diff": "max |Δlogits|",
+        # No pipes: they would split markdown's columns.
+        "max_abs_logit_diff": "max abs Δlogits",
         "max_rel_logit_diff": "relative",
         "verdict": "parity",
     }
-    shown = parity_csv[list(columns)].rename(columns=columns)
+    shown = parity_csv[list(columns)].copy()
+    for column in COUNTS:
+        shown[column] = [f"{x:,}" for x in shown[column]]
+    for column in ("max_abs_logit_diff", "max_rel_logit_diff"):
+        shown[column] = [_diff_text(None if pd.isna(x) else x) for x in shown[column]]
+    shown = shown.rename(columns=columns)
     parts = [
         "## Model parity",
         "",
         "Every framework's model inspected before training (fp32 on the CPU; logits of a probe "
-        f"batch in eval mode). Parity: equal counts and logits within {LOGIT_TOLERANCE:g}.",
+        f"batch in eval mode). Parity: equal counts and logits within {LOGIT_TOLERANCE:.0e}, "
+        "absolute and relative to the largest.",
         "",
-        shown.to_markdown(index=False, floatfmt=".1e"),
+        # Already formatted: numbers parsed again would lose their separators and exponents.
+        shown.to_markdown(
+            index=False,
+            disable_numparse=True,
+            colalign=["left", "left", *["right"] * (len(columns) - 3), "left"],
+        ),
         "",
     ]
     for model, group in parity_csv.groupby("model", sort=False):

@@ -369,6 +369,7 @@ def counts(arch: Architecture) -> dict[str, int]:
         "total_params": params,
         "trainable_params": params,
         "non_trainable_state": state,
-        "layer_count": len(layers) + sum(1 for _, layer in layers if getattr(layer, "bn", False)),
+        "layer_count": len(layers)
+        + sum(1 for _, layer in layers if isinstance(layer, Conv) and layer.bn),
         "forward_flops_per_sample": forward_flops(arch),
     }

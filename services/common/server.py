@@ -55,6 +55,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         checked = pb.InspectRequest(
             spec=_checked_spec(request.spec, context),
             probe_batch_size=request.probe_batch_size or 8,
+            train_steps=request.train_steps,
         )
         worker = self._worker("inspect", checked, context)
         try:

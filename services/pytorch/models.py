@@ -86,9 +86,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for name in self.branch:
-            out = self.get_submodule(name)(out)
+            out = getattr(self, name)(out)
         if self.residual:
-            out = out + (self.get_submodule(self.shortcut)(x) if self.shortcut else x)
+            out = out + (getattr(self, self.shortcut)(x) if self.shortcut else x)
         return self.post_act(out)
 
 

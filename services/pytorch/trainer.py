@@ -53,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
 def configure(spec: pb.TrainSpec, device: torch.device) -> dict[str, str]:
     """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
     torch.manual_seed(spec.seed)
-    # PyTorch's defaults differ between convs (TF32 on) and matmuls (off): set both explicitly.
+    # friction: PyTorch's defaults differ between convs (TF32 on) and matmuls (off): set both.
     tf32 = spec.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32

@@ -26,8 +26,8 @@ from services.common.spec import WEIGHT_DECAY, SpecError
 from services.tensorflow import models
 
 FRAMEWORK = "tensorflow"
-# torch.optim.Adam/AdamW's epsilon; Keras defaults to 1e-7. (Keras adds it to sqrt(v) before
-# the bias correction, PyTorch after: a difference of order epsilon, left as it is.)
+# friction: torch.optim.Adam/AdamW's epsilon; Keras defaults to 1e-7. (Keras adds it to sqrt(v)
+# before the bias correction, PyTorch after: a difference of order epsilon, left as it is.)
 ADAM_EPSILON = 1e-8
 MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -56,7 +56,8 @@ def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
     time it can be set) and returns the GPU that trains, or None for the CPU."""
     gpus = tf.config.list_physical_devices("GPU")
     if name == "cpu" or (name == "auto" and not gpus):
-        # Hidden rather than avoided with tf.device: Keras places variables on any visible GPU.
+        # friction: hidden rather than avoided with tf.device: Keras places variables on any
+        # visible GPU.
         tf.config.set_visible_devices([], "GPU")
         return None
     if not gpus:
@@ -72,8 +73,8 @@ def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
         )
     gpu = gpus[0]
     tf.config.set_visible_devices(gpu, "GPU")
-    # Without growth TensorFlow reserves almost all GPU memory at start, and memory numbers mean
-    # nothing. TF_FORCE_GPU_ALLOW_GROWTH=false in the service's environment overrides this.
+    # friction: without growth TensorFlow reserves almost all GPU memory at start, and memory
+    # numbers mean nothing. TF_FORCE_GPU_ALLOW_GROWTH=false in the service's environment overrides.
     tf.config.experimental.set_memory_growth(gpu, True)
     return gpu
 
@@ -81,7 +82,7 @@ def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
 def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[str, str]:
     """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
     keras.utils.set_random_seed(spec.seed)
-    # TensorFlow uses TF32 on Ampere+ by default, for matmuls and convolutions (XLA's too).
+    # friction: TensorFlow uses TF32 on Ampere+ by default, for matmuls and convolutions (XLA too).
     tf32 = spec.precision == "tf32"
     tf.config.experimental.enable_tensor_float_32_execution(tf32)
     # Set before the model is built: layers take their compute dtype from the global policy.
@@ -96,7 +97,8 @@ def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[
         "mixed_precision_policy": policy,
         # Keras' compile wraps the optimizer in a LossScaleOptimizer under mixed_float16.
         "loss_scale": "dynamic" if spec.precision == "fp16" else "none",
-        # Keras' own default (jit_compile="auto") would turn XLA on for a GPU: the spec decides.
+        # friction: Keras' own default (jit_compile="auto") would turn XLA on for a GPU: the spec
+        # decides.
         "compile": "xla (jit_compile)" if spec.compile else "tf.function graph, no xla",
         "cudnn_benchmark": "always (TensorFlow autotunes)",
         "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
@@ -128,6 +130,7 @@ class Pipeline:
             # Padded once, so that every crop is a pure gather.
             padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
             padded = tf.pad(np.asarray(dataset.train_images), padding)
+            # friction: variables, not tensors: tf.data would embed a tensor in its graph.
             self.train_padded = tf.Variable(padded, trainable=False)
             self.train_labels = tf.Variable(np.asarray(dataset.train_labels), trainable=False)
             self.test_images = tf.Variable(np.asarray(dataset.test_images), trainable=False)
@@ -202,6 +205,7 @@ def with_coupled_l2(optimizer_class: type, l2: float) -> type:
     the gradient before the update. (Keras' own `weight_decay` is decoupled: it shrinks the weights
     apart from the gradient, as AdamW does.)"""
 
+    # friction: Keras has no coupled (L2) weight decay; PyTorch's SGD and Adam have only that.
     class CoupledL2(optimizer_class):
         def apply(self, grads, trainable_variables=None):
             variables = (
@@ -272,6 +276,7 @@ class RecorderCallback(keras.callbacks.Callback):
         # report: kept as (samples, mean) at that report.
         self._reported = (0, 0.0)
 
+    # friction: any batch hook makes Keras synchronise with the device after every step.
     def on_train_batch_end(self, batch, logs=None):
         step = batch + 1
         if self._recorder.step_end(self._epoch, step):
@@ -325,8 +330,8 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         ),
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
-            # The test loss is plain cross-entropy, as PyTorch's evaluation computes it; Keras'
-            # val_loss would include the label smoothing.
+            # friction: the test loss is plain cross-entropy, as PyTorch's evaluation computes it;
+            # Keras' val_loss would include the label smoothing.
             keras.metrics.CategoricalCrossentropy(name="cross_entropy", from_logits=from_logits),
         ],
         jit_compile=spec.compile,
@@ -352,7 +357,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         epochs=spec.epochs,
         steps_per_epoch=steps,
         validation_data=pipeline.test_dataset(),
-        # The shared schedule has already shuffled; this only silences Keras' warning about it.
+        # friction: the shared schedule has already shuffled; this only silences Keras' warning.
         shuffle=False,
         callbacks=[RecorderCallback(recorder, spec.batch_size, train_samples)],
         # Our callback reports progress; Keras' progress bar would print to the service's stdout.
