@@ -198,6 +198,9 @@ def test_parity_judges_counts_logits_and_losses():
         spec, {"a": report("a", losses=(2.3, 2.0)), "b": report("b", losses=(2.3, 2.01))}
     )
     assert not losses.passed and losses.max_abs_loss_diff == pytest.approx(0.01, rel=1e-4)
+    own_init = tiny_spec("mobilenet_v2", model__init="framework")
+    assert parity.compare(own_init, {"a": report("a"), "b": report("b", logits=(5, 5))}).passed
+    assert not parity.compare(own_init, {"a": report("a"), "b": report("b", params=101)}).passed
     library = tiny_spec("mobilenet_v2", model__architecture="library", model__init="framework")
     assert parity.compare(library, {"a": report("a"), "b": report("b", params=101)}).passed
 
