@@ -44,19 +44,25 @@ def _csv_choice(allowed: tuple[str, ...], what: str):
     return parse
 
 
-def positive_int(value: str) -> int:
+def _whole_number(value: str, minimum: int) -> int:
     # Checked here, not only in the spec: in protobuf an unset 0 means "the default".
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= {minimum}, got {value!r}"
+        ) from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
     return number
+
+
+def positive_int(value: str) -> int:
+    return _whole_number(value, 1)
 
 
 def non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
+    return _whole_number(value, 0)
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:

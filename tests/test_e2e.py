@@ -139,7 +139,7 @@ def test_bad_input_is_a_clear_error_before_anything_starts(tmp_path: Path):
     # 0 must not silently become the default (in protobuf an unset 0 means "the default").
     result = fwbench("run", "--batch-size", "0", "--out", str(tmp_path / "x"), timeout_s=60)
     assert result.returncode == 2
-    assert "--batch-size: must be > 0, got 0" in result.stderr
+    assert "--batch-size: must be >= 1, got 0" in result.stderr
 
 
 def test_a_missing_environment_names_the_setup_command(tmp_path: Path):

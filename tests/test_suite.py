@@ -49,8 +49,11 @@ def test_seed_suite_is_the_seed_experiment():
         (VALID + "repeats: 0\n", "repeats: expected an integer >= 1, got 0"),
         (VALID + "  batchsize: 64\n", "spec.batchsize: not an option of `fwbench run` (did you"),
         (VALID + "  batch: 64\n", "spec.batch: not an option"),  # no argparse abbreviations
-        (VALID + "  batch_size: lots\n", "spec.batch_size: invalid int value: 'lots'"),
-        (VALID + "  batch_size: 3.5\n", "spec.batch_size: invalid int value: '3.5'"),
+        (
+            VALID + "  batch_size: lots\n",
+            "spec.batch_size: expected a whole number >= 1, got 'lots'",
+        ),
+        (VALID + "  batch_size: 3.5\n", "spec.batch_size: expected a whole number >= 1, got '3.5'"),
         (VALID + "  augment: mixup\n", "spec.augment: invalid choice: 'mixup'"),
         (VALID + "  compile: yes please\n", "spec.compile: expected true or false"),
         (VALID + "  lr: [0.1, 0.01]\n", "spec.lr: expected a single value"),
