@@ -169,6 +169,15 @@ def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
     return specs.with_defaults(spec)
 
 
+def validated_spec(args: argparse.Namespace) -> pb.TrainSpec:
+    """The spec of the options, checked for every model before any service starts."""
+    spec = build_spec(args)
+    for model in args.models:
+        spec.model.name = model
+        specs.validate(spec)
+    return spec
+
+
 @contextlib.contextmanager
 def services(args, frameworks: list[str], out_dir: Path):
     """{framework: TrainerClient} from the chosen launcher."""
@@ -187,10 +196,7 @@ def services(args, frameworks: list[str], out_dir: Path):
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     args.out = Path(str(args.out).replace("{time}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
-    spec = build_spec(args)
-    for model in args.models:  # fail before any service starts, naming the field
-        spec.model.name = model
-        specs.validate(spec)
+    spec = validated_spec(args)
     experiment = Experiment(args.frameworks, args.models, args.repeats, spec)
     writer = ResultsWriter(args.out, overwrite=args.overwrite)
     try:
@@ -257,10 +263,7 @@ def check_parity(args, spec: pb.TrainSpec, clients: dict, console: Console) -> N
 
 
 def cmd_parity(args: argparse.Namespace, console: Console) -> int:
-    spec = build_spec(args)
-    for model in args.models:
-        spec.model.name = model
-        specs.validate(spec)
+    spec = validated_spec(args)
     with services(args, list(FRAMEWORKS), args.out) as clients:
         results = parity.check(clients, spec, args.models, args.probe_batch_size, args.train_steps)
     path = parity.write_csv(results, args.out)

@@ -341,9 +341,11 @@ def test_dockerfile_installs_only_from_the_venv_requirements(dockerfile):
 
 
 def test_the_venvs_use_these_requirements_files():
+    # The venv side of "one source of truth": setup-env builds each environment from the file
+    # that the image's requirements check above holds the Dockerfile to.
     setup = (ROOT / "scripts" / "setup-env").read_text()
-    assert "orchestrator) reqs=$root/orchestrator/requirements-dev.txt" in setup
-    assert "pytorch|tensorflow) reqs=$root/services/$name/requirements.txt" in setup
+    for requirements in VENV_REQUIREMENTS.values():
+        assert f"$root/{requirements}" in setup, requirements
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))

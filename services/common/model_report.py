@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from services.common import architectures as arch
+from services.common import init
+
 
 def weight_layer_flops(weight_elements: int, output_positions: int) -> int:
     return 2 * weight_elements * output_positions
@@ -45,3 +48,13 @@ def dense_chain(widths: Iterable[tuple[int, int]]) -> str:
 
 def conv_bias(with_bias: int, convs: int) -> str:
     return f"{with_bias} of {convs} convs"
+
+
+def canonical_facts(spec, framework_default_init: str) -> dict[str, str]:
+    """The properties of a canonical model that its definition, not its layers, fixes."""
+    return {
+        "definition": "fwbench canonical",
+        "output": "logits",
+        "padding": arch.PADDING,
+        "initializer": init.DESCRIPTION if spec.init == "shared" else framework_default_init,
+    } | arch.get(spec.name, spec.num_classes).facts

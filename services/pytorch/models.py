@@ -172,12 +172,7 @@ def _weight_layer_positions(model: nn.Module) -> list[tuple[int, int]]:
 def _facts(spec: pb.ModelSpec) -> dict[str, str]:
     if spec.architecture == "library":
         return {"padding": LIBRARY_PADDING, "output": "logits"} | LIBRARY_FACTS[spec.name]
-    return {
-        "definition": "fwbench canonical",
-        "output": "logits",
-        "padding": arch.PADDING,
-        "initializer": init.DESCRIPTION if spec.init == "shared" else DEFAULT_INIT,
-    } | arch.get(spec.name, spec.num_classes).facts
+    return model_report.canonical_facts(spec, DEFAULT_INIT)
 
 
 def describe(model: nn.Module, spec: pb.ModelSpec) -> dict:

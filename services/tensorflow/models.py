@@ -170,12 +170,7 @@ def _facts(spec: pb.ModelSpec) -> dict[str, str]:
             "initializer": DEFAULT_INIT,
             "output": "logits",
         } | LIBRARY_FACTS[spec.name]
-    return {
-        "definition": "fwbench canonical",
-        "output": "logits",
-        "padding": arch.PADDING,
-        "initializer": init.DESCRIPTION if spec.init == "shared" else DEFAULT_INIT,
-    } | arch.get(spec.name, spec.num_classes).facts
+    return model_report.canonical_facts(spec, DEFAULT_INIT)
 
 
 def describe(model: keras.Model, spec: pb.ModelSpec) -> dict:
