@@ -13,13 +13,14 @@ setup:
 demo: setup
 	$(ORCH)/fwbench run --frameworks pytorch,tensorflow --models mobilenet_v2 \
 	  --dataset synthetic --train-limit 1024 --test-limit 256 --epochs 2 --batch-size 32 \
-	  --out results/demo
+	  --out results/demo --overwrite
 
 lint: setup
 	$(ORCH)/ruff check .
 	$(ORCH)/ruff format --check .
 
 test: lint
+	scripts/ensure-docker-compose
 	$(ORCH)/pytest -m "not gpu"
 
 friction: setup

@@ -99,7 +99,7 @@ def render(out_dir: Path) -> Path:
         table = per_epoch(epochs)
         if not table.empty:
             table.columns = [f"{metric} · {framework}" for metric, framework in table.columns]
-            parts += ["## Per epoch", "", table.to_markdown(), ""]
+            parts += ["## Per epoch", "", table.reset_index().to_markdown(index=False), ""]
         failed = runs[runs["status"] != "ok"]
         if not failed.empty:
             parts += ["## Failed runs", ""]
