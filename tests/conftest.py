@@ -7,6 +7,8 @@ local launcher's service processes. Nothing we own is mocked.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,19 @@ from services.common.spec import with_defaults
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("pytorch", "tensorflow")
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def fwbench(*args, timeout_s: float = 900) -> subprocess.CompletedProcess:
+    """The real `fwbench` entry point in a subprocess, so its exit code and output are checked.
+    COLUMNS: rich wraps at 80 columns when not on a terminal."""
+    return subprocess.run(
+        [ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=os.environ | {"COLUMNS": "1000"},
+    )
 
 
 def venv_python(framework: str) -> str:

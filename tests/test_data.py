@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import socket
-import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -24,7 +22,8 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import cli
 from orchestrator import data as prepare
 from services.common import data as datasets
-from tests.conftest import FRAMEWORKS, ROOT, SHARED_CIFAR, tiny_spec
+from tests.conftest import FRAMEWORKS, SHARED_CIFAR, tiny_spec
+from tests.conftest import fwbench as fwbench_subprocess
 
 CLASSES = ("cat", "dog", "frog")
 # Published CIFAR-10 training-set statistics (per-pixel, [0, 1] scale); JPEG re-encoding moves
@@ -357,14 +356,8 @@ def test_a_corrupted_archive_is_a_clear_error_with_exit_2(tmp_path, damage):
         data[200_000:200_016] = b"\xa5" * 16
     archive = tmp_path / "cifar10-jpeg.tar.gz"
     archive.write_bytes(bytes(data))
-    # A subprocess, so that the real entry point's exit code and output are what is checked.
-    fwbench_bin = ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench"
-    result = subprocess.run(
-        [fwbench_bin, "data", "prepare", "--source", archive, "--out", tmp_path / "d"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"COLUMNS": "1000"},  # rich wraps at 80 columns when not on a terminal
+    result = fwbench_subprocess(
+        "data", "prepare", "--source", archive, "--out", tmp_path / "d", timeout_s=300
     )
     assert result.returncode == 2, result.stderr
     printed = result.stdout + result.stderr

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from orchestrator import launchers
-from tests.conftest import ROOT
+from tests.conftest import fwbench
 
-FWBENCH = str(ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench")
 RUN_COLUMNS = [
     "run_id",
     "framework",
@@ -67,12 +65,6 @@ TELEMETRY_COLUMNS = [
     "rss_bytes",
     "cpu_pct",
 ]
-
-
-def fwbench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [FWBENCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
-    )
 
 
 def test_both_frameworks_train_and_every_file_is_written(tmp_path: Path):

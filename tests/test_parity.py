@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import parity
 from services.common import architectures, init
-from tests.conftest import FRAMEWORKS, ROOT, tiny_spec
+from tests.conftest import FRAMEWORKS, fwbench, tiny_spec
 
 # The sizes the issue states, from the original papers / Keras' definitions.
 TRAINABLE_PARAMS = {
@@ -208,20 +207,7 @@ def test_parity_judges_counts_logits_and_losses():
 @pytest.mark.slow
 def test_fwbench_parity_command_saves_the_table_and_exits_0(tmp_path):
     out = tmp_path / "parity"
-    result = subprocess.run(
-        [
-            str(ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench"),
-            "parity",
-            "--models",
-            "mobilenet_v2",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = fwbench("parity", "--models", "mobilenet_v2", "--out", str(out), timeout_s=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pass" in result.stdout
     table = pd.read_csv(out / parity.CSV_NAME)
@@ -234,29 +220,23 @@ def test_fwbench_parity_command_saves_the_table_and_exits_0(tmp_path):
 @pytest.mark.slow
 def test_run_with_library_models_labels_results_and_reports_parity(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            str(ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench"),
-            "run",
-            "--models",
-            "mobilenet_v2",
-            "--architecture",
-            "library",
-            "--train-limit",
-            "64",
-            "--test-limit",
-            "32",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = fwbench(
+        "run",
+        "--models",
+        "mobilenet_v2",
+        "--architecture",
+        "library",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        timeout_s=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = pd.read_csv(out / "runs.csv")

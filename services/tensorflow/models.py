@@ -57,8 +57,8 @@ def _activation(name: str, layer_name: str) -> layers.Layer:
 
 
 def _conv(x, c: arch.Conv, path: str):
-    # Stride 1: 'same' pads kernel//2 on every side, as PyTorch does. Stride 2: 'same' would pad
-    # only bottom/right, so pad symmetrically by hand and convolve 'valid'.
+    # friction: stride 1 'same' pads kernel//2 on every side, as PyTorch does. Stride 2 'same'
+    # would pad only bottom/right, so pad symmetrically by hand and convolve 'valid'.
     if c.stride > 1 and c.padding:
         x = layers.ZeroPadding2D(c.padding, name=_keras_name(path, "pad"))(x)
     padding = "same" if c.stride == 1 else "valid"
@@ -69,7 +69,8 @@ def _conv(x, c: arch.Conv, path: str):
         x = layers.Conv2D(c.c_out, c.kernel, c.stride, padding, use_bias=c.bias, name=name)(x)
     if c.bn:
         x = layers.BatchNormalization(
-            momentum=1 - arch.BN_MOMENTUM,  # Keras weighs the old statistic
+            # friction: opposite momentum conventions: Keras weighs the old statistic.
+            momentum=1 - arch.BN_MOMENTUM,
             epsilon=arch.BN_EPSILON,
             name=_keras_name(path, "bn"),
         )(x)
