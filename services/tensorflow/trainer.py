@@ -322,20 +322,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
     model = models.build(spec.model, spec.seed)
-    from_logits = not outputs_probabilities(model)
-    model.compile(
-        optimizer=make_optimizer(spec, steps * spec.epochs),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=from_logits, label_smoothing=spec.optimizer.label_smoothing
-        ),
-        metrics=[
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            # friction: the test loss is plain cross-entropy, as PyTorch's evaluation computes it;
-            # Keras' val_loss would include the label smoothing.
-            keras.metrics.CategoricalCrossentropy(name="cross_entropy", from_logits=from_logits),
-        ],
-        jit_compile=spec.compile,
-    )
+    from_logits = compile_for_training(model, spec, steps * spec.epochs, with_metrics=True)
     build_s = time.perf_counter() - start
 
     recorder.run_started(
@@ -372,19 +359,35 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         recorder.run_end()
 
 
+def compile_for_training(
+    model: keras.Model, spec: pb.TrainSpec, total_steps: int, with_metrics: bool
+) -> bool:
+    """`model.compile` with the spec's optimizer and loss (and, for fit, the metrics that make
+    our epoch results); returns whether the loss takes logits."""
+    from_logits = not outputs_probabilities(model)
+    metrics = [
+        keras.metrics.CategoricalAccuracy(name="accuracy"),
+        # friction: the test loss is plain cross-entropy, as PyTorch's evaluation computes it;
+        # Keras' val_loss would include the label smoothing.
+        keras.metrics.CategoricalCrossentropy(name="cross_entropy", from_logits=from_logits),
+    ]
+    model.compile(
+        optimizer=make_optimizer(spec, total_steps),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=from_logits, label_smoothing=spec.optimizer.label_smoothing
+        ),
+        metrics=metrics if with_metrics else None,
+        jit_compile=spec.compile,
+    )
+    return from_logits
+
+
 def probe_train_losses(
     model: keras.Model, spec: pb.TrainSpec, probe: np.ndarray, steps: int
 ) -> list[float]:
     """The losses of `steps` training steps on the probe batch, compiled as train() compiles."""
     labels = tf.one_hot(datasets.probe_labels(spec.seed, len(probe)), spec.model.num_classes)
-    model.compile(
-        optimizer=make_optimizer(spec, steps),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=not outputs_probabilities(model),
-            label_smoothing=spec.optimizer.label_smoothing,
-        ),
-        jit_compile=False,
-    )
+    compile_for_training(model, spec, steps, with_metrics=False)
     # train_on_batch returns the loss of the step's forward pass, before its update.
     return [float(model.train_on_batch(probe, labels)) for _ in range(steps)]
 
