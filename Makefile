@@ -3,12 +3,13 @@
 #   make test   lint, format check and the test suite (everything but the `gpu` marker)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
+# The frameworks' list lives in one place (services/common/frameworks.py).
+FRAMEWORKS := $(shell python3 services/common/frameworks.py names)
 
 .PHONY: setup demo test lint friction
 setup:
 	scripts/setup-env orchestrator
-	scripts/setup-env pytorch
-	scripts/setup-env tensorflow
+	for framework in $(FRAMEWORKS); do scripts/setup-env $$framework || exit 1; done
 
 demo: setup
 	$(ORCH)/fwbench run --frameworks pytorch,tensorflow --models mobilenet_v2 \

@@ -22,10 +22,10 @@ from grpc_reflection.v1alpha import reflection
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from services.common import frameworks
 from services.common.spec import SpecError, validate, with_defaults
 from services.common.worker import RESPONSE, Worker, WorkerError
 
-FRAMEWORKS = ("pytorch", "tensorflow")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 # Time a client can expect between a cancel and the worker being gone: SIGTERM, then SIGKILL.
 WORKER_STOP_GRACE_S = 1.0
@@ -122,8 +122,7 @@ class Service:
 
 
 def start(framework: str, address: str = "127.0.0.1:0", python: str = sys.executable) -> Service:
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"framework {framework!r} is not one of {', '.join(FRAMEWORKS)}")
+    frameworks.get(framework)  # a ValueError naming the known ones
     # Describe/Inspect may run beside a Train; health must answer while a run is in progress.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     servicer = TrainerServicer(framework, python)
@@ -147,7 +146,7 @@ def start(framework: str, address: str = "127.0.0.1:0", python: str = sys.execut
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve fwbench's TrainerService for a framework.")
-    parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    parser.add_argument("--framework", required=True, choices=frameworks.NAMES)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside containers")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     parser.add_argument(

@@ -5,8 +5,8 @@ only the worker (the server stays healthy), and the GPU memory is really release
 
 Parent side: `Worker` starts `python -m services.common.worker FRAMEWORK MODE FD ORIGIN`, writes
 the serialized request to its stdin and reads framed messages from a pipe (not stdout, which
-frameworks print to). Child side: `main()` imports `services.<framework>.trainer`, runs the mode
-and writes the frames.
+frameworks print to). Child side: `main()` loads the framework's Trainer
+(services/common/frameworks.py), runs the mode and writes the frames.
 
 A frame is one kind byte, a 4-byte big-endian length and a payload:
   E  a serialized TrainEvent        (mode train)
@@ -17,7 +17,6 @@ A frame is one kind byte, a 4-byte big-endian length and a payload:
 from __future__ import annotations
 
 import collections
-import importlib
 import json
 import os
 import signal
@@ -28,6 +27,8 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+
+from services.common import frameworks
 
 EVENT, RESPONSE, ERROR = b"E", b"R", b"X"
 _HEADER = struct.Struct(">cI")
@@ -164,7 +165,7 @@ def main(argv: list[str]) -> int:
         from fwbench.v1 import trainer_pb2 as pb
 
         request_bytes = sys.stdin.buffer.read()
-        trainer = importlib.import_module(f"services.{framework}.trainer")
+        trainer = frameworks.get(framework).load_trainer()
         import_s = sink.t_s()
         if mode == "describe":
             response = trainer.describe()
