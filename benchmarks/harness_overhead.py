@@ -43,9 +43,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as logs, launchers.local(["pytorch"], Path(logs)) as addr:
         client = TrainerClient("pytorch", addr["pytorch"])
-        events = {e.WhichOneof("event"): e for e in client.train(spec)}
-    device = events["run_started"].run_started.device_name
-    end = events["run_end"].run_end
+        outcome = client.run(spec)
+    if not outcome.ok:
+        raise SystemExit(f"the service's run failed: {outcome.error}")
+    device, end = outcome.started.device_name, outcome.end
     bare_device = "cpu" if device == "cpu" else "cuda"
     bare = json.loads(
         subprocess.run(

@@ -22,10 +22,10 @@ from services.common.spec import with_defaults
 
 
 def run_once(client: TrainerClient, spec: pb.TrainSpec) -> pb.RunEnd:
-    for event in client.train(spec):
-        if event.WhichOneof("event") == "run_end":
-            return event.run_end
-    raise RuntimeError("the run ended without RunEnd")
+    outcome = client.run(spec)
+    if not outcome.ok:
+        raise RuntimeError(f"run {spec.run_id} failed: {outcome.error}")
+    return outcome.end
 
 
 def main() -> None:

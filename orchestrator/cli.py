@@ -1,192 +1,117 @@
-"""`fwbench`: the command line.
+"""`fwbench`: the command line, the top layer: it parses, then calls the layers below.
 
 fwbench run           train the same spec in each framework and compare
-fwbench report        render report.md/report.html again from a results directory
-fwbench data prepare  decode a dataset once into the directory both services read
 fwbench suite FILE    run an experiment written down as data (suites/seed.yaml)
-fwbench friction      measure what installing and starting each framework costs
+fwbench report DIR    rebuild a results directory's CSVs and report from its events.jsonl
 fwbench parity        check that every framework builds the same models
+fwbench data prepare  decode a dataset once into the directory every service reads
+fwbench friction      measure what installing and starting each framework costs
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
+import pandas as pd
 from google.protobuf import json_format
 from rich.console import Console
+from rich.text import Text
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import launchers, parity, report
+from orchestrator import data as datasets
+from orchestrator import friction, launchers, options, parity, report, results, suite
 from orchestrator.client import TrainerClient
-from orchestrator.results import ResultsExist, ResultsWriter
-from orchestrator.runner import Experiment, run_experiment
+from orchestrator.errors import UserError
+from orchestrator.runner import Experiment, Interrupted, run_experiment
+from services.common import frameworks
 from services.common import spec as specs
 from services.common.data import SYNTHETIC_TEST, SYNTHETIC_TRAIN
 
-FRAMEWORKS = ("pytorch", "tensorflow")
+EXAMPLES = """examples:
+  fwbench run --models resnet50,mobilenet_v2 --epochs 5 --out results/{time}
+  fwbench run --dataset data/cifar10 --repeats 5 --device cuda --out results/gpu
+  fwbench run --resume results/gpu              finish what an interrupted run left
+  fwbench suite suites/seed.yaml --epochs 1 --train-limit 512
+  fwbench report results/gpu --out /tmp/copy
+  fwbench parity --models resnet50,vgg19,mobilenet,mobilenet_v2
+  fwbench data prepare --source ../shared/datasets/cifar10-jpeg.tar.gz --out data/cifar10
+"""
 
 
-def _csv_choice(allowed: tuple[str, ...], what: str):
-    def parse(value: str) -> list[str]:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        bad = [v for v in items if v not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"{what} {', '.join(bad) or '(none)'} not known; choose from {', '.join(allowed)}"
-            )
-        return items
-
-    return parse
-
-
-def _whole_number(value: str, minimum: int) -> int:
-    # Checked here, not only in the spec: in protobuf an unset 0 means "the default".
+def version() -> str:
+    """fwbench's version and the git commit it runs from (with "+dirty" for local changes)."""
     try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number >= {minimum}, got {value!r}"
-        ) from None
-    if number < minimum:
-        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
-    return number
+        own = metadata.version("fwbench")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(frameworks.ROOT), "describe", "--always", "--dirty=+dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"{own} ({commit or 'no git commit'})"
 
 
-def positive_int(value: str) -> int:
-    return _whole_number(value, 1)
+# ---- checks made before any service starts -------------------------------------------------------
 
 
-def non_negative_int(value: str) -> int:
-    return _whole_number(value, 0)
+def _results_dir(out: Path) -> Path:
+    """--out with {time} expanded, checked to be a directory fwbench can write."""
+    out = Path(str(out).replace("{time}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a directory for the results")
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable; choose another --out")
+    return out
 
 
-def add_spec_arguments(p: argparse.ArgumentParser) -> None:
-    """The options that make a TrainSpec (shared by run and suite)."""
-    p.add_argument("--epochs", type=positive_int, default=5)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument(
-        "--dataset",
-        default="synthetic",
-        help="synthetic; cifar10; a directory prepared by `fwbench data prepare`; or an "
-        "ImageFolder directory/archive, prepared into data/NAME on first use",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where cifar10 or an ImageFolder source is prepared (default data/NAME)",
-    )
-    p.add_argument(
-        "--archive",
-        type=Path,
-        help="the official cifar-10-python.tar.gz, for preparing cifar10 without downloading",
-    )
-    p.add_argument(
-        "--train-limit", type=non_negative_int, default=0, help="use the first N training images"
-    )
-    p.add_argument(
-        "--test-limit", type=non_negative_int, default=0, help="use the first N test images"
-    )
-    p.add_argument("--augment", choices=specs.AUGMENTS, default="crop-flip")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=specs.DEVICES, default="auto")
-    p.add_argument("--precision", choices=specs.PRECISIONS, default="fp32")
-    p.add_argument("--compile", action="store_true", help="torch.compile / XLA jit_compile")
-    p.add_argument("--cudnn-benchmark", action="store_true")
-    p.add_argument("--architecture", choices=specs.ARCHITECTURES, default="canonical")
-    p.add_argument(
-        "--init",
-        choices=specs.INITS,
-        help="initial weights (default: shared for canonical models, framework for library ones)",
-    )
-    p.add_argument("--optimizer", choices=specs.OPTIMIZERS, default="sgd")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--lr-schedule", choices=specs.LR_SCHEDULES, default="constant")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument(
-        "--sample-interval-ms",
-        type=non_negative_int,
-        default=100,
-        help="NVML/host sampling period; 0 disables sampling",
-    )
+def _check_device(args: argparse.Namespace, spec) -> None:
+    """A GPU asked for on a machine without one is refused before the local services start."""
+    if spec.device == "cuda" and args.launcher == "local":
+        found = shutil.which("nvidia-smi") is not None
+        if found:
+            found = subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+        if not found:
+            raise UserError(
+                "--device cuda: this machine has no NVIDIA GPU that nvidia-smi can see; "
+                "use --device cpu or auto, or run on a GPU host"
+            )
 
 
-def add_launch_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--launcher", choices=("local", "remote"), default="local")
-    p.add_argument(
-        "--service",
-        action="append",
-        default=[],
-        metavar="NAME=HOST:PORT",
-        help="address of a running service (with --launcher remote)",
-    )
-
-
-def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
-    data = pb.DataSpec(
-        train_limit=args.train_limit, test_limit=args.test_limit, augment=args.augment
-    )
-    if args.dataset == "synthetic":
-        data.source = "synthetic"
-    else:
-        from orchestrator import data as datasets
-
-        data.source = "directory"
-        data.data_dir = str(datasets.resolve(args.dataset, args.data_dir, args.archive))
-    spec = pb.TrainSpec(
-        model=pb.ModelSpec(
-            architecture=args.architecture,
-            # Library models have their own layouts: shared weights exist only for canonical ones.
-            init=args.init or ("shared" if args.architecture == "canonical" else "framework"),
-            num_classes=10,
-        ),
-        data=data,
-        optimizer=pb.OptimizerSpec(
-            name=args.optimizer,
-            learning_rate=args.lr,
-            momentum=args.momentum,
-            nesterov=args.nesterov,
-            weight_decay=args.weight_decay,
-            lr_schedule=args.lr_schedule,
-            label_smoothing=args.label_smoothing,
-        ),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
-        cudnn_benchmark=args.cudnn_benchmark,
-        sample_interval_ms=args.sample_interval_ms,
-    )
-    return specs.with_defaults(spec)
-
-
-def validated_spec(args: argparse.Namespace) -> pb.TrainSpec:
-    """The spec of the options, checked for every model before any service starts."""
-    spec = build_spec(args)
-    for model in args.models:
-        spec.model.name = model
-        specs.validate(spec)
-    return spec
+def _service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str, str]:
+    """The checked --service addresses ({} for the local launcher)."""
+    if args.launcher == "local":
+        if args.service:
+            raise UserError("--service is for --launcher remote; add --launcher remote")
+        return {}
+    return launchers.parse_services(args.service, wanted)
 
 
 @contextlib.contextmanager
-def services(args, frameworks: list[str], out_dir: Path):
+def services(args, wanted: list[str], addresses: dict[str, str], log_dir: Path):
     """{framework: TrainerClient} from the chosen launcher."""
     if args.launcher == "local":
-        launch = launchers.local(frameworks, out_dir / "logs")
+        launch = launchers.local(wanted, log_dir)
     else:
-        launch = launchers.remote(frameworks, launchers.parse_services(args.service))
-    with launch as addresses:
-        clients = {f: TrainerClient(f, a) for f, a in addresses.items()}
+        launch = launchers.remote(wanted, addresses)
+    with launch as started:
+        clients = {f: TrainerClient(f, a) for f, a in started.items()}
         try:
             yield clients
         finally:
@@ -194,94 +119,188 @@ def services(args, frameworks: list[str], out_dir: Path):
                 client.close()
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    args.out = Path(str(args.out).replace("{time}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
-    spec = validated_spec(args)
+# ---- commands ------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None = None) -> int:
+    if args.resume:
+        out, args, spec = args.resume, *_resumed(args)
+    else:
+        out = _results_dir(args.out)
+        results.check_free(out, args.overwrite)
+        spec = options.validated(args, args.models)
+    _check_device(args, spec)
+    addresses = _service_arguments(args, args.frameworks)
     experiment = Experiment(args.frameworks, args.models, args.repeats, spec)
-    writer = ResultsWriter(args.out, overwrite=args.overwrite)
-    try:
-        with services(args, args.frameworks, args.out) as clients:
-            described = {f: c.describe() for f, c in clients.items()}
-            for framework, d in described.items():
-                console.print(
-                    f"{framework} {d.framework_version} · devices {', '.join(d.devices)} · "
-                    f"import {d.import_s:.1f} s"
-                )
-            writer.write_context(
-                {
-                    "command": shlex.join(["fwbench", *sys.argv[1:]]),
-                    "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
-                    "frameworks": args.frameworks,
-                    "models": args.models,
-                    "repeats": args.repeats,
-                    "services": {
-                        f: json_format.MessageToDict(d, preserving_proto_field_name=True)
-                        for f, d in described.items()
-                    },
-                }
+    interrupted = False
+    with services(args, args.frameworks, addresses, out / "logs") as clients:
+        described = {f: c.describe() for f, c in clients.items()}
+        _check_devices_served(spec, described)
+        for framework, d in described.items():
+            console.print(
+                f"{framework} {d.framework_version} · devices {', '.join(d.devices)} · "
+                f"import {d.import_s:.1f} s",
+                markup=False,
             )
+        writer = (
+            results.ResultsWriter.resume(out)
+            if args.resume
+            else results.ResultsWriter(out, overwrite=args.overwrite)
+        )
+        try:
+            for name, source in (extra_files or {}).items():
+                shutil.copyfile(source, out / name)
+            if not args.resume:
+                writer.write_context(_context(args, spec, described))
             if len(clients) > 1:
-                check_parity(args, spec, clients, console)
+                check_parity(args, spec, clients, out, console)
             rows = run_experiment(experiment, clients, writer, console)
-    finally:
-        writer.close()
-        report_path = report.render(args.out)
+        except Interrupted:
+            interrupted = True
+            # A second Ctrl-C while the report is written leaves at once.
+            signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+            rows = writer.rows
+        finally:
+            writer.close()
+    rendered = render(out)
+    for line in rendered.verdict:
+        console.print(line, markup=False)
+    console.print(f"Report: {rendered.html_path} (and report.md, runs.csv, epochs.csv)")
+    if interrupted:
+        console.print(
+            f"interrupted: finished runs are kept; `fwbench run --resume {out}` runs the rest",
+            markup=False,
+        )
+        return 130
     failed = [r for r in rows if r["status"] != "ok"]
-    console.print(report_path.read_text())
-    console.print(f"Results in {args.out}/ (events.jsonl, runs.csv, epochs.csv, report.md)")
     if failed:
-        console.print(f"[red]{len(failed)} of {len(rows)} runs failed[/red]")
+        console.print(f"[red]{len(failed)} of {len(rows)} runs did not end ok[/red]")
         return 1
     return 0
 
 
-def cmd_suite(args: argparse.Namespace, console: Console) -> int:
-    from orchestrator import suite
+def _context(args: argparse.Namespace, spec, described: dict) -> dict:
+    return {
+        "command": shlex.join(["fwbench", *sys.argv[1:]]),
+        "fwbench": version(),
+        "utc_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
+        "frameworks": args.frameworks,
+        "models": args.models,
+        "repeats": args.repeats,
+        "services": {
+            f: json_format.MessageToDict(d, preserving_proto_field_name=True)
+            for f, d in described.items()
+        },
+    }
 
-    return suite.run(args, console)
+
+def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, pb.TrainSpec]:
+    """The arguments and spec of the run being resumed, from its context.json; options given now
+    must not change them (a changed spec would mix two experiments in one result set)."""
+    context_path = args.resume / "context.json"
+    if not context_path.exists():
+        raise UserError(f"--resume {args.resume}: no context.json; is it a results directory?")
+    context = json.loads(context_path.read_text())
+    given = {dest: getattr(args, dest) for dest in options.spec_dests()}
+    changed = [f"--{dest.replace('_', '-')}" for dest, value in given.items() if value is not None]
+    if changed:
+        raise UserError(
+            f"--resume {args.resume} keeps the spec it started with; drop {', '.join(changed)}"
+        )
+    resumed = argparse.Namespace(**vars(args))
+    for key in ("frameworks", "models", "repeats"):
+        setattr(resumed, key, context[key])
+    spec = json_format.ParseDict(context["spec"], pb.TrainSpec())
+    for model in resumed.models:
+        specs.validate(options.for_model(spec, model))
+    return resumed, spec
 
 
-def cmd_friction(args: argparse.Namespace, console: Console) -> int:
-    from orchestrator import friction
+def _check_devices_served(spec, described: dict) -> None:
+    if spec.device != "cuda":
+        return
+    without = [f for f, d in described.items() if not any(x.startswith("cuda") for x in d.devices)]
+    if without:
+        raise UserError(
+            f"--device cuda: the {', '.join(without)} service sees no GPU "
+            f"(devices: {', '.join(described[without[0]].devices)}); use --device cpu or auto"
+        )
 
-    return friction.run(args, console)
 
-
-def check_parity(args, spec: pb.TrainSpec, clients: dict, console: Console) -> None:
+def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None:
     """Before training: the models compared, saved as parity.csv beside the results. Canonical
     models that differ are refused unless --allow-mismatch; library models never are."""
-    results = parity.check(clients, spec, args.models)
-    parity.write_csv(results, args.out)
-    parity.show(results, console)
-    failed = [r.model for r in results if not r.passed]
+    checked = parity.check(clients, spec, args.models)
+    parity.write_csv(checked, out)
+    parity.show(checked, console)
+    failed = [r.model for r in checked if not r.passed]
     if failed and not args.allow_mismatch:
         raise UserError(
-            f"model parity fails for {', '.join(failed)} (see {args.out / parity.CSV_NAME}): "
+            f"model parity fails for {', '.join(failed)} (see {out / parity.CSV_NAME}): "
             "the frameworks' models differ, so the results would not compare frameworks; "
             "pass --allow-mismatch to train anyway"
         )
 
 
+def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | None = None):
+    """The report of a results directory, with the parity and friction sections found there
+    (or in friction_dir)."""
+    sections = []
+    parity_csv = results_dir / parity.CSV_NAME
+    if parity_csv.exists():
+        sections.append(parity.section(pd.read_csv(parity_csv)))
+    friction_csv = (friction_dir or results_dir) / "friction.csv"
+    if friction_csv.exists():
+        sections.append(friction.section(pd.read_csv(friction_csv)))
+    return report.render(results_dir, out_dir, sections)
+
+
+def cmd_suite(args: argparse.Namespace, console: Console) -> int:
+    run_args = suite.run_arguments(args)
+    console.print(
+        f"suite {args.file}: {', '.join(run_args.frameworks)} × {', '.join(run_args.models)} × "
+        f"{run_args.repeats} repeat(s), {run_args.epochs or specs.default_of('epochs')} "
+        f"epoch(s) of {run_args.dataset or options.DEFAULT_DATASET}",
+        markup=False,
+    )
+    # The file is kept beside the results it produced.
+    return cmd_run(run_args, console, extra_files={"suite.yaml": args.file})
+
+
 def cmd_parity(args: argparse.Namespace, console: Console) -> int:
-    spec = validated_spec(args)
-    with services(args, list(FRAMEWORKS), args.out) as clients:
-        results = parity.check(clients, spec, args.models, args.probe_batch_size, args.train_steps)
-    path = parity.write_csv(results, args.out)
-    parity.show(results, console)
+    spec = options.validated(args, args.models)
+    addresses = _service_arguments(args, args.frameworks)
+    out = _results_dir(args.out)
+    with services(args, args.frameworks, addresses, out / "logs") as clients:
+        checked = parity.check(clients, spec, args.models, args.probe_batch_size, args.train_steps)
+    path = parity.write_csv(checked, out)
+    parity.show(checked, console)
     console.print(f"Saved {path}")
-    return 0 if parity.passed(results) else 1
+    return 0 if parity.passed(checked) else 1
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    if not (args.dir / "runs.csv").exists():
-        raise UserError(f"{args.dir} has no runs.csv: is it a results directory of `fwbench run`?")
-    console.print(report.render(args.dir).read_text())
+    source = args.dir
+    if not (source / "events.jsonl").exists() and not (source / "runs.csv").exists():
+        raise UserError(f"{source} has no events.jsonl: is it a results directory of fwbench?")
+    out = args.out or source
+    if out != source:
+        results.check_free(out, overwrite=False)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("context.json", parity.CSV_NAME, "friction.csv", "suite.yaml"):
+            if (source / name).exists():
+                shutil.copyfile(source / name, out / name)
+    if (source / "events.jsonl").exists():
+        results.replay(source, out)
+    rendered = render(out, friction_dir=args.friction)
+    for line in rendered.verdict:
+        console.print(line, markup=False)
+    console.print(f"Report: {rendered.html_path}")
     return 0
 
 
 def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
-    from orchestrator import data as datasets
-
     datasets.prepare(
         args.source,
         args.out,
@@ -295,40 +314,123 @@ def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_friction(args: argparse.Namespace, console: Console) -> int:
+    out = _results_dir(args.out)
+    measured = friction.measure(args, console)
+    out.mkdir(parents=True, exist_ok=True)
+    measured.to_csv(out / "friction.csv", index=False)
+    friction.print_table(measured, console)
+    rendered = render(out)
+    console.print(f"Friction in {out}/friction.csv and {rendered.html_path}")
+    return 0
+
+
+# ---- the parser ----------------------------------------------------------------------------------
+
 ALLOW_MISMATCH_HELP = "train even when canonical models fail the parity check"
 
 
-class UserError(Exception):
-    """Bad input: printed without a traceback, exit code 2."""
+def _run_like(sub, name: str, help_text: str, frameworks_default, models_default):
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options.add_selection_arguments(p, frameworks_default, models_default)
+    return p
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fwbench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="fwbench",
+        description="Measure deep-learning frameworks on the same image-classification training "
+        "job, side by side.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"fwbench {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train the same spec in each framework and compare")
-    run.add_argument(
-        "--frameworks", type=_csv_choice(FRAMEWORKS, "framework"), default=list(FRAMEWORKS)
+    run = _run_like(
+        sub,
+        "run",
+        "train the same spec in each framework and compare",
+        list(frameworks.NAMES),
+        ["resnet50"],
     )
-    run.add_argument("--models", type=_csv_choice(specs.MODELS, "model"), default=["resnet50"])
-    run.add_argument("--repeats", type=positive_int, default=1)
+    run.add_argument("--repeats", type=options.positive_int, default=1, help="(default: 1)")
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="results directory; {time} becomes a UTC time")
+    where.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="finish the runs that a stopped `fwbench run` left in DIR, with its spec",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    run.add_argument(
-        "--out", type=Path, required=True, help="results directory; {time} becomes a UTC timestamp"
-    )
-    add_spec_arguments(run)
-    add_launch_arguments(run)
+    options.add_spec_arguments(run)
+    options.add_launch_arguments(run)
     run.add_argument("--allow-mismatch", action="store_true", help=ALLOW_MISMATCH_HELP)
     run.set_defaults(handler=cmd_run)
 
-    rep = sub.add_parser("report", help="render the report of a results directory again")
-    rep.add_argument("dir", type=Path)
+    suite_p = _run_like(
+        sub, "suite", "run an experiment written down as data (suites/*.yaml)", None, None
+    )
+    suite_p.add_argument("file", type=Path, help="a suite file, e.g. suites/seed.yaml")
+    suite_p.add_argument("--repeats", type=options.positive_int, help="(default: the file's)")
+    where = suite_p.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, help="results directory (default: results/<name>)")
+    where.add_argument("--resume", type=Path, metavar="DIR", help="as for `fwbench run`")
+    suite_p.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    options.add_spec_arguments(suite_p)
+    options.add_launch_arguments(suite_p)
+    suite_p.add_argument("--allow-mismatch", action="store_true", help=ALLOW_MISMATCH_HELP)
+    suite_p.set_defaults(handler=cmd_suite)
+
+    rep = sub.add_parser("report", help="rebuild a results directory's CSVs and report")
+    rep.add_argument("dir", type=Path, help="a results directory (its events.jsonl)")
+    rep.add_argument(
+        "--out", type=Path, help="write everything there instead of into DIR (default: DIR)"
+    )
+    rep.add_argument("--friction", type=Path, metavar="DIR", help="include friction.csv from DIR")
     rep.set_defaults(handler=cmd_report)
+
+    par = _run_like(
+        sub,
+        "parity",
+        "check that every framework builds the same models",
+        list(frameworks.NAMES),
+        list(specs.MODELS),
+    )
+    par.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/parity"),
+        help="for parity.csv (default: %(default)s)",
+    )
+    par.add_argument(
+        "--probe-batch-size",
+        type=options.positive_int,
+        default=8,
+        help="images whose logits compare (default: %(default)s)",
+    )
+    par.add_argument(
+        "--train-steps",
+        type=options.non_negative_int,
+        default=0,
+        help="also take N training steps on the probe batch and compare their losses (after "
+        "an update, MobileNet v1's differ by ~1e-3 from fp32 rounding alone) (default: 0)",
+    )
+    options.add_spec_arguments(par)
+    options.add_launch_arguments(par)
+    par.set_defaults(handler=cmd_parity)
 
     data = sub.add_parser("data", help="prepare datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser(
-        "prepare", help="decode a dataset once into the directory both services read"
+        "prepare", help="decode a dataset once into the directory every service reads"
     )
     prep.add_argument(
         "--source",
@@ -342,71 +444,51 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="cifar10: a local cifar-10-python.tar.gz (else downloaded into data/downloads/)",
     )
-    prep.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     prep.add_argument(
-        "--train-count", type=int, default=SYNTHETIC_TRAIN, help="synthetic: train images"
+        "--seed", type=int, default=0, help="synthetic: generator seed (default: %(default)s)"
     )
     prep.add_argument(
-        "--test-count", type=int, default=SYNTHETIC_TEST, help="synthetic: test images"
+        "--train-count",
+        type=options.positive_int,
+        default=SYNTHETIC_TRAIN,
+        help="synthetic: train images (default: %(default)s)",
+    )
+    prep.add_argument(
+        "--test-count",
+        type=options.positive_int,
+        default=SYNTHETIC_TEST,
+        help="synthetic: test images (default: %(default)s)",
     )
     prep.add_argument("--force", action="store_true", help="replace an existing --out")
     prep.set_defaults(handler=cmd_data_prepare)
 
-    suite = sub.add_parser("suite", help="run an experiment written down as data (suites/*.yaml)")
-    suite.add_argument("file", type=Path, help="a suite file, e.g. suites/seed.yaml")
-    suite.add_argument("--frameworks", type=_csv_choice(FRAMEWORKS, "framework"))
-    suite.add_argument("--models", type=_csv_choice(specs.MODELS, "model"))
-    suite.add_argument("--repeats", type=positive_int)
-    suite.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    suite.add_argument("--out", type=Path, help="results directory (default results/<name>)")
-    add_spec_arguments(suite)
-    add_launch_arguments(suite)
-    suite.add_argument("--allow-mismatch", action="store_true", help=ALLOW_MISMATCH_HELP)
-    # Spec options override the file only when given: None marks "not given".
-    from orchestrator.suite import spec_defaults
-
-    suite.set_defaults(**dict.fromkeys(spec_defaults(), None), handler=cmd_suite)
-
-    friction = sub.add_parser(
+    fri = sub.add_parser(
         "friction", help="measure what installing and starting each framework costs"
     )
-    friction.add_argument(
-        "--frameworks", type=_csv_choice(FRAMEWORKS, "framework"), default=list(FRAMEWORKS)
+    fri.add_argument(
+        "--frameworks",
+        type=options.csv_choice(frameworks.NAMES, "framework"),
+        default=list(frameworks.NAMES),
+        help=f"comma-separated (default: {','.join(frameworks.NAMES)})",
     )
-    friction.add_argument(
+    fri.add_argument(
         "--mode",
         choices=("venv", "docker"),
         default="venv",
-        help="venv: fresh virtualenvs in a temporary directory; docker: docker compose build",
+        help="venv: fresh virtualenvs in a temporary directory; docker: docker compose build "
+        "(default: %(default)s)",
     )
-    friction.add_argument(
+    fri.add_argument(
         "--models",
-        type=_csv_choice(specs.MODELS, "model"),
+        type=options.csv_choice(specs.MODELS, "model"),
         default=list(specs.MODELS),
-        help="models whose time to first training step is measured",
+        help="models whose time to first training step is measured (default: all)",
     )
-    friction.add_argument(
-        "--no-shared", action="store_true", help="skip the shared-environment probe"
+    fri.add_argument("--no-shared", action="store_true", help="skip the shared-environment probe")
+    fri.add_argument(
+        "--out", type=Path, default=Path("results/friction"), help="(default: %(default)s)"
     )
-    friction.add_argument("--out", type=Path, default=Path("results/friction"))
-    friction.set_defaults(handler=cmd_friction)
-
-    par = sub.add_parser("parity", help="check that every framework builds the same models")
-    par.add_argument(
-        "--models", type=_csv_choice(specs.MODELS, "model"), default=list(specs.MODELS)
-    )
-    par.add_argument("--out", type=Path, default=Path("results/parity"), help="for parity.csv")
-    par.add_argument("--probe-batch-size", type=int, default=8, help="images whose logits compare")
-    par.add_argument(
-        "--train-steps",
-        type=int,
-        default=0,
-        help="also take N training steps on the probe batch and compare their losses (after "
-        "an update, MobileNet v1's differ by ~1e-3 from fp32 rounding alone)",
-    )
-    add_spec_arguments(par)
-    add_launch_arguments(par)
-    par.set_defaults(handler=cmd_parity)
+    fri.set_defaults(handler=cmd_friction)
     return p
 
 
@@ -416,9 +498,14 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     try:
         sys.exit(args.handler(args, console))
-    except (UserError, ResultsExist, specs.SpecError, launchers.LauncherError) as e:
-        console.print(f"[red]fwbench {args.command}: {e}[/red]")
+    except (UserError, specs.SpecError) as e:
+        # Text, not markup: a message may hold brackets ("[/job:localhost/...]").
+        console.print(Text(f"fwbench {args.command}: {e}", style="red"))
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: results written so far are kept")
         sys.exit(130)
+    except OSError as e:
+        # A full disk or a folder taken away mid-run: everything finished is already on disk.
+        console.print(Text(f"fwbench {args.command}: {e}", style="red"))
+        sys.exit(2)

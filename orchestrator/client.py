@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -16,6 +20,24 @@ class ServiceUnavailable(Exception):
     pass
 
 
+@dataclasses.dataclass
+class RunOutcome:
+    """What one Train call came to: the events that frame the run, and how it ended."""
+
+    started: pb.RunStarted | None = None
+    end: pb.RunEnd | None = None
+    # Empty when the run ended with RunEnd; else why not, as "STATUS_CODE: details".
+    error: str = ""
+    # The gRPC status of a failed call; None when the stream ended normally.
+    code: grpc.StatusCode | None = None
+    # Ctrl-C cut the run short (it was cancelled on the service).
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.end is not None and not self.error
+
+
 class TrainerClient:
     def __init__(self, framework: str, address: str):
         self.framework = framework
@@ -25,19 +47,31 @@ class TrainerClient:
         self._stub = pb_grpc.TrainerServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    def wait_until_serving(self, timeout_s: float) -> None:
-        """Blocks until the service's health answers SERVING, or raises ServiceUnavailable."""
-        try:
-            status = self._health.Check(
-                health_pb2.HealthCheckRequest(service="fwbench.v1.TrainerService"),
-                wait_for_ready=True,
-                timeout=timeout_s,
-            ).status
-        except grpc.RpcError as e:
-            raise ServiceUnavailable(
-                f"the {self.framework} service at {self.address} did not answer within "
-                f"{timeout_s:.0f} s ({e.code().name}): is it running and reachable?"
-            ) from e
+    def wait_until_serving(self, timeout_s: float, fail_fast: bool = False) -> None:
+        """Blocks until the service's health answers SERVING, or raises ServiceUnavailable.
+        fail_fast: a service that refuses connections throughout gives up as soon as gRPC's
+        reconnect back-off says so, rather than waiting out timeout_s."""
+        request = health_pb2.HealthCheckRequest(service="fwbench.v1.TrainerService")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                status = self._health.Check(
+                    request,
+                    wait_for_ready=not fail_fast,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                ).status
+                break
+            except grpc.RpcError as e:
+                # UNAVAILABLE while the first connection attempts fail; retried until the deadline.
+                refused = fail_fast and e.code() == grpc.StatusCode.UNAVAILABLE
+                if refused and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                raise ServiceUnavailable(
+                    f"the {self.framework} service at {self.address} did not answer within "
+                    f"{timeout_s:.0f} s ({e.code().name}: {e.details()}): is it running and "
+                    "reachable?"
+                ) from e
         if status != health_pb2.HealthCheckResponse.SERVING:
             raise ServiceUnavailable(
                 f"the {self.framework} service at {self.address} is "
@@ -60,10 +94,33 @@ class TrainerClient:
             timeout=CALL_DEADLINE_S,
         )
 
-    def train(self, spec: pb.TrainSpec):
-        """The event stream of a run; call .cancel() on it to stop the run."""
+    def run(
+        self, spec: pb.TrainSpec, on_event: Callable[[pb.TrainEvent], None] = lambda _: None
+    ) -> RunOutcome:
+        """Trains spec on the service, passing every event to on_event as it arrives.
+        A Ctrl-C cancels the run on the service (its worker is stopped) and ends the call with
+        what had arrived, `interrupted` set."""
+        outcome = RunOutcome()
         # No deadline: a run's length is the experiment's, not the network's.
-        return self._stub.Train(pb.TrainRequest(spec=spec), wait_for_ready=True)
+        stream = self._stub.Train(pb.TrainRequest(spec=spec), wait_for_ready=True)
+        try:
+            for event in stream:
+                on_event(event)
+                kind = event.WhichOneof("event")
+                if kind == "run_started":
+                    outcome.started = event.run_started
+                elif kind == "run_end":
+                    outcome.end = event.run_end
+        except grpc.RpcError as e:
+            outcome.code = e.code()
+            outcome.error = f"{e.code().name}: {e.details()}"
+        except KeyboardInterrupt:
+            stream.cancel()
+            outcome.interrupted = True
+            outcome.error = "CANCELLED: interrupted by the user (Ctrl-C)"
+        if outcome.end is None and not outcome.error:
+            outcome.error = "the stream ended without RunEnd"
+        return outcome
 
     def close(self) -> None:
         self._channel.close()

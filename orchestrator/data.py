@@ -47,7 +47,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from orchestrator.cli import UserError
+from orchestrator.errors import UserError
 from services.common import data as datasets
 
 DEFAULT_DATA_ROOT = Path("data")

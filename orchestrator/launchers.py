@@ -19,14 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.client import ServiceUnavailable, TrainerClient
+from orchestrator.errors import UserError
+from services.common import frameworks
+from services.common.frameworks import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60
+# A service that is not there yet (a container still starting) gets this long; one that refuses
+# connections for all of it is not coming.
+REMOTE_CONNECT_TIMEOUT_S = 15
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
-class LauncherError(Exception):
-    pass
+class LauncherError(UserError):
+    """The services cannot be had: no environment, nothing listening, a bad --service."""
 
 
 def venv_python(framework: str) -> Path:
@@ -35,12 +40,12 @@ def venv_python(framework: str) -> Path:
 
 @contextlib.contextmanager
 def local(
-    frameworks: list[str], log_dir: Path, pythons: dict[str, Path] | None = None
+    wanted: list[str], log_dir: Path, pythons: dict[str, Path] | None = None
 ) -> Iterator[dict[str, str]]:
     """Starts one service per framework from .venvs/<framework>, or from the interpreter that
     `pythons` names for it (fwbench friction's fresh environments); logs go to log_dir."""
-    pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in frameworks}
-    missing = [f for f in frameworks if not pythons[f].exists()]
+    pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in wanted}
+    missing = [f for f in wanted if not pythons[f].exists()]
     if missing:
         raise LauncherError(
             "no environment for "
@@ -54,7 +59,7 @@ def local(
     processes: list[subprocess.Popen] = []
     try:
         addresses = {}
-        for framework in frameworks:
+        for framework in wanted:
             process, address = _start(
                 framework, pythons[framework], log_dir / f"{framework}-service.log"
             )
@@ -129,9 +134,42 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def remote(frameworks: list[str], services: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Services already running; `services` maps framework to HOST:PORT."""
-    missing = [f for f in frameworks if f not in services]
+def remote(wanted: list[str], services: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Services already running; `services` (parse_services) maps framework to HOST:PORT."""
+    for framework in wanted:
+        client = TrainerClient(framework, services[framework])
+        try:
+            client.wait_until_serving(REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
+        except ServiceUnavailable as e:
+            raise LauncherError(str(e)) from e
+        finally:
+            client.close()
+    yield {f: services[f] for f in wanted}
+
+
+def parse_services(values: list[str], wanted: list[str]) -> dict[str, str]:
+    """{framework: HOST:PORT} of --service NAME=HOST:PORT options, checked before anything
+    starts: a known framework, once each, a host, a port in 1..65535, one for every framework
+    wanted."""
+    services = {}
+    for value in values:
+        name, sep, address = value.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not sep or not colon or not host:
+            raise LauncherError(
+                f"--service {value!r}: expected NAME=HOST:PORT, e.g. pytorch=localhost:50051"
+            )
+        if name not in frameworks.NAMES:
+            raise LauncherError(
+                f"--service {value!r}: {name!r} is not a framework; "
+                f"expected one of {', '.join(frameworks.NAMES)}"
+            )
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise LauncherError(f"--service {value!r}: port {port!r} is not a number in 1..65535")
+        if name in services:
+            raise LauncherError(f"--service {name}=... is given twice; give each framework once")
+        services[name] = address
+    missing = [f for f in wanted if f not in services]
     if missing:
         raise LauncherError(
             "--launcher remote needs an address for "
@@ -139,21 +177,10 @@ def remote(frameworks: list[str], services: dict[str, str]) -> Iterator[dict[str
             + ": pass --service "
             + " --service ".join(f"{f}=HOST:PORT" for f in missing)
         )
-    for framework in frameworks:
-        try:
-            TrainerClient(framework, services[framework]).wait_until_serving(START_TIMEOUT_S)
-        except ServiceUnavailable as e:
-            raise LauncherError(str(e)) from e
-    yield {f: services[f] for f in frameworks}
-
-
-def parse_services(values: list[str]) -> dict[str, str]:
-    services = {}
-    for value in values:
-        name, sep, address = value.partition("=")
-        if not sep or ":" not in address:
-            raise LauncherError(
-                f"--service {value!r}: expected NAME=HOST:PORT, e.g. pytorch=localhost:50051"
-            )
-        services[name] = address
+    unused = [f for f in services if f not in wanted]
+    if unused:
+        raise LauncherError(
+            f"--service for {', '.join(unused)}, which --frameworks does not include: "
+            "drop it or add the framework"
+        )
     return services

@@ -22,6 +22,9 @@ from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.client import TrainerClient
+from orchestrator.options import for_model
+from orchestrator.report import Section
+from orchestrator.results import LIBRARY_LABEL
 
 LOGIT_TOLERANCE = 1e-4
 LOSS_TOLERANCE = 1e-4
@@ -33,7 +36,6 @@ COUNTS = (
     "forward_flops_per_sample",
 )
 CSV_NAME = "parity.csv"
-LIBRARY_LABEL = "library models — not identical"
 
 
 @dataclasses.dataclass
@@ -129,9 +131,7 @@ def check(
     """Inspects every model in every framework, one call at a time, and compares them."""
     results = []
     for model in models:
-        model_spec = pb.TrainSpec()
-        model_spec.CopyFrom(spec)
-        model_spec.model.name = model
+        model_spec = for_model(spec, model)
         reports = {
             framework: client.inspect(model_spec, probe_batch_size, train_steps)
             for framework, client in clients.items()
@@ -259,7 +259,7 @@ def show(results: list[ModelParity], console) -> None:
         console.print(f"{LIBRARY_LABEL}: their differences are listed, parity is not required.")
 
 
-def markdown(parity_csv: pd.DataFrame) -> list[str]:
+def section(parity_csv: pd.DataFrame) -> Section:
     """The report's parity section, from parity.csv."""
     columns = {
         "model": "model",
@@ -281,8 +281,6 @@ def markdown(parity_csv: pd.DataFrame) -> list[str]:
         shown[column] = [_diff_text(None if pd.isna(x) else x) for x in shown[column]]
     shown = shown.rename(columns=columns)
     parts = [
-        "## Model parity",
-        "",
         "Every framework's model inspected before training (fp32 on the CPU; logits of a probe "
         f"batch in eval mode). Parity: equal counts and logits within {LOGIT_TOLERANCE:.0e}, "
         "absolute and relative to the largest.",
@@ -306,4 +304,4 @@ def markdown(parity_csv: pd.DataFrame) -> list[str]:
                 for key in differing
             ]
             parts.append("")
-    return parts
+    return Section("Model parity", "\n".join(parts))

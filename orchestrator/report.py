@@ -1,14 +1,36 @@
-"""report.md and report.html, rendered from the same frames as the CSV files."""
+"""report.md and report.html, rendered from the same frames as the CSV files.
+
+The report knows the result files of `fwbench run`; anything else (model parity, install
+friction) comes in as a Section from the caller.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import parity
 from orchestrator.stats import summarise
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A part of the report that the caller provides: a title and its body in markdown."""
+
+    title: str
+    markdown: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    markdown_path: Path
+    html_path: Path
+    # The lines a console shows after a run.
+    verdict: list[str]
+
 
 # (column, label, scale): what the side-by-side table shows, when the column has values.
 METRICS = (
@@ -65,11 +87,15 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
-def render(out_dir: Path) -> Path:
-    """Writes report.md and report.html in out_dir from its CSV files; returns report.md."""
-    runs = _read(out_dir / "runs.csv")
-    epochs = _read(out_dir / "epochs.csv")
-    context_path = out_dir / "context.json"
+def render(
+    results_dir: Path, out_dir: Path | None = None, sections: Sequence[Section] = ()
+) -> Report:
+    """Writes report.md and report.html into out_dir (default results_dir) from results_dir's
+    files, with the caller's sections after the results."""
+    out_dir = out_dir or results_dir
+    runs = _read(results_dir / "runs.csv")
+    epochs = _read(results_dir / "epochs.csv")
+    context_path = results_dir / "context.json"
     context = json.loads(context_path.read_text()) if context_path.exists() else {}
     parts = ["# fwbench report", ""]
     if context.get("command"):
@@ -81,17 +107,13 @@ def render(out_dir: Path) -> Path:
             f"devices: {', '.join(info.get('devices', []))}"
         )
     parts.append("")
-    if context.get("spec", {}).get("model", {}).get("architecture") == "library":
+    if not runs.empty and (runs["architecture"] == "library").any():
         parts += [
-            f"**{parity.LIBRARY_LABEL}**: each framework's own model library as-is, so results "
-            "compare models as well as frameworks (differences under Model parity).",
+            f"**{runs['model_definitions'].iloc[0]}**: each framework's own model library as-is, "
+            "so results compare models as well as frameworks (differences under Model parity).",
             "",
         ]
-    parity_csv = _read(out_dir / parity.CSV_NAME)
-    if not parity_csv.empty:
-        parts += parity.markdown(parity_csv)
-    friction = _read(out_dir / "friction.csv")  # written by `fwbench friction`
-    if runs.empty and friction.empty:
+    if runs.empty and not sections:
         parts.append("No run finished.")
     elif not runs.empty:
         for model, table in side_by_side(runs, epochs).items():
@@ -105,11 +127,8 @@ def render(out_dir: Path) -> Path:
             parts += ["## Failed runs", ""]
             parts += [f"- `{r.run_id}`: {r.error}" for r in failed.itertuples()]
             parts.append("")
-    if not friction.empty:
-        # Imported here: orchestrator.friction imports the CLI, which imports this module.
-        from orchestrator.friction import markdown as friction_markdown
-
-        parts += friction_markdown(friction)
+    for section in sections:
+        parts += [f"## {section.title}", "", section.markdown, ""]
     parts += [
         "Notes: GPU utilisation is NVML's, the share of time at least one kernel ran, not SM "
         "occupancy. Times are wall-clock; GPU timings synchronise the device before reading "
@@ -118,10 +137,13 @@ def render(out_dir: Path) -> Path:
         "",
     ]
     markdown = "\n".join(parts)
+    out_dir.mkdir(parents=True, exist_ok=True)
     md_path = out_dir / "report.md"
     md_path.write_text(markdown)
-    (out_dir / "report.html").write_text(_html(markdown))
-    return md_path
+    html_path = out_dir / "report.html"
+    html_path.write_text(_html(markdown))
+    verdict = [f"{r.run_id}: {r.status}" for r in runs.itertuples()] if not runs.empty else []
+    return Report(md_path, html_path, verdict)
 
 
 def _html(markdown: str) -> str:

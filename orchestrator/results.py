@@ -1,92 +1,44 @@
 """Results as data, written as they arrive, so that a crash loses nothing already measured.
 
-DIR/events.jsonl   every event of every run, append-only and flushed
-DIR/runs.csv       one row per run (rewritten whenever a run ends)
+DIR/events.jsonl   the journal: every run's spec, every event, every run's outcome; append-only,
+                   flushed per line. Everything else can be rebuilt from it (`replay`).
+DIR/runs.csv       one row per run (rewritten, atomically, whenever a run ends)
 DIR/epochs.csv     one row per run x epoch (appended)
 DIR/telemetry.csv  one row per device/host sample (appended)
 DIR/context.json   the command, the spec and every service's Describe
+
+The CSV columns are derived from the contract (proto/fwbench/v1/trainer.proto): every scalar field
+of TrainSpec, RunStarted and RunEnd becomes a runs.csv column, of EpochEnd an epochs.csv column,
+of TelemetrySample a telemetry.csv column, under the field's own name (units are in the names).
+A field added to the proto is a column without an edit here.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.parity import LIBRARY_LABEL
+from orchestrator.client import RunOutcome
+from orchestrator.errors import UserError
 
-TELEMETRY_FIELDS = (
-    "t_s",
-    "gpu_util_pct",
-    "mem_util_pct",
-    "mem_used_bytes",
-    "power_w",
-    "energy_j",
-    "temp_c",
-    "sm_clock_mhz",
-    "sm_active_pct",
-    "rss_bytes",
-    "cpu_pct",
-)
-RUN_END_FIELDS = (
-    "train_time_s",
-    "total_time_s",
-    "images_per_s",
-    "time_to_first_step_s",
-    "first_step_s",
-    "step_time_median_s",
-    "step_time_p90_s",
-    "peak_gpu_mem_bytes",
-    "peak_framework_mem_bytes",
-    "peak_framework_reserved_bytes",
-    "mean_gpu_util_pct",
-    "energy_j",
-    "energy_method",
-)
+# What names a run in every file; `repeat` counts from 0, as epochs do.
+RUN_KEYS = ("run_id", "framework", "model", "repeat")
+# How a run ended: ok, or why not.
+OUTCOME_COLUMNS = ("status", "error")
+LIBRARY_LABEL = "library models — not identical"
+# Fields that are not measurements or knobs of one run: already in RUN_KEYS, or maps.
+_SKIPPED = {"run_id", "framework", "model.name", "settings"}
 
-
-def spec_columns(spec: pb.TrainSpec) -> dict:
-    """A spec's knobs as flat runs.csv columns: every setting that changes speed or accuracy."""
-    return {
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "seed": spec.seed,
-        "device": spec.device,
-        "precision": spec.precision,
-        "compile": spec.compile,
-        "cudnn_benchmark": spec.cudnn_benchmark,
-        "architecture": spec.model.architecture,
-        "model_definitions": LIBRARY_LABEL
-        if spec.model.architecture == "library"
-        else "canonical (identical in every framework)",
-        "init": spec.model.init,
-        "dataset": spec.data.source if spec.data.source == "synthetic" else spec.data.data_dir,
-        "augment": spec.data.augment,
-        "optimizer": spec.optimizer.name,
-        "learning_rate": spec.optimizer.learning_rate,
-        "momentum": spec.optimizer.momentum,
-        "nesterov": spec.optimizer.nesterov,
-        "weight_decay": spec.optimizer.weight_decay,
-        "lr_schedule": spec.optimizer.lr_schedule,
-        "label_smoothing": spec.optimizer.label_smoothing,
-    }
-
-
-def _present(message, fields) -> dict:
-    """Fields of a message, with absent optional fields as NaN/empty rather than a false 0."""
-    out = {}
-    for name in fields:
-        descriptor = message.DESCRIPTOR.fields_by_name[name]
-        if descriptor.has_presence and not message.HasField(name):
-            out[name] = None
-        else:
-            out[name] = getattr(message, name)
-    return out
-
-
+# What the journal rebuilds, and the statuses of runs that --resume keeps.
+JOURNALED_FILES = ("events.jsonl", "runs.csv", "epochs.csv", "telemetry.csv")
+FINISHED = ("ok", "diverged")
 RESULT_FILES = (
     "events.jsonl",
     "runs.csv",
@@ -99,92 +51,233 @@ RESULT_FILES = (
 )
 
 
-class ResultsExist(Exception):
+def scalar_fields(descriptor: Descriptor, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(column, dotted field path) of every scalar field, nested messages flattened. A column is
+    the field's name, except that a nested `name` takes its message's (optimizer.name ->
+    optimizer)."""
+    for field in descriptor.fields:
+        path = prefix + field.name
+        if path in _SKIPPED or field.is_repeated:
+            continue
+        if field.message_type is not None:
+            yield from scalar_fields(field.message_type, path + ".")
+        else:
+            column = prefix.rstrip(".").rsplit(".", 1)[-1] if field.name == "name" else field.name
+            yield column, path
+
+
+SPEC_COLUMNS = dict(scalar_fields(pb.TrainSpec.DESCRIPTOR))
+STARTED_COLUMNS = dict(scalar_fields(pb.RunStarted.DESCRIPTOR))
+END_COLUMNS = dict(scalar_fields(pb.RunEnd.DESCRIPTOR))
+EPOCH_COLUMNS = dict(scalar_fields(pb.EpochEnd.DESCRIPTOR))
+TELEMETRY_COLUMNS = dict(scalar_fields(pb.TelemetrySample.DESCRIPTOR))
+# Read-friendly columns computed from the spec.
+DERIVED_SPEC_COLUMNS = ("model_definitions", "dataset")
+RUN_COLUMNS = (
+    *RUN_KEYS,
+    *OUTCOME_COLUMNS,
+    *SPEC_COLUMNS,
+    *DERIVED_SPEC_COLUMNS,
+    *STARTED_COLUMNS,
+    *END_COLUMNS,
+)
+
+
+def _value(message, path: str):
+    """A field's value; None for an absent optional field (never a false 0)."""
+    *parents, name = path.split(".")
+    for part in parents:
+        message = getattr(message, part)
+    if message.DESCRIPTOR.fields_by_name[name].has_presence and not message.HasField(name):
+        return None
+    return getattr(message, name)
+
+
+def columns(message, fields: dict[str, str]) -> dict:
+    return {column: _value(message, path) for column, path in fields.items()}
+
+
+def spec_columns(spec: pb.TrainSpec) -> dict:
+    """A spec's knobs as flat runs.csv columns: every setting that changes speed or accuracy."""
+    row = columns(spec, SPEC_COLUMNS)
+    row["model_definitions"] = (
+        LIBRARY_LABEL
+        if spec.model.architecture == "library"
+        else "canonical (identical in every framework)"
+    )
+    row["dataset"] = spec.data.source if spec.data.source == "synthetic" else spec.data.data_dir
+    return row
+
+
+def run_row(run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
+    """The runs.csv row of a finished run."""
+    row = {key: run[key] for key in RUN_KEYS}
+    row["status"] = run.get("status") or ("ok" if outcome.ok else "failed")
+    row["error"] = outcome.error
+    row |= spec_columns(spec)
+    row |= columns(outcome.started, STARTED_COLUMNS) if outcome.started else {}
+    row |= columns(outcome.end, END_COLUMNS) if outcome.end else {}
+    return {column: row.get(column) for column in RUN_COLUMNS}
+
+
+class ResultsExist(UserError):
     pass
 
 
+def check_free(out_dir: Path, overwrite: bool) -> list[Path]:
+    """The result files already in out_dir; a ResultsExist unless overwrite allows replacing
+    them. Called before any service starts, and again by the writer."""
+    existing = [out_dir / name for name in RESULT_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise ResultsExist(
+            f"{out_dir} already holds results ({', '.join(p.name for p in existing)}): "
+            "choose another --out, pass --overwrite to replace them, or --resume to finish "
+            "the runs they lack"
+        )
+    return existing
+
+
 class ResultsWriter:
+    """Writes one result set; `ResultsWriter(dir)` starts one, `ResultsWriter.resume(dir)` goes on
+    with the one in dir."""
+
     def __init__(self, out_dir: Path, overwrite: bool = False):
         """Refuses a directory that already holds results, so two experiments never mix in one
         set of files; with overwrite, the old result files are removed first."""
-        self.dir = out_dir
-        existing = [out_dir / name for name in RESULT_FILES if (out_dir / name).exists()]
-        if existing and not overwrite:
-            raise ResultsExist(
-                f"{out_dir} already holds results ({', '.join(p.name for p in existing)}): "
-                "choose another --out, or pass --overwrite to replace them"
-            )
-        for path in existing:
+        for path in check_free(out_dir, overwrite):
             path.unlink()
+        self._open(out_dir)
+
+    def _open(self, out_dir: Path) -> None:
+        self.dir = out_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._events = open(self.dir / "events.jsonl", "a")  # noqa: SIM115 - open for the session
+        self._journal = open(self.dir / "events.jsonl", "a")  # noqa: SIM115 - open for the session
         self._runs: list[dict] = []
+
+    @classmethod
+    def resume(cls, out_dir: Path) -> ResultsWriter:
+        """The result set in out_dir, kept to its finished runs (ok or diverged: those a rerun
+        would only repeat), ready for the rest; its `rows` are those runs."""
+        journal = out_dir / "events.jsonl"
+        if not journal.exists():
+            raise UserError(f"--resume {out_dir}: no events.jsonl there, so nothing to resume")
+        records = list(read_journal(journal))
+        for name in JOURNALED_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        writer = cls.__new__(cls)
+        writer._open(out_dir)
+        writer._replay(records, keep=FINISHED)
+        return writer
 
     def write_context(self, context: dict) -> None:
         (self.dir / "context.json").write_text(json.dumps(context, indent=2, default=str) + "\n")
 
+    def _record(self, record: dict) -> None:
+        self._journal.write(json.dumps(record) + "\n")
+        self._journal.flush()
+
+    def run_begins(self, run: dict, spec: pb.TrainSpec) -> None:
+        """Journals the run's identity and spec, so that its events can be replayed alone."""
+        self._record(
+            {key: run[key] for key in RUN_KEYS}
+            | {"spec": json_format.MessageToDict(spec, preserving_proto_field_name=True)}
+        )
+
     def event(self, run: dict, event: pb.TrainEvent) -> None:
-        """Records one event of `run` (its identifying columns: run_id, framework, model, ...)."""
-        record = {"run_id": run["run_id"], "framework": run["framework"]}
-        record |= json_format.MessageToDict(event, preserving_proto_field_name=True)
-        self._events.write(json.dumps(record) + "\n")
-        self._events.flush()
+        """Records one event of `run` (its RUN_KEYS)."""
+        self._record(
+            {"run_id": run["run_id"], "framework": run["framework"]}
+            | json_format.MessageToDict(event, preserving_proto_field_name=True)
+        )
+        keys = {key: run[key] for key in RUN_KEYS}
         kind = event.WhichOneof("event")
         if kind == "epoch_end":
-            e = event.epoch_end
-            row = {k: run[k] for k in ("run_id", "framework", "model", "repeat")}
-            row |= json_format.MessageToDict(
-                e, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            )
-            row.setdefault("energy_j", None)
-            self._append("epochs.csv", [row])
+            self._append("epochs.csv", [keys | columns(event.epoch_end, EPOCH_COLUMNS)])
         elif kind == "telemetry":
-            rows = [
-                {"run_id": run["run_id"], "framework": run["framework"], "model": run["model"]}
-                | _present(s, TELEMETRY_FIELDS)
-                for s in event.telemetry.samples
-            ]
+            rows = [keys | columns(s, TELEMETRY_COLUMNS) for s in event.telemetry.samples]
             self._append("telemetry.csv", rows)
 
     def _append(self, name: str, rows: list[dict]) -> None:
         path = self.dir / name
-        frame = pd.DataFrame(rows)
-        if path.exists():
-            # Keep the file's column order; a column it lacks would shift every later row.
-            columns = pd.read_csv(path, nrows=0).columns
-            frame = frame.reindex(columns=columns)
-        frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+        pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
 
-    def run_finished(
-        self,
-        run: dict,
-        spec: pb.TrainSpec,
-        started: pb.RunStarted | None,
-        end: pb.RunEnd | None,
-        error: str = "",
-    ) -> dict:
-        """Adds the run's row to runs.csv (status ok, or failed with the error)."""
-        row = {
-            "run_id": run["run_id"],
-            "framework": run["framework"],
-            "model": run["model"],
-            "repeat": run["repeat"],
-            "status": "ok" if end is not None and not error else "failed",
-            "error": error,
-        } | spec_columns(spec)
-        row["train_samples"] = started.train_samples if started else None
-        row["test_samples"] = started.test_samples if started else None
-        row["device_name"] = started.device_name if started else None
-        row["gpu"] = started.gpu if started else None
-        row["framework_version"] = started.framework_version if started else None
-        row["import_s"] = started.import_s if started else None
-        row["data_load_s"] = started.data_load_s if started else None
-        row["build_s"] = started.build_s if started else None
-        row["final_test_accuracy"] = end.final_test_accuracy if end else None
-        row |= _present(end, RUN_END_FIELDS) if end else dict.fromkeys(RUN_END_FIELDS)
+    def run_finished(self, run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
+        """Adds the run's row to runs.csv; `run["status"]`, when set, overrides ok/failed."""
+        row = run_row(run, spec, outcome)
+        self._record(
+            {"run_id": run["run_id"], "framework": run["framework"]}
+            | {"outcome": {"status": row["status"], "error": row["error"]}}
+        )
         self._runs.append(row)
-        pd.DataFrame(self._runs).to_csv(self.dir / "runs.csv", index=False)
+        # Written beside and renamed over: a kill mid-write never leaves half a runs.csv.
+        partial = self.dir / "runs.csv.partial"
+        pd.DataFrame(self._runs, columns=list(RUN_COLUMNS)).to_csv(partial, index=False)
+        os.replace(partial, self.dir / "runs.csv")
         return row
 
+    @property
+    def rows(self) -> list[dict]:
+        """The runs.csv rows written so far."""
+        return list(self._runs)
+
+    def _replay(self, records: list[dict], keep: tuple[str, ...] | None) -> None:
+        """Writes the journal's records again, as they were written while the runs went, for the
+        runs whose status is in keep (all when None). A run with no outcome (fwbench stopped
+        during it) is `interrupted`."""
+        status = {r["run_id"]: r["outcome"]["status"] for r in records if "outcome" in r}
+        runs: dict[str, tuple[dict, pb.TrainSpec, RunOutcome]] = {}
+        for record in records:
+            key = record["run_id"]
+            if keep is not None and status.get(key, "interrupted") not in keep:
+                continue
+            if "spec" in record:
+                spec = json_format.ParseDict(record["spec"], pb.TrainSpec())
+                runs[key] = ({k: record[k] for k in RUN_KEYS}, spec, RunOutcome())
+                self.run_begins(*runs[key][:2])
+            elif "outcome" in record:
+                run, spec, outcome = runs.pop(key)
+                outcome.error = record["outcome"]["error"]
+                self.run_finished(run | {"status": record["outcome"]["status"]}, spec, outcome)
+            elif key in runs:
+                run, _, outcome = runs[key]
+                event = json_format.ParseDict(
+                    {k: v for k, v in record.items() if k not in ("run_id", "framework")},
+                    pb.TrainEvent(),
+                )
+                kind = event.WhichOneof("event")
+                if kind == "run_started":
+                    outcome.started = event.run_started
+                elif kind == "run_end":
+                    outcome.end = event.run_end
+                self.event(run, event)
+        for run, spec, outcome in runs.values():
+            outcome.error = "fwbench stopped during this run"
+            self.run_finished(run | {"status": "interrupted"}, spec, outcome)
+
     def close(self) -> None:
-        self._events.close()
+        self._journal.close()
+
+
+def read_journal(path: Path) -> Iterator[dict]:
+    """The records of events.jsonl; a last line cut short by a crash is skipped."""
+    with open(path) as journal:
+        for line in journal:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def replay(results_dir: Path, out_dir: Path) -> list[dict]:
+    """Rebuilds events.jsonl, runs.csv, epochs.csv and telemetry.csv in out_dir (which may be
+    results_dir) from results_dir's journal; returns the runs.csv rows."""
+    records = list(read_journal(results_dir / "events.jsonl"))
+    for name in JOURNALED_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    writer = ResultsWriter.__new__(ResultsWriter)
+    writer._open(out_dir)
+    try:
+        writer._replay(records, keep=None)
+    finally:
+        writer.close()
+    return writer.rows

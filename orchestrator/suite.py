@@ -12,9 +12,9 @@ A suite file is a YAML mapping:
       dataset: cifar10               as the options are, without dashes and with underscores:
       batch_size: 32                 batch_size for --batch-size, lr for --lr
 
-Spec values go through the very argparse options of `fwbench run`, so a file accepts what the
-command line accepts and nothing else; an error names the file and the bad key. Options given on
-the command line (--epochs, --train-limit, --models, ...) override the file.
+Spec values go through the very argparse options of `fwbench run` (orchestrator/options.py), so a
+file accepts what the command line accepts and nothing else; an error names the file and the bad
+key. Options given on the command line (--epochs, --train-limit, --models, ...) override the file.
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import shutil
 from pathlib import Path
 
 import yaml
-from rich.console import Console
 
-from orchestrator import cli
+from orchestrator import options
+from orchestrator.errors import UserError
+from services.common import frameworks
 from services.common import spec as specs
 
 KEYS = ("name", "description", "frameworks", "models", "repeats", "spec")
 REQUIRED = ("name", "frameworks", "models")
 
 
-class SuiteError(cli.UserError):
+class SuiteError(UserError):
     """The suite file is unreadable or invalid; the message names the file and the key."""
 
 
@@ -53,13 +53,8 @@ def _spec_parser() -> argparse.ArgumentParser:
     # exit_on_error=False: a bad value raises ArgumentError (reworded below) instead of exiting;
     # allow_abbrev=False: `batch: 32` must not pass for --batch-size.
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    cli.add_spec_arguments(parser)
+    options.add_spec_arguments(parser)
     return parser
-
-
-def spec_defaults() -> dict:
-    """Every spec option of `fwbench run` (by dest) with its default."""
-    return vars(_spec_parser().parse_args([]))
 
 
 def load(path: Path) -> Suite:
@@ -93,7 +88,7 @@ def load(path: Path) -> Suite:
     return Suite(
         name=name,
         description=description,
-        frameworks=_names(path, "frameworks", data["frameworks"], cli.FRAMEWORKS),
+        frameworks=_names(path, "frameworks", data["frameworks"], frameworks.NAMES),
         models=_names(path, "models", data["models"], specs.MODELS),
         repeats=repeats,
         spec=_spec(path, spec),
@@ -116,18 +111,19 @@ def _names(path: Path, key: str, value, allowed: tuple[str, ...]) -> list[str]:
 
 def _spec(path: Path, spec: dict) -> dict:
     parser = _spec_parser()
-    defaults = vars(parser.parse_args([]))
+    dests = options.spec_dests()
+    flags = {o.dest for o in options.SPEC_OPTIONS if o.is_flag}
     values = {}
     for key, value in spec.items():
         where = f"{path}: spec.{key}"
-        if key not in defaults:
-            hint = _did_you_mean(key, defaults)
+        if key not in dests:
+            hint = _did_you_mean(key, dests)
             raise SuiteError(f"{where}: not an option of `fwbench run`{hint}")
         option = "--" + key.replace("_", "-")
-        if isinstance(defaults[key], bool):  # a flag: present or absent
+        if key in flags:  # --compile / --no-compile
             if not isinstance(value, bool):
                 raise SuiteError(f"{where}: expected true or false, got {value!r}")
-            argv = [option] if value else []
+            argv = [option if value else "--no-" + option.removeprefix("--")]
         elif isinstance(value, bool | list | dict) or value is None:
             raise SuiteError(f"{where}: expected a single value, got {value!r}")
         else:
@@ -146,34 +142,15 @@ def _did_you_mean(word: str, choices) -> str:
 
 def run_arguments(args: argparse.Namespace) -> argparse.Namespace:
     """The arguments of `fwbench run` for `fwbench suite` args: the file's values, then every
-    option given on the command line over them (suite options default to None: not given)."""
-    suite = load(args.file)
-    run = argparse.Namespace(**spec_defaults())
-    for key, value in suite.spec.items():
-        setattr(run, key, value)
-    for key in vars(run):
-        given = getattr(args, key)
-        if given is not None:
-            setattr(run, key, given)
-    run.frameworks = args.frameworks or suite.frameworks
-    run.models = args.models or suite.models
-    run.repeats = args.repeats or suite.repeats
-    run.out = args.out or Path("results") / suite.name
-    run.launcher = args.launcher
-    run.service = args.service
-    run.allow_mismatch = args.allow_mismatch
-    run.overwrite = args.overwrite
+    option given on the command line over them (options default to None: not given)."""
+    loaded = load(args.file)
+    run = argparse.Namespace(**vars(args))
+    for key, value in loaded.spec.items():
+        if getattr(args, key) is None:
+            setattr(run, key, value)
+    run.frameworks = args.frameworks or loaded.frameworks
+    run.models = args.models or loaded.models
+    run.repeats = args.repeats or loaded.repeats
+    if not args.resume:
+        run.out = args.out or Path("results") / loaded.name
     return run
-
-
-def run(args: argparse.Namespace, console: Console) -> int:
-    """`fwbench suite`: runs the file through `fwbench run`'s code, with a copy of the file kept
-    beside the results."""
-    run_args = run_arguments(args)
-    console.print(
-        f"suite {args.file}: {', '.join(run_args.frameworks)} × {', '.join(run_args.models)} × "
-        f"{run_args.repeats} repeat(s), {run_args.epochs} epoch(s) of {run_args.dataset}"
-    )
-    run_args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.file, run_args.out / "suite.yaml")
-    return cli.cmd_run(run_args, console)

@@ -3,6 +3,10 @@
 The suite runs in .venvs/orchestrator (no framework). Framework code is exercised through real
 services: an in-process gRPC server whose workers run in the framework's own virtualenv, or the
 local launcher's service processes. Nothing we own is mocked.
+
+Tests that need a framework environment carry the `framework` marker, so that `make check` (the
+fast tier: `-m "not framework and not slow"`) starts none; the helpers below that reach a framework
+fail a test that lacks the marker, so the tiers cannot drift.
 """
 
 from __future__ import annotations
@@ -16,11 +20,28 @@ import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import server
+from services.common import frameworks, server
 from services.common.spec import with_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
-FRAMEWORKS = ("pytorch", "tensorflow")
+FRAMEWORKS = frameworks.NAMES
+_marked_framework = False
+
+
+@pytest.fixture(autouse=True)
+def _framework_marker(request):
+    global _marked_framework
+    _marked_framework = request.node.get_closest_marker("framework") is not None
+    yield
+    _marked_framework = False
+
+
+def needs_framework() -> None:
+    """Fails the current test unless it is marked `framework` (it is about to start one)."""
+    if not _marked_framework:
+        pytest.fail("this test starts a framework: mark it @pytest.mark.framework")
+
+
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
@@ -38,6 +59,7 @@ def fwbench(*args, timeout_s: float = 900) -> subprocess.CompletedProcess:
 
 
 def venv_python(framework: str) -> str:
+    needs_framework()
     path = ROOT / ".venvs" / framework / "bin" / "python"
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make setup` first")
@@ -50,6 +72,7 @@ def services():
     started: dict[str, server.Service] = {}
 
     def get(framework: str) -> server.Service:
+        needs_framework()
         if framework not in started:
             started[framework] = server.start(framework, python=venv_python(framework))
         return started[framework]

@@ -25,62 +25,8 @@ BATCH_SIZE = 32
 TRAIN_SAMPLES = 100  # not a multiple of BATCH_SIZE: the short last batch is checked too
 EPOCHS = (0, 1)
 
-# Run in each framework's environment: argv = data_dir, out.npz, seed, batch size. Writes
-# u8_<augment>_e<epoch>_k<batch> (uint8 NHWC after crop/flip) for the first and last batch, and
-# x_<augment>_e<epoch> / y_<augment>_e<epoch> (float32 NHWC, labels) of batch 0 as training gets
-# them.
-PREAMBLE = """
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from services.common import data as datasets
-from services.common import schedule
-
-data_dir, out, seed, batch_size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-dataset = datasets.from_directory(data_dir)
-n = len(dataset.train_labels)
-steps = schedule.steps_per_epoch(n, batch_size)
-arrays = {}
-"""
-SCRIPTS = {
-    "pytorch": PREAMBLE
-    + """
-import torch
-
-from services.pytorch.trainer import Pipeline
-
-pipeline = Pipeline(dataset, torch.device("cpu"), batch_size)
-for augment in ("crop-flip", "none"):
-    for epoch in (0, 1):
-        pipeline.set_epoch(schedule.epoch_plan(seed, epoch, n, augment))
-        for k in (0, steps - 1):
-            arrays[f"u8_{augment}_e{epoch}_k{k}"] = pipeline.augmented(k).numpy()
-        x, y = pipeline.train_batch(0)
-        arrays[f"x_{augment}_e{epoch}"] = x.permute(0, 2, 3, 1).numpy()  # NCHW -> NHWC
-        arrays[f"y_{augment}_e{epoch}"] = y.numpy()
-np.savez(out, **arrays)
-""",
-    "tensorflow": PREAMBLE
-    + """
-from services.tensorflow.trainer import Pipeline
-
-pipeline = Pipeline(dataset, batch_size, len(dataset.classes))
-for augment in ("crop-flip", "none"):
-    for epoch in (0, 1):
-        pipeline.set_epoch(schedule.epoch_plan(seed, epoch, n, augment))
-        for k in (0, steps - 1):
-            arrays[f"u8_{augment}_e{epoch}_k{k}"] = pipeline.augmented(k).numpy()
-    # What model.fit consumes: one dataset over every epoch; epoch e starts at element e * steps.
-    batches = list(pipeline.train_dataset(seed, 2, augment).take(steps + 1))
-    for epoch in (0, 1):
-        x, y = batches[epoch * steps]
-        arrays[f"x_{augment}_e{epoch}"] = x.numpy()
-        arrays[f"y_{augment}_e{epoch}"] = np.argmax(y.numpy(), axis=1)
-np.savez(out, **arrays)
-""",
-}
+# Every test here runs each framework's own pipeline in its environment.
+pytestmark = pytest.mark.framework
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +55,8 @@ def batches(small_dataset, tmp_path_factory) -> dict[str, dict[str, np.ndarray]]
     produced = {}
     for framework in FRAMEWORKS:
         out = tmp_path_factory.mktemp(framework) / "batches.npz"
-        command = [venv_python(framework), "-c", SCRIPTS[framework]]
+        # tests/pipelines/<framework>.py, in the framework's own environment.
+        command = [venv_python(framework), "-m", f"tests.pipelines.{framework}"]
         result = subprocess.run(
             [*command, str(small_dataset), str(out), str(SEED), str(BATCH_SIZE)],
             cwd=ROOT,

@@ -25,17 +25,16 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from services.common import healthcheck
+from services.common import frameworks, healthcheck
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 # Dockerfile -> the requirements file scripts/setup-env builds that component's venv from.
 VENV_REQUIREMENTS = {
-    "services/pytorch/Dockerfile": "services/pytorch/requirements.txt",
-    "services/tensorflow/Dockerfile": "services/tensorflow/requirements.txt",
-    "orchestrator/Dockerfile": "orchestrator/requirements-dev.txt",
-}
+    str(f.dockerfile.relative_to(ROOT)): str(f.requirements.relative_to(ROOT))
+    for f in frameworks.FRAMEWORKS.values()
+} | {"orchestrator/Dockerfile": "orchestrator/requirements-dev.txt"}
 DOCKERFILES = sorted(ROOT / path for path in VENV_REQUIREMENTS)
 # pip install options that take a value (anything else starting with '-' is a flag).
 PIP_VALUE_OPTIONS = {
@@ -241,7 +240,7 @@ def test_compose_file_validates():
 def test_compose_wires_gpus_health_data_and_results():
     config = yaml.safe_load(compose_config(COMPOSE).stdout)
     services = config["services"]
-    for name in ("pytorch", "tensorflow"):
+    for name in frameworks.NAMES:
         service = services[name]
         [gpu] = service["deploy"]["resources"]["reservations"]["devices"]
         assert gpu == {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}
@@ -284,7 +283,7 @@ def test_compose_gpu_is_chosen_by_environment_variable():
         timeout=60,
     )
     config = yaml.safe_load(result.stdout)
-    for name in ("pytorch", "tensorflow"):
+    for name in frameworks.NAMES:
         [gpu] = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert gpu["device_ids"] == ["3"]
 
@@ -342,10 +341,28 @@ def test_dockerfile_installs_only_from_the_venv_requirements(dockerfile):
 
 def test_the_venvs_use_these_requirements_files():
     # The venv side of "one source of truth": setup-env builds each environment from the file
-    # that the image's requirements check above holds the Dockerfile to.
+    # the registry names, which the image's requirements check above holds the Dockerfile to.
+    for framework in frameworks.FRAMEWORKS.values():
+        for extra, expected in (
+            ([], framework.requirements),
+            (["--gpu"], framework.gpu_requirements),
+        ):
+            asked = subprocess.run(
+                [
+                    "python3",
+                    "services/common/frameworks.py",
+                    "requirements",
+                    framework.name,
+                    *extra,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert asked.stdout.strip() == str(expected)
     setup = (ROOT / "scripts" / "setup-env").read_text()
-    for requirements in VENV_REQUIREMENTS.values():
-        assert f"$root/{requirements}" in setup, requirements
+    assert '"$root/services/common/frameworks.py" requirements "$name"' in setup
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -353,7 +370,7 @@ def test_dockerfile_copy_sources_exist(dockerfile):
     assert missing_copy_sources(dockerfile) == []
 
 
-@pytest.mark.parametrize("framework", ["pytorch", "tensorflow"])
+@pytest.mark.parametrize("framework", frameworks.NAMES)
 def test_service_images_are_non_root_healthchecked_and_pci_ordered(framework):
     steps = instructions(ROOT / "services" / framework / "Dockerfile")
     users = [a for k, a in steps if k == "USER"]
@@ -364,6 +381,7 @@ def test_service_images_are_non_root_healthchecked_and_pci_ordered(framework):
     assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-base-ubuntu24\.04", steps[0][1])
 
 
+@pytest.mark.framework
 def test_healthcheck_answers_for_a_real_service(services):
     service = services("pytorch")
     assert healthcheck.check(f"127.0.0.1:{service.port}") == (True, "SERVING")

@@ -19,8 +19,9 @@ from PIL import Image
 from rich.console import Console
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli
+from orchestrator import cli, options
 from orchestrator import data as prepare
+from orchestrator.errors import UserError
 from services.common import data as datasets
 from tests.conftest import FRAMEWORKS, SHARED_CIFAR, tiny_spec
 from tests.conftest import fwbench as fwbench_subprocess
@@ -39,7 +40,7 @@ def fwbench(*argv: str) -> tuple[int, str]:
     args = cli.parser().parse_args(argv)
     try:
         code = args.handler(args, console)
-    except cli.UserError as e:
+    except UserError as e:
         return 2, f"{out.getvalue()}{e}"
     return code, out.getvalue()
 
@@ -272,19 +273,19 @@ def test_run_uses_prepared_directories_and_prepares_image_folders_once(tmp_path,
     assert prepare.resolve(str(first), None) == first  # a prepared directory, as is
 
     make_image_folder(tmp_path / "other" / "pets")
-    with pytest.raises(cli.UserError, match="was prepared from"):
+    with pytest.raises(UserError, match="was prepared from"):
         prepare.resolve("other/pets", None)
-    with pytest.raises(cli.UserError, match="not synthetic, cifar10"):
+    with pytest.raises(UserError, match="not synthetic, cifar10"):
         prepare.resolve("no/such/dir", None)
     write_cifar10_python(tmp_path / "c.tar.gz", per_batch=2)
-    with pytest.raises(cli.UserError, match="not that of the official"):
+    with pytest.raises(UserError, match="not that of the official"):
         prepare.resolve("cifar10", tmp_path / "c10", archive=tmp_path / "c.tar.gz")
     assert not (tmp_path / "c10").exists()
 
     args = cli.parser().parse_args(
         ["run", "--out", "r", "--dataset", "other/pets", "--data-dir", "elsewhere"]
     )
-    spec = cli.build_spec(args)
+    spec = options.build_spec(args)
     assert spec.data.source == "directory"
     assert spec.data.data_dir == str((tmp_path / "elsewhere").resolve())
 
@@ -295,6 +296,7 @@ def flip_a_byte(path: Path, offset_from_end: int = 100) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_service_refuses_a_dataset_changed_after_preparing(tmp_path, stub, framework):
     out = tmp_path / "d"

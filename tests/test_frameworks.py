@@ -9,6 +9,9 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from tests.conftest import FRAMEWORKS, tiny_spec
 
+# Every test here trains or serves through a framework environment.
+pytestmark = pytest.mark.framework
+
 # 1024 samples x 2 epochs at batch 32 = 64 optimiser steps: about what BatchNorm's running
 # statistics need to settle, below which eval-mode accuracy stays at chance however well the
 # model fits. Kept that small because TensorFlow's first step (tracing) alone takes 5-20 s here.

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from orchestrator import friction, report
+from orchestrator import cli, friction
 from tests.conftest import ROOT, venv_python
 
 # "beta" crashes (SIGSEGV) when imported after "alpha", as TensorFlow then torchvision does:
@@ -28,7 +28,7 @@ BETA_IMPORTS = (
 def _framework(tmp_path: Path, name: str, requirements: str, imports: str, step: str):
     path = tmp_path / f"{name}-requirements.txt"
     path.write_text(requirements)
-    return friction.Framework(
+    return friction.Subject(
         name=name,
         requirements=path,
         image_requirements=path,
@@ -92,11 +92,12 @@ def test_friction_on_tiny_frameworks(tmp_path, workdir):
     out = tmp_path / "out"
     out.mkdir()
     table.to_csv(out / "friction.csv", index=False)
-    markdown = report.render(out).read_text()
+    markdown = cli.render(out).markdown_path.read_text()
     assert "## Install friction" in markdown and "No run finished." not in markdown
     assert "pip resolves" in markdown
 
 
+@pytest.mark.framework
 def test_the_frameworks_own_environments(tmp_path):
     """Metadata and sizes of the real venvs of `make setup` (read, never imported)."""
     torch = friction.inspect_environment(ROOT / ".venvs" / "pytorch", "torch")
@@ -159,6 +160,7 @@ def test_code_rows_of_the_real_services():
         assert rows["friction_comments"].value >= 0
 
 
+@pytest.mark.framework
 def test_time_to_first_step_from_a_real_service(tmp_path):
     python = Path(venv_python("pytorch"))
     console = Console()

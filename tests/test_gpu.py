@@ -8,6 +8,9 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from tests.conftest import tiny_spec
 
+# Every test here trains or serves through a framework environment.
+pytestmark = pytest.mark.framework
+
 pytestmark = pytest.mark.gpu
 
 

@@ -111,6 +111,7 @@ def test_shared_initial_weights_follow_the_seed_and_the_initialiser():
     )
 
 
+@pytest.mark.framework
 @pytest.mark.parametrize("model", by_speed(architectures.ARCHITECTURES))
 def test_canonical_models_are_identical_in_both_frameworks(inspected, model):
     reports = inspected(model)
@@ -125,6 +126,7 @@ def test_canonical_models_are_identical_in_both_frameworks(inspected, model):
     assert set(result.differences) <= {"bn_running_variance"}
 
 
+@pytest.mark.framework
 @pytest.mark.parametrize("model", by_speed(architectures.ARCHITECTURES))
 def test_training_steps_from_shared_weights_give_the_same_losses(inspected, model):
     reports = inspected(model)

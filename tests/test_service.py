@@ -17,6 +17,9 @@ from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, tiny_spec, venv_python
 
+# Every test here trains or serves through a framework environment.
+pytestmark = pytest.mark.framework
+
 
 def long_spec(**overrides) -> pb.TrainSpec:
     # Enough epochs that the run is certainly still going when the test acts on it.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import cli, suite
+from orchestrator import cli, options, suite
 from services.common import spec as specs
 from tests.conftest import ROOT
 
@@ -32,10 +32,9 @@ def test_seed_suite_is_the_seed_experiment():
     # Every value passes the same validation a run applies.
     args = cli.parser().parse_args(["suite", str(SEED), "--dataset", "synthetic"])
     run = suite.run_arguments(args)
+    base = options.build_spec(run)
     for model in run.models:
-        spec = cli.build_spec(run)
-        spec.model.name = model
-        specs.validate(spec)
+        specs.validate(options.for_model(base, model))
 
 
 @pytest.mark.parametrize(
@@ -95,8 +94,11 @@ def test_command_line_options_override_the_file_and_only_those(tmp_path):
     assert (run.epochs, run.train_limit, run.models) == (1, 64, ["vgg19"])
     # From the file (1e-3 is a string to YAML 1.1; it is parsed as --lr would parse it).
     assert (run.lr, run.compile, run.repeats, run.frameworks) == (1e-3, True, 3, ["pytorch"])
-    # Neither in the file nor given: `fwbench run`'s defaults.
-    assert (run.batch_size, run.optimizer, run.launcher) == (32, "sgd", "local")
+    # Neither in the file nor given: not set, so the spec takes spec.DEFAULTS.
+    assert (run.batch_size, run.optimizer, run.launcher) == (None, None, "local")
+    spec = options.build_spec(run)
+    assert (spec.batch_size, spec.optimizer.name) == (32, "sgd")
+    assert (spec.epochs, spec.optimizer.learning_rate, spec.compile) == (1, 1e-3, True)
     assert run.out == Path("results") / "tiny"
 
 

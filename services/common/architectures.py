@@ -25,12 +25,16 @@ import dataclasses
 import math
 from collections.abc import Iterator
 
-from services.common.model_report import weight_layer_flops
-
 IMAGE_SIZE = 32
 IMAGE_CHANNELS = 3
 BN_MOMENTUM = 0.1  # weight of the new batch statistic: PyTorch momentum 0.1 == Keras momentum 0.9
 BN_EPSILON = 1e-5
+
+def weight_layer_flops(weight_elements: int, output_positions: int) -> int:
+    """FLOPs of a convolution or dense layer, as services/common/model_report.py counts them:
+    every weight takes part in one multiply-add (2 FLOPs) per output position."""
+    return 2 * weight_elements * output_positions
+
 
 PADDING = "symmetric zero padding (explicit before stride-2 convolutions)"
 

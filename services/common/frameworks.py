@@ -98,7 +98,7 @@ def check_trainer(module: ModuleType) -> None:
     for name, expected in _protocol_methods().items():
         function = getattr(module, name, None)
         if not callable(function):
-            problems.append(f"no function {name}{expected}")
+            problems.append(f"no function {name}({', '.join(expected)})")
             continue
         actual = [
             p.name

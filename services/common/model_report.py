@@ -22,10 +22,7 @@ from collections.abc import Iterable
 
 from services.common import architectures as arch
 from services.common import init
-
-
-def weight_layer_flops(weight_elements: int, output_positions: int) -> int:
-    return 2 * weight_elements * output_positions
+from services.common.architectures import weight_layer_flops
 
 
 def forward_flops(layers: Iterable[tuple[int, int]]) -> int:

@@ -22,23 +22,41 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
-# The seed experiment's setting; every field not set in a request takes these values.
+# The seed experiment's setting: the one source of every default, for the services, the CLI (its
+# --help shows these) and any other client. A field not set in a request takes its value here.
+# model.init has none: it follows model.architecture (INIT_FOR_ARCHITECTURE).
 DEFAULTS = {
     "epochs": 5,
     "batch_size": 32,
     "seed": 0,
     "device": "auto",
     "precision": "fp32",
+    "compile": False,
+    "cudnn_benchmark": False,
     "sample_interval_ms": 100,
-    "model": {"architecture": "canonical", "init": "shared", "num_classes": 10},
-    "data": {"source": "synthetic", "augment": "crop-flip"},
+    "model": {"architecture": "canonical", "num_classes": 10},
+    "data": {"source": "synthetic", "train_limit": 0, "test_limit": 0, "augment": "crop-flip"},
     "optimizer": {
         "name": "sgd",
         "learning_rate": 0.01,
         "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 0.0,
         "lr_schedule": "constant",
+        "label_smoothing": 0.0,
     },
 }
+# Shared initial weights exist only for fwbench's canonical models; library models have their own
+# layouts, so they start from each framework's own initialisers.
+INIT_FOR_ARCHITECTURE = {"canonical": "shared", "library": "framework"}
+
+
+def default_of(field: str):
+    """The default of a dotted spec field, e.g. default_of("optimizer.learning_rate")."""
+    value = DEFAULTS
+    for part in field.split("."):
+        value = value[part]
+    return value
 
 
 class SpecError(ValueError):
@@ -50,6 +68,8 @@ def with_defaults(spec: pb.TrainSpec) -> pb.TrainSpec:
     out = pb.TrainSpec()
     out.CopyFrom(spec)
     _fill(out, DEFAULTS)
+    if not out.model.init:
+        out.model.init = INIT_FOR_ARCHITECTURE.get(out.model.architecture, "")
     return out
 
 

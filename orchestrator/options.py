@@ -1,0 +1,292 @@
+"""From what a person typed (command line or suite file) to the TrainSpec every framework gets.
+
+One table, SPEC_OPTIONS, says which option sets which TrainSpec field. Its argparse options
+default to None ("not given"), so that:
+- a value a person set always reaches the spec, and an unset one takes the default of
+  services/common/spec.py (DEFAULTS, the single source), filled by `spec.with_defaults`;
+- `--help` shows those same defaults, read from DEFAULTS rather than written twice;
+- a suite file's values and the command line's are merged by "given or not" (orchestrator/suite.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import data as datasets
+from orchestrator.errors import UserError
+from services.common import data as dataset_format
+from services.common import frameworks
+from services.common import spec as specs
+
+# What --dataset means when it is not given: the only source that needs nothing on disk.
+DEFAULT_DATASET = "synthetic"
+
+
+def _whole_number(value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= {minimum}, got {value!r}"
+        ) from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+    return number
+
+
+def positive_int(value: str) -> int:
+    return _whole_number(value, 1)
+
+
+def non_negative_int(value: str) -> int:
+    return _whole_number(value, 0)
+
+
+def csv_choice(allowed: tuple[str, ...], what: str) -> Callable[[str], list[str]]:
+    """An argparse type for comma-separated names out of `allowed`."""
+
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{what} {', '.join(bad) or '(none)'} not known; choose from {', '.join(allowed)}"
+            )
+        return items
+
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecOption:
+    """A command-line option that sets one TrainSpec field (`field` is its dotted path)."""
+
+    flag: str
+    field: str
+    help: str
+    type: Callable | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def is_flag(self) -> bool:
+        descriptor = pb.TrainSpec.DESCRIPTOR
+        *path, name = self.field.split(".")
+        for part in path:
+            descriptor = descriptor.fields_by_name[part].message_type
+        return descriptor.fields_by_name[name].type == descriptor.fields_by_name[name].TYPE_BOOL
+
+
+SPEC_OPTIONS = (
+    SpecOption("--epochs", "epochs", "passes over the training data", positive_int),
+    SpecOption("--batch-size", "batch_size", "samples per step", positive_int),
+    SpecOption(
+        "--train-limit",
+        "data.train_limit",
+        "use only the first N training images (0: all of them)",
+        non_negative_int,
+    ),
+    SpecOption(
+        "--test-limit",
+        "data.test_limit",
+        "use only the first N test images (0: all of them)",
+        non_negative_int,
+    ),
+    SpecOption("--augment", "data.augment", "training augmentation", choices=specs.AUGMENTS),
+    SpecOption(
+        "--seed",
+        "seed",
+        "seeds data order, augmentation and initial weights; repeat r uses seed+r",
+        non_negative_int,
+    ),
+    SpecOption("--device", "device", "auto: CUDA when available", choices=specs.DEVICES),
+    SpecOption("--precision", "precision", "fp32 is strict (TF32 off)", choices=specs.PRECISIONS),
+    SpecOption("--compile", "compile", "torch.compile in PyTorch, XLA jit_compile in TensorFlow"),
+    SpecOption("--cudnn-benchmark", "cudnn_benchmark", "let cuDNN autotune convolution algorithms"),
+    SpecOption(
+        "--architecture",
+        "model.architecture",
+        "canonical: fwbench's identical models; library: torchvision/keras.applications as-is",
+        choices=specs.ARCHITECTURES,
+    ),
+    SpecOption(
+        "--init",
+        "model.init",
+        "initial weights: shared (identical, from the seed) or each framework's own",
+        choices=specs.INITS,
+    ),
+    SpecOption("--optimizer", "optimizer.name", "optimizer", choices=specs.OPTIMIZERS),
+    SpecOption("--lr", "optimizer.learning_rate", "base learning rate", float),
+    SpecOption("--momentum", "optimizer.momentum", "SGD momentum", float),
+    SpecOption("--nesterov", "optimizer.nesterov", "SGD with Nesterov momentum"),
+    SpecOption(
+        "--weight-decay",
+        "optimizer.weight_decay",
+        "coupled L2 for sgd/adam (as torch.optim), decoupled for adamw",
+        float,
+    ),
+    SpecOption(
+        "--lr-schedule", "optimizer.lr_schedule", "per-step schedule", choices=specs.LR_SCHEDULES
+    ),
+    SpecOption(
+        "--label-smoothing", "optimizer.label_smoothing", "label smoothing of the loss", float
+    ),
+    SpecOption(
+        "--sample-interval-ms",
+        "sample_interval_ms",
+        "NVML/host sampling period; 0 disables sampling",
+        non_negative_int,
+    ),
+)
+# Options that choose the data rather than set a spec field.
+DATA_DESTS = ("dataset", "data_dir", "archive")
+
+
+def _default_text(option: SpecOption) -> str:
+    if option.field == "model.init":
+        return "shared for canonical models, framework for library ones"
+    value = specs.default_of(option.field)
+    if isinstance(value, bool):
+        return "off"
+    return str(value)
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that make a TrainSpec (fwbench run, suite, parity). All default to None."""
+    parser.add_argument(
+        "--dataset",
+        help="synthetic; cifar10; a directory prepared by `fwbench data prepare`; or an "
+        "ImageFolder directory/archive, prepared into data/NAME on first use "
+        f"(default: {DEFAULT_DATASET})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where cifar10 or an ImageFolder source is prepared (default: data/NAME)",
+    )
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        help="the official cifar-10-python.tar.gz, for preparing cifar10 without downloading",
+    )
+    for option in SPEC_OPTIONS:
+        text = f"{option.help} (default: {_default_text(option)})"
+        if option.is_flag:
+            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            parser.add_argument(option.flag, type=option.type, choices=option.choices, help=text)
+
+
+def spec_dests() -> tuple[str, ...]:
+    """Every option dest that add_spec_arguments defines."""
+    return (*DATA_DESTS, *(o.dest for o in SPEC_OPTIONS))
+
+
+def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
+    """The base TrainSpec of the options (model name, run id unset): given values set, the rest
+    from spec.DEFAULTS. Prepares the dataset if --dataset names one that is not ready yet."""
+    spec = pb.TrainSpec()
+    for option in SPEC_OPTIONS:
+        value = getattr(args, option.dest)
+        if value is not None:
+            *path, name = option.field.split(".")
+            message = spec
+            for part in path:
+                message = getattr(message, part)
+            setattr(message, name, value)
+    dataset = args.dataset or DEFAULT_DATASET
+    if dataset == "synthetic":
+        spec.data.source = "synthetic"
+        sizes = (dataset_format.SYNTHETIC_TRAIN, dataset_format.SYNTHETIC_TEST)
+    else:
+        spec.data.source = "directory"
+        data_dir = datasets.resolve(dataset, args.data_dir, args.archive)
+        spec.data.data_dir = str(data_dir)
+        sizes = _check_directory(data_dir, spec)
+    _check_limits(spec, dataset, *sizes)
+    return specs.with_defaults(spec)
+
+
+def _check_directory(data_dir: Path, spec: pb.TrainSpec) -> tuple[int, int]:
+    """Verifies a prepared dataset before any service starts (checksums, labels), sets the head
+    to its classes; returns its (train, test) sizes."""
+    try:
+        dataset = dataset_format.from_directory(data_dir)
+    except dataset_format.DataError as e:
+        raise UserError(str(e)) from e
+    # The model's head follows the data: a 3-class dataset trains a 3-way classifier.
+    spec.model.num_classes = len(dataset.classes)
+    return len(dataset.train_labels), len(dataset.test_labels)
+
+
+def _check_limits(spec: pb.TrainSpec, dataset: str, train_size: int, test_size: int) -> None:
+    for flag, limit, size in (
+        ("--train-limit", spec.data.train_limit, train_size),
+        ("--test-limit", spec.data.test_limit, test_size),
+    ):
+        if limit > size:
+            split = flag.removeprefix("--").removesuffix("-limit")
+            raise UserError(
+                f"{flag} {limit}: the {split} split of {dataset} has only {size:,} images; "
+                f"use at most {size}, or 0 for all of them"
+            )
+
+
+def for_model(spec: pb.TrainSpec, model: str) -> pb.TrainSpec:
+    """A copy of the base spec for one model; the base is never changed."""
+    out = pb.TrainSpec()
+    out.CopyFrom(spec)
+    out.model.name = model
+    return out
+
+
+def validated(args: argparse.Namespace, models: list[str]) -> pb.TrainSpec:
+    """The base spec of the options, validated for every model before any service starts."""
+    spec = build_spec(args)
+    for model in models:
+        specs.validate(for_model(spec, model))
+    return spec
+
+
+def add_selection_arguments(
+    parser: argparse.ArgumentParser,
+    frameworks_default: list[str] | None,
+    models_default: list[str] | None,
+) -> None:
+    """--frameworks and --models; a default of None means "from the suite file"."""
+    for flag, allowed, default in (
+        ("--frameworks", frameworks.NAMES, frameworks_default),
+        ("--models", specs.MODELS, models_default),
+    ):
+        parser.add_argument(
+            flag,
+            type=csv_choice(allowed, flag.removeprefix("--").removesuffix("s")),
+            default=default,
+            help=f"comma-separated, out of {','.join(allowed)} (default: "
+            + (",".join(default) if default else "the suite file's")
+            + ")",
+        )
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--launcher",
+        choices=("local", "remote"),
+        default="local",
+        help="local: start each service from its own venv; remote: use running services "
+        "(default: local)",
+    )
+    parser.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="address of a running service (with --launcher remote); once per framework",
+    )

@@ -1,0 +1,151 @@
+"""The architecture holds: one registry of frameworks, layers that import downwards only, every
+framework's trainer satisfying the Trainer protocol."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import types
+from pathlib import Path
+
+import pytest
+
+from services.common import frameworks
+from tests.conftest import ROOT, venv_python
+
+PACKAGES = ("orchestrator", "services", "benchmarks")
+
+
+def first_party_imports(path: Path) -> tuple[set[str], list[str]]:
+    """(modules of ours that path imports at its top level, those it imports inside functions)."""
+    module = _module_name(path)
+    top, nested = set(), []
+    tree = ast.parse(path.read_text())
+    nested_nodes = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+        for n in ast.walk(f)
+    }
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module
+            if node.level:  # relative: resolve against this module's package
+                package = module.rsplit(".", node.level)[0]
+                base = f"{package}.{base}"
+            # `from orchestrator import cli` imports orchestrator.cli.
+            names = [
+                f"{base}.{a.name}" if _is_module(f"{base}.{a.name}") else base for a in node.names
+            ]
+        ours = [n for n in names if n.split(".")[0] in PACKAGES]
+        (nested.extend if id(node) in nested_nodes else top.update)(ours)
+    return top, nested
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            modules[_module_name(path)] = first_party_imports(path)[0]
+    return {m: {i for i in imports if i in modules and i != m} for m, imports in modules.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle found by a depth-first search, as the list of modules around it."""
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_cycle_detection_finds_a_planted_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_first_party_imports_are_an_acyclic_graph():
+    edges = graph()
+    assert edges.get("orchestrator.cli")  # the graph is real
+    assert cycles(edges) == []
+
+
+def test_no_function_level_imports_of_our_own_modules_in_the_orchestrator():
+    # Function-level imports are how cycles hide; the orchestrator imports at the top only.
+    nested = {
+        str(path.relative_to(ROOT)): found
+        for path in sorted((ROOT / "orchestrator").rglob("*.py"))
+        if (found := first_party_imports(path)[1])
+    }
+    assert nested == {}
+
+
+def test_the_orchestrator_never_imports_a_framework():
+    for path in sorted((ROOT / "orchestrator").rglob("*.py")):
+        source = path.read_text()
+        for framework in ("torch", "tensorflow", "keras", "jax", "flax"):
+            assert f"import {framework}" not in source, (path, framework)
+
+
+def test_every_framework_folder_is_in_the_registry_and_back():
+    folders = {
+        p.parent.name for p in (ROOT / "services").glob("*/trainer.py") if p.parent.name != "common"
+    }
+    assert folders == set(frameworks.NAMES)
+    for framework in frameworks.FRAMEWORKS.values():
+        for path in (framework.requirements, framework.dockerfile, framework.folder / "models.py"):
+            assert path.exists(), path
+        assert (framework.folder / "smoke.py").exists()  # the shared-environment probe's step
+
+
+def test_the_trainer_check_names_what_a_module_lacks():
+    good = types.ModuleType("good")
+    good.describe = lambda: None
+    good.inspect = lambda request: None
+    good.train = lambda spec, recorder: None
+    frameworks.check_trainer(good)
+    bad = types.ModuleType("bad")
+    bad.describe = lambda: None
+    bad.train = lambda spec: None
+    with pytest.raises(TypeError) as error:
+        frameworks.check_trainer(bad)
+    assert "no function inspect(request)" in str(error.value)
+    assert "train(spec) should take (spec, recorder)" in str(error.value)
+
+
+@pytest.mark.framework
+@pytest.mark.parametrize("name", frameworks.NAMES)
+def test_every_registered_trainer_satisfies_the_protocol(name):
+    # In the framework's own environment, as the worker loads it.
+    result = subprocess.run(
+        [venv_python(name), "-c", f"from services.common import frameworks; "
+         f"print(frameworks.get({name!r}).load_trainer().__name__)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"services.{name}.trainer"
