@@ -1,12 +1,13 @@
 # The two commands of the quick start, and the set-up both need.
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
 #   make test   lint, format check and the test suite (everything but the `gpu` marker)
+#   make check  lint and the fast tier: pure logic, no framework started (under 90 s)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 # The frameworks' list lives in one place (services/common/frameworks.py).
 FRAMEWORKS := $(shell python3 services/common/frameworks.py names)
 
-.PHONY: setup demo test lint friction
+.PHONY: setup demo test check lint friction
 setup:
 	scripts/setup-env orchestrator
 	for framework in $(FRAMEWORKS); do scripts/setup-env $$framework || exit 1; done
@@ -16,13 +17,18 @@ demo: setup
 	  --dataset synthetic --train-limit 1024 --test-limit 256 --epochs 2 --batch-size 32 \
 	  --out results/demo --overwrite
 
-lint: setup
+lint:
+	scripts/setup-env orchestrator
 	$(ORCH)/ruff check .
 	$(ORCH)/ruff format --check .
 
-test: lint
+test: setup lint
 	scripts/ensure-docker-compose
 	$(ORCH)/pytest -m "not gpu"
+
+check: lint
+	scripts/ensure-docker-compose
+	$(ORCH)/pytest -m "not gpu and not slow and not framework"
 
 friction: setup
 	$(ORCH)/fwbench friction --out results/friction

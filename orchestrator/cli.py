@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -76,8 +77,13 @@ def _results_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: name a directory for the results")
     existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {existing} is not writable; choose another --out")
+    try:
+        # A real write where the results would go (root passes os.access even on /proc).
+        Path(tempfile.mkdtemp(prefix=".fwbench-probe-", dir=existing)).rmdir()
+    except OSError as e:
+        raise UserError(
+            f"--out {out}: cannot write in {existing} ({e.strerror}); choose another --out"
+        ) from e
     return out
 
 

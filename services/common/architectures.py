@@ -30,6 +30,7 @@ IMAGE_CHANNELS = 3
 BN_MOMENTUM = 0.1  # weight of the new batch statistic: PyTorch momentum 0.1 == Keras momentum 0.9
 BN_EPSILON = 1e-5
 
+
 def weight_layer_flops(weight_elements: int, output_positions: int) -> int:
     """FLOPs of a convolution or dense layer, as services/common/model_report.py counts them:
     every weight takes part in one multiply-add (2 FLOPs) per output position."""
