@@ -32,7 +32,6 @@ from rich.text import Text
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
 from orchestrator import friction, launchers, options, parity, report, results, suite
-from orchestrator.client import TrainerClient
 from orchestrator.errors import UserError
 from orchestrator.runner import Experiment, Interrupted, run_experiment
 from services.common import frameworks
@@ -111,18 +110,17 @@ def _service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str,
 
 @contextlib.contextmanager
 def services(args, wanted: list[str], addresses: dict[str, str], log_dir: Path):
-    """{framework: TrainerClient} from the chosen launcher."""
+    """(Clients, the launcher's Addresses) from the chosen launcher."""
     if args.launcher == "local":
         launch = launchers.local(wanted, log_dir)
     else:
         launch = launchers.remote(wanted, addresses)
     with launch as started:
-        clients = {f: TrainerClient(f, a) for f, a in started.items()}
+        clients = launchers.Clients(started)
         try:
             yield clients
         finally:
-            for client in clients.values():
-                client.close()
+            clients.close()
 
 
 # ---- commands ------------------------------------------------------------------------------------

@@ -38,10 +38,46 @@ def venv_python(framework: str) -> Path:
     return ROOT / ".venvs" / framework / "bin" / "python"
 
 
+class Addresses(dict):
+    """{framework: HOST:PORT} of the services a launcher provides. `revive(framework)` brings a
+    dead service back where the launcher can (the local one restarts its process) and returns its
+    new address, or None where it cannot (remote services restart by their own means)."""
+
+    def revive(self, framework: str) -> str | None:
+        return None
+
+
+class _LocalServices(Addresses):
+    def __init__(self, pythons: dict[str, Path], log_dir: Path):
+        super().__init__()
+        self._pythons = pythons
+        self._log_dir = log_dir
+        self._processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, framework: str) -> str:
+        process, address = _start(
+            framework, self._pythons[framework], self._log_dir / f"{framework}-service.log"
+        )
+        self._processes[framework] = process
+        self[framework] = address
+        return address
+
+    def revive(self, framework: str) -> str | None:
+        if self._processes[framework].poll() is None:
+            return None  # alive: nothing to bring back
+        address = self.start(framework)
+        TrainerClient(framework, address).wait_until_serving(START_TIMEOUT_S)
+        return address
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            _stop(process)
+
+
 @contextlib.contextmanager
 def local(
     wanted: list[str], log_dir: Path, pythons: dict[str, Path] | None = None
-) -> Iterator[dict[str, str]]:
+) -> Iterator[Addresses]:
     """Starts one service per framework from .venvs/<framework>, or from the interpreter that
     `pythons` names for it (fwbench friction's fresh environments); logs go to log_dir."""
     pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in wanted}
@@ -56,21 +92,15 @@ def local(
             "(or `scripts/setup-env NAME`) in " + str(ROOT)
         )
     log_dir.mkdir(parents=True, exist_ok=True)
-    processes: list[subprocess.Popen] = []
+    services = _LocalServices(pythons, log_dir)
     try:
-        addresses = {}
         for framework in wanted:
-            process, address = _start(
-                framework, pythons[framework], log_dir / f"{framework}-service.log"
-            )
-            processes.append(process)
-            addresses[framework] = address
-        for framework, address in addresses.items():
+            services.start(framework)
+        for framework, address in services.items():
             TrainerClient(framework, address).wait_until_serving(START_TIMEOUT_S)
-        yield addresses
+        yield services
     finally:
-        for process in processes:
-            _stop(process)
+        services.stop()
 
 
 def _start(framework: str, python: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -134,7 +164,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def remote(wanted: list[str], services: dict[str, str]) -> Iterator[dict[str, str]]:
+def remote(wanted: list[str], services: dict[str, str]) -> Iterator[Addresses]:
     """Services already running; `services` (parse_services) maps framework to HOST:PORT."""
     for framework in wanted:
         client = TrainerClient(framework, services[framework])
@@ -144,7 +174,7 @@ def remote(wanted: list[str], services: dict[str, str]) -> Iterator[dict[str, st
             raise LauncherError(str(e)) from e
         finally:
             client.close()
-    yield {f: services[f] for f in wanted}
+    yield Addresses({f: services[f] for f in wanted})
 
 
 def parse_services(values: list[str], wanted: list[str]) -> dict[str, str]:
@@ -184,3 +214,24 @@ def parse_services(values: list[str], wanted: list[str]) -> dict[str, str]:
             "drop it or add the framework"
         )
     return services
+
+
+class Clients(dict):
+    """{framework: TrainerClient}, with the launcher behind them to revive a dead service."""
+
+    def __init__(self, addresses: Addresses):
+        super().__init__({f: TrainerClient(f, a) for f, a in addresses.items()})
+        self._addresses = addresses
+
+    def revive(self, framework: str) -> bool:
+        """Restarts a dead service where the launcher can; True when it was restarted."""
+        address = self._addresses.revive(framework)
+        if address is None:
+            return False
+        self[framework].close()
+        self[framework] = TrainerClient(framework, address)
+        return True
+
+    def close(self) -> None:
+        for client in self.values():
+            client.close()

@@ -10,12 +10,14 @@ import dataclasses
 import time
 from collections.abc import Iterator
 
+import grpc
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.client import TrainerClient
+from orchestrator.client import RunOutcome
+from orchestrator.launchers import Clients
 from orchestrator.options import for_model
 from orchestrator.results import ResultsWriter
 
@@ -47,7 +49,7 @@ class Interrupted(Exception):
 
 def run_experiment(
     experiment: Experiment,
-    clients: dict[str, TrainerClient],
+    clients: Clients,
     writer: ResultsWriter,
     console: Console,
 ) -> list[dict]:
@@ -72,8 +74,12 @@ def run_experiment(
             label = f"run {k + 1} of {len(todo)}: {run['run_id']}"
             task = progress.add_task(label, total=None, status=_remaining(durations_s, len(todo)))
             start = time.monotonic()
-            _one_run(run, spec, clients[run["framework"]], writer, progress, task)
+            outcome = _one_run(run, spec, clients[run["framework"]], writer, progress, task)
             durations_s.append(time.monotonic() - start)
+            # A service that died takes its run with it, not the runs after it.
+            dead = outcome.code == grpc.StatusCode.UNAVAILABLE
+            if dead and clients.revive(run["framework"]):
+                console.print(f"the {run['framework']} service died and was restarted")
             progress.remove_task(task)
     return writer.rows
 
@@ -87,7 +93,7 @@ def _remaining(durations_s: list[float], total: int) -> str:
     return f"~{left_s / 60:.0f} min left in all" if left_s >= 90 else f"~{left_s:.0f} s left in all"
 
 
-def _one_run(run: dict, spec: pb.TrainSpec, client, writer, progress, task) -> None:
+def _one_run(run: dict, spec: pb.TrainSpec, client, writer, progress, task) -> RunOutcome:
     console = progress.console
     writer.run_begins(run, spec)
 
@@ -123,3 +129,4 @@ def _one_run(run: dict, spec: pb.TrainSpec, client, writer, progress, task) -> N
     if not outcome.ok:
         console.print(f"[red]{escape(run['run_id'])} failed[/red] {escape(outcome.error)}")
     writer.run_finished(run, spec, outcome)
+    return outcome

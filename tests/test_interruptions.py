@@ -95,3 +95,25 @@ def test_after_kill_9_report_recovers_every_finished_run(tmp_path: Path):
     pd.testing.assert_frame_equal(rebuilt.iloc[: len(finished)], finished, check_dtype=False)
     assert rebuilt["status"].iloc[len(finished)] == "interrupted"
     assert (copy / "report.html").exists() and (copy / "context.json").exists()
+
+
+def test_a_service_that_dies_mid_suite_takes_only_its_run(tmp_path: Path):
+    out = tmp_path / "out"
+    run = start(
+        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
+        "--train-limit", "2048", "--test-limit", "64", "--epochs", "1", "--out", out,
+    )  # fmt: skip
+    wait_for(lambda: training_workers())
+    [server] = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "services.common.server" in (p.info["cmdline"] or [])
+        and str(run.pid) in p.info["cmdline"]
+    ]
+    server.kill()
+    output, _ = run.communicate(timeout=600)
+    assert run.returncode == 1, output
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["status"]) == ["failed", "ok"]
+    assert runs.loc[0, "error"].startswith("UNAVAILABLE")
+    assert "the pytorch service died and was restarted" in output
