@@ -17,10 +17,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import launchers
 from orchestrator.client import TrainerClient
-from services.common.spec import with_defaults
+from orchestrator.options import synthetic_spec
 
 
 def main() -> None:
@@ -31,15 +30,13 @@ def main() -> None:
     p.add_argument("--train-limit", type=int, default=16000)
     args = p.parse_args()
 
-    spec = with_defaults(
-        pb.TrainSpec(
-            run_id="harness",
-            model=pb.ModelSpec(name=args.model),
-            data=pb.DataSpec(source="synthetic", train_limit=args.train_limit, test_limit=256),
-            epochs=1,
-            batch_size=args.batch_size,
-            device=args.device,
-        )
+    spec = synthetic_spec(
+        args.model,
+        train_limit=args.train_limit,
+        test_limit=256,
+        batch_size=args.batch_size,
+        device=args.device,
+        run_id="harness",
     )
     with tempfile.TemporaryDirectory() as logs, launchers.local(["pytorch"], Path(logs)) as addr:
         client = TrainerClient("pytorch", addr["pytorch"])

@@ -18,7 +18,7 @@ from pathlib import Path
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import launchers
 from orchestrator.client import TrainerClient
-from services.common.spec import with_defaults
+from orchestrator.options import synthetic_spec
 
 
 def run_once(client: TrainerClient, spec: pb.TrainSpec) -> pb.RunEnd:
@@ -39,14 +39,12 @@ def main() -> None:
     p.add_argument("--interval-ms", type=int, default=100)
     args = p.parse_args()
 
-    base = with_defaults(
-        pb.TrainSpec(
-            model=pb.ModelSpec(name=args.model),
-            data=pb.DataSpec(source="synthetic", train_limit=args.train_limit, test_limit=256),
-            epochs=1,
-            batch_size=args.batch_size,
-            device=args.device,
-        )
+    base = synthetic_spec(
+        args.model,
+        train_limit=args.train_limit,
+        test_limit=256,
+        batch_size=args.batch_size,
+        device=args.device,
     )
     arms = {"off": 0, "on": args.interval_ms}
     results: dict[str, list[pb.RunEnd]] = {arm: [] for arm in arms}

@@ -239,6 +239,31 @@ def _check_limits(spec: pb.TrainSpec, dataset: str, train_size: int, test_size: 
             )
 
 
+def synthetic_spec(
+    model: str,
+    *,
+    train_limit: int,
+    test_limit: int,
+    epochs: int = 1,
+    batch_size: int | None = None,
+    device: str | None = None,
+    run_id: str = "",
+) -> pb.TrainSpec:
+    """A short run on synthetic data, the rest from spec.DEFAULTS: what friction and the
+    benchmarks train."""
+    spec = pb.TrainSpec(
+        run_id=run_id,
+        model=pb.ModelSpec(name=model),
+        data=pb.DataSpec(source="synthetic", train_limit=train_limit, test_limit=test_limit),
+        epochs=epochs,
+    )
+    if batch_size is not None:
+        spec.batch_size = batch_size
+    if device is not None:
+        spec.device = device
+    return specs.with_defaults(spec)
+
+
 def for_model(spec: pb.TrainSpec, model: str) -> pb.TrainSpec:
     """A copy of the base spec for one model; the base is never changed."""
     out = pb.TrainSpec()

@@ -23,7 +23,7 @@ from orchestrator.friction.common import (
     Subject,
     output_tail,
 )
-from services.common import spec as specs
+from orchestrator.options import synthetic_spec
 
 
 def import_seconds(python: Path, imports: str) -> float:
@@ -71,18 +71,12 @@ def first_step_rows(
         try:
             for model in models:
                 status.update(f"{framework}: first training step of {model}")
-                spec = specs.with_defaults(
-                    pb.TrainSpec(
-                        run_id=f"friction-{model}",
-                        model=pb.ModelSpec(name=model),
-                        data=pb.DataSpec(
-                            source="synthetic",
-                            train_limit=FIRST_STEP_TRAIN_LIMIT,
-                            test_limit=FIRST_STEP_BATCH,
-                        ),
-                        epochs=1,
-                        batch_size=FIRST_STEP_BATCH,
-                    )
+                spec = synthetic_spec(
+                    model,
+                    train_limit=FIRST_STEP_TRAIN_LIMIT,
+                    test_limit=FIRST_STEP_BATCH,
+                    batch_size=FIRST_STEP_BATCH,
+                    run_id=f"friction-{model}",
                 )
                 rows.append(_first_step(framework, model, client, spec))
         finally:
