@@ -38,8 +38,11 @@ def main() -> None:
         device=args.device,
         run_id="harness",
     )
-    with tempfile.TemporaryDirectory() as logs, launchers.local(["pytorch"], Path(logs)) as addr:
-        client = TrainerClient("pytorch", addr["pytorch"])
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        launchers.local(["pytorch"], Path(logs)) as launched,
+    ):
+        client = TrainerClient("pytorch", launched.address("pytorch"))
         outcome = client.run(spec)
     if not outcome.ok:
         raise SystemExit(f"the service's run failed: {outcome.error}")

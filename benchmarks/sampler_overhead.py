@@ -50,9 +50,9 @@ def main() -> None:
     results: dict[str, list[pb.RunEnd]] = {arm: [] for arm in arms}
     with (
         tempfile.TemporaryDirectory() as logs,
-        launchers.local([args.framework], Path(logs)) as addresses,
+        launchers.local([args.framework], Path(logs)) as launched,
     ):
-        client = TrainerClient(args.framework, addresses[args.framework])
+        client = TrainerClient(args.framework, launched.address(args.framework))
         for pair in range(args.pairs):
             # ABBA order (off-on, on-off, ...): a steady drift penalises neither arm.
             order = list(arms.items()) if pair % 2 == 0 else list(reversed(arms.items()))

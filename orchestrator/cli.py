@@ -33,6 +33,7 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
 from orchestrator import friction, launchers, options, parity, report, results, suite
 from orchestrator.errors import UserError
+from orchestrator.pool import Pool
 from orchestrator.runner import Experiment, Interrupted, run_experiment
 from services.common import frameworks
 from services.common import spec as specs
@@ -99,28 +100,45 @@ def _check_device(args: argparse.Namespace, spec) -> None:
             )
 
 
-def _service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str, str]:
+def _service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str, list[str]]:
     """The checked --service addresses ({} for the local launcher)."""
     if args.launcher == "local":
         if args.service:
             raise UserError("--service is for --launcher remote; add --launcher remote")
         return {}
+    if getattr(args, "parallel", 1) > 1:
+        raise UserError("--parallel is for --launcher local; a remote pool is its --service list")
     return launchers.parse_services(args.service, wanted)
 
 
+def _local_gpus(args: argparse.Namespace) -> list[str] | None:
+    """The GPUs for --parallel N: one service per framework on each of the first N."""
+    parallel = getattr(args, "parallel", 1)
+    if parallel == 1:
+        return None
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    count = len(listed.stdout.splitlines()) if listed.returncode == 0 else 0
+    if count < parallel:
+        raise UserError(
+            f"--parallel {parallel} starts one service per framework on each of {parallel} GPUs; "
+            f"this machine has {count}: use --parallel {max(count, 1)} or fewer"
+        )
+    return [str(i) for i in range(parallel)]
+
+
 @contextlib.contextmanager
-def services(args, wanted: list[str], addresses: dict[str, str], log_dir: Path):
-    """(Clients, the launcher's Addresses) from the chosen launcher."""
+def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: Path):
+    """The pool of services from the chosen launcher, each described once."""
     if args.launcher == "local":
-        launch = launchers.local(wanted, log_dir)
+        launch = launchers.local(wanted, log_dir, gpus=_local_gpus(args))
     else:
-        launch = launchers.remote(wanted, addresses)
-    with launch as started:
-        clients = launchers.Clients(started)
+        launch = launchers.remote(addresses)
+    with launch as launched:
+        members = Pool(launched)
         try:
-            yield clients
+            yield members
         finally:
-            clients.close()
+            members.close()
 
 
 # ---- commands ------------------------------------------------------------------------------------
@@ -135,17 +153,20 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
         spec = options.validated(args, args.models)
     _check_device(args, spec)
     addresses = _service_arguments(args, args.frameworks)
+    _local_gpus(args)  # refused before anything starts
     experiment = Experiment(args.frameworks, args.models, args.repeats, spec)
     interrupted = False
-    with services(args, args.frameworks, addresses, out / "logs") as clients:
-        described = {f: c.describe() for f, c in clients.items()}
-        _check_devices_served(spec, described)
-        for framework, d in described.items():
+    with services(args, args.frameworks, addresses, out / "logs") as pool:
+        _check_devices_served(spec, pool)
+        for member in pool.members:
+            d = member.described
             console.print(
-                f"{framework} {d.framework_version} · devices {', '.join(d.devices)} · "
+                f"{member.name}: {d.framework_version} · devices {', '.join(d.devices)} · "
                 f"import {d.import_s:.1f} s",
                 markup=False,
             )
+        if pool.parallel():
+            console.print(f"{len(pool.members)} services: runs on different GPUs go at once")
         writer = (
             results.ResultsWriter.resume(out)
             if args.resume
@@ -155,10 +176,10 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
             for name, source in (extra_files or {}).items():
                 shutil.copyfile(source, out / name)
             if not args.resume:
-                writer.write_context(_context(args, spec, described))
-            if len(clients) > 1:
-                check_parity(args, spec, clients, out, console)
-            rows = run_experiment(experiment, clients, writer, console)
+                writer.write_context(_context(args, spec, pool))
+            if len(pool.frameworks()) > 1:
+                check_parity(args, spec, pool.clients(), out, console)
+            rows = run_experiment(experiment, pool, writer, console)
         except Interrupted:
             interrupted = True
             # A second Ctrl-C while the report is written leaves at once.
@@ -183,7 +204,7 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
     return 0
 
 
-def _context(args: argparse.Namespace, spec, described: dict) -> dict:
+def _context(args: argparse.Namespace, spec, pool: Pool) -> dict:
     return {
         "command": shlex.join(["fwbench", *sys.argv[1:]]),
         "fwbench": version(),
@@ -192,10 +213,15 @@ def _context(args: argparse.Namespace, spec, described: dict) -> dict:
         "frameworks": args.frameworks,
         "models": args.models,
         "repeats": args.repeats,
+        # Each framework's first service (the report's columns), then every member of the pool.
         "services": {
             f: json_format.MessageToDict(d, preserving_proto_field_name=True)
-            for f, d in described.items()
+            for f, d in reversed([(m.framework, m.described) for m in pool.members])
         },
+        "pool": [
+            {"framework": m.framework, "address": m.endpoint.address, "placement": m.placement}
+            for m in pool.members
+        ],
     }
 
 
@@ -221,15 +247,15 @@ def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, pb.TrainSpec
     return resumed, spec
 
 
-def _check_devices_served(spec, described: dict) -> None:
+def _check_devices_served(spec, pool: Pool) -> None:
     if spec.device != "cuda":
         return
-    without = [f for f, d in described.items() if not any(x.startswith("cuda") for x in d.devices)]
-    if without:
-        raise UserError(
-            f"--device cuda: the {', '.join(without)} service sees no GPU "
-            f"(devices: {', '.join(described[without[0]].devices)}); use --device cpu or auto"
-        )
+    for member in pool.members:
+        if not any(device.startswith("cuda") for device in member.described.devices):
+            raise UserError(
+                f"--device cuda: the {member.name} service sees no GPU (devices: "
+                f"{', '.join(member.described.devices)}); use --device cpu or auto"
+            )
 
 
 def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None:
@@ -276,8 +302,10 @@ def cmd_parity(args: argparse.Namespace, console: Console) -> int:
     spec = options.validated(args, args.models)
     addresses = _service_arguments(args, args.frameworks)
     out = _results_dir(args.out)
-    with services(args, args.frameworks, addresses, out / "logs") as clients:
-        checked = parity.check(clients, spec, args.models, args.probe_batch_size, args.train_steps)
+    with services(args, args.frameworks, addresses, out / "logs") as pool:
+        checked = parity.check(
+            pool.clients(), spec, args.models, args.probe_batch_size, args.train_steps
+        )
     path = parity.write_csv(checked, out)
     parity.show(checked, console)
     console.print(f"Saved {path}")

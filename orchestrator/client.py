@@ -46,6 +46,8 @@ class TrainerClient:
         self._channel = grpc.insecure_channel(address, options=[("grpc.keepalive_time_ms", 30_000)])
         self._stub = pb_grpc.TrainerServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._call = None  # the Train call in progress
+        self._cancelled = False
 
     def wait_until_serving(self, timeout_s: float, fail_fast: bool = False) -> None:
         """Blocks until the service's health answers SERVING, or raises ServiceUnavailable.
@@ -98,11 +100,12 @@ class TrainerClient:
         self, spec: pb.TrainSpec, on_event: Callable[[pb.TrainEvent], None] = lambda _: None
     ) -> RunOutcome:
         """Trains spec on the service, passing every event to on_event as it arrives.
-        A Ctrl-C cancels the run on the service (its worker is stopped) and ends the call with
-        what had arrived, `interrupted` set."""
+        A Ctrl-C (or cancel() from another thread) cancels the run on the service (its worker is
+        stopped) and ends the call with what had arrived, `interrupted` set."""
         outcome = RunOutcome()
         # No deadline: a run's length is the experiment's, not the network's.
-        stream = self._stub.Train(pb.TrainRequest(spec=spec), wait_for_ready=True)
+        stream = self._call = self._stub.Train(pb.TrainRequest(spec=spec), wait_for_ready=True)
+        self._cancelled = False
         try:
             for event in stream:
                 on_event(event)
@@ -116,11 +119,23 @@ class TrainerClient:
             outcome.error = f"{e.code().name}: {e.details()}"
         except KeyboardInterrupt:
             stream.cancel()
+            self._cancelled = True
+        finally:
+            self._call = None
+        if self._cancelled and outcome.end is None:
             outcome.interrupted = True
+            outcome.code = grpc.StatusCode.CANCELLED
             outcome.error = "CANCELLED: interrupted by the user (Ctrl-C)"
         if outcome.end is None and not outcome.error:
             outcome.error = "the stream ended without RunEnd"
         return outcome
+
+    def cancel(self) -> None:
+        """Cancels the run in progress (from any thread); its run() returns it as interrupted."""
+        call = self._call
+        if call is not None:
+            self._cancelled = True
+            call.cancel()
 
     def close(self) -> None:
         self._channel.close()

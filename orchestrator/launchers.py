@@ -1,18 +1,23 @@
 """Where the framework services come from.
 
 - local (the embedded default): start each service from its own virtualenv (.venvs/<framework>)
-  on a free loopback port, wait for health SERVING, stop it afterwards;
-- remote: services already running at given addresses (docker compose, another host).
+  on a free loopback port, wait for health SERVING, stop it afterwards; with `gpus`, one service
+  per framework and GPU (`--parallel N`), each seeing only its GPU;
+- remote: services already running at given addresses (docker compose, Kubernetes, other hosts);
+  `dns:///HOST:PORT` stands for every address HOST resolves to (a Kubernetes headless Service).
 
-Both yield {framework: address}; everything after that is the same code path and protocol.
+Both yield a Launched: the services' endpoints, one or more per framework. Everything after that
+is the same code path and protocol.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -28,58 +33,83 @@ START_TIMEOUT_S = 60
 # connections for all of it is not coming.
 REMOTE_CONNECT_TIMEOUT_S = 15
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+DNS_PREFIX = "dns:///"
 
 
 class LauncherError(UserError):
     """The services cannot be had: no environment, nothing listening, a bad --service."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One running service: its framework and HOST:PORT."""
+
+    framework: str
+    address: str
+
+
+class Launched:
+    """The services a launcher provides. `revive(endpoint)` brings a dead one back where the
+    launcher can (the local one restarts its process) and returns its new endpoint, or None where
+    it cannot (remote services restart by their own means: compose, Kubernetes)."""
+
+    def __init__(self, endpoints: list[Endpoint] | None = None):
+        self.endpoints: list[Endpoint] = list(endpoints or [])
+
+    def address(self, framework: str) -> str:
+        """The first service of a framework."""
+        return next(e.address for e in self.endpoints if e.framework == framework)
+
+    def revive(self, endpoint: Endpoint) -> Endpoint | None:
+        return None
+
+
 def venv_python(framework: str) -> Path:
     return ROOT / ".venvs" / framework / "bin" / "python"
 
 
-class Addresses(dict):
-    """{framework: HOST:PORT} of the services a launcher provides. `revive(framework)` brings a
-    dead service back where the launcher can (the local one restarts its process) and returns its
-    new address, or None where it cannot (remote services restart by their own means)."""
-
-    def revive(self, framework: str) -> str | None:
-        return None
-
-
-class _LocalServices(Addresses):
+class _LocalServices(Launched):
     def __init__(self, pythons: dict[str, Path], log_dir: Path):
         super().__init__()
         self._pythons = pythons
         self._log_dir = log_dir
-        self._processes: dict[str, subprocess.Popen] = {}
+        self._processes: dict[Endpoint, tuple[subprocess.Popen, str | None]] = {}
 
-    def start(self, framework: str) -> str:
+    def start(self, framework: str, gpu: str | None) -> Endpoint:
+        name = framework if gpu is None else f"{framework}-gpu{gpu}"
         process, address = _start(
-            framework, self._pythons[framework], self._log_dir / f"{framework}-service.log"
+            framework, self._pythons[framework], self._log_dir / f"{name}-service.log", gpu
         )
-        self._processes[framework] = process
-        self[framework] = address
-        return address
+        endpoint = Endpoint(framework, address)
+        self._processes[endpoint] = (process, gpu)
+        self.endpoints.append(endpoint)
+        return endpoint
 
-    def revive(self, framework: str) -> str | None:
-        if self._processes[framework].poll() is None:
+    def revive(self, endpoint: Endpoint) -> Endpoint | None:
+        process, gpu = self._processes[endpoint]
+        if process.poll() is None:
             return None  # alive: nothing to bring back
-        address = self.start(framework)
-        TrainerClient(framework, address).wait_until_serving(START_TIMEOUT_S)
-        return address
+        del self._processes[endpoint]
+        self.endpoints.remove(endpoint)
+        revived = self.start(endpoint.framework, gpu)
+        _wait_serving(revived, START_TIMEOUT_S)
+        return revived
 
     def stop(self) -> None:
-        for process in self._processes.values():
+        for process, _ in self._processes.values():
             _stop(process)
 
 
 @contextlib.contextmanager
 def local(
-    wanted: list[str], log_dir: Path, pythons: dict[str, Path] | None = None
-) -> Iterator[Addresses]:
+    wanted: list[str],
+    log_dir: Path,
+    pythons: dict[str, Path] | None = None,
+    gpus: list[str] | None = None,
+) -> Iterator[Launched]:
     """Starts one service per framework from .venvs/<framework>, or from the interpreter that
-    `pythons` names for it (fwbench friction's fresh environments); logs go to log_dir."""
+    `pythons` names for it (fwbench friction's fresh environments); with gpus, one per framework
+    and GPU (CUDA_VISIBLE_DEVICES set to it). Logs go to log_dir."""
     pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in wanted}
     missing = [f for f in wanted if not pythons[f].exists()]
     if missing:
@@ -94,38 +124,45 @@ def local(
     log_dir.mkdir(parents=True, exist_ok=True)
     services = _LocalServices(pythons, log_dir)
     try:
-        for framework in wanted:
-            services.start(framework)
-        for framework, address in services.items():
-            TrainerClient(framework, address).wait_until_serving(START_TIMEOUT_S)
+        for gpu in gpus or [None]:
+            for framework in wanted:
+                services.start(framework, gpu)
+        for endpoint in services.endpoints:
+            _wait_serving(endpoint, START_TIMEOUT_S)
         yield services
     finally:
         services.stop()
 
 
-def _start(framework: str, python: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def _wait_serving(endpoint: Endpoint, timeout_s: float, fail_fast: bool = False) -> None:
+    client = TrainerClient(endpoint.framework, endpoint.address)
+    try:
+        client.wait_until_serving(timeout_s, fail_fast=fail_fast)
+    except ServiceUnavailable as e:
+        raise LauncherError(str(e)) from e
+    finally:
+        client.close()
+
+
+def _start(
+    framework: str, python: Path, log_path: Path, gpu: str | None
+) -> tuple[subprocess.Popen, str]:
     log = open(log_path, "ab")  # noqa: SIM115 - the service writes to it for its whole life
+    env = os.environ | {
+        # The project root goes first; whatever the user had on PYTHONPATH stays after it.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    }
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     process = subprocess.Popen(
-        [
-            str(python),
-            "-u",
-            "-m",
-            "services.common.server",
-            "--framework",
-            framework,
-            "--port",
-            "0",
-            "--parent-pid",
-            str(os.getpid()),
-        ],
+        [str(python), "-u", "-m", "services.common.server", "--framework", framework,
+         "--port", "0", "--parent-pid", str(os.getpid())],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,
-        # The project root goes first; whatever the user had on PYTHONPATH stays after it.
-        env=os.environ
-        | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+        env=env,
         start_new_session=True,
-    )
+    )  # fmt: skip
     line = _first_line(process, START_TIMEOUT_S)
     match = _LISTENING.search(line)
     if not match:
@@ -164,30 +201,43 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def remote(wanted: list[str], services: dict[str, str]) -> Iterator[Addresses]:
-    """Services already running; `services` (parse_services) maps framework to HOST:PORT."""
-    for framework in wanted:
-        client = TrainerClient(framework, services[framework])
+def remote(services: dict[str, list[str]]) -> Iterator[Launched]:
+    """Services already running; `services` (parse_services) maps framework to HOST:PORTs."""
+    endpoints = [Endpoint(f, a) for f, addresses in services.items() for a in _resolve(addresses)]
+    for endpoint in endpoints:
+        _wait_serving(endpoint, REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
+    yield Launched(endpoints)
+
+
+def _resolve(addresses: list[str]) -> list[str]:
+    """HOST:PORTs, with each dns:///HOST:PORT replaced by every address HOST resolves to."""
+    resolved = []
+    for address in addresses:
+        if not address.startswith(DNS_PREFIX):
+            resolved.append(address)
+            continue
+        host, _, port = address.removeprefix(DNS_PREFIX).rpartition(":")
         try:
-            client.wait_until_serving(REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
-        except ServiceUnavailable as e:
-            raise LauncherError(str(e)) from e
-        finally:
-            client.close()
-    yield Addresses({f: services[f] for f in wanted})
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise LauncherError(f"--service ...={address}: {host} does not resolve ({e})") from e
+        ips = sorted({info[4][0] for info in infos})
+        resolved += [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
+    return resolved
 
 
-def parse_services(values: list[str], wanted: list[str]) -> dict[str, str]:
-    """{framework: HOST:PORT} of --service NAME=HOST:PORT options, checked before anything
-    starts: a known framework, once each, a host, a port in 1..65535, one for every framework
-    wanted."""
-    services = {}
+def parse_services(values: list[str], wanted: list[str]) -> dict[str, list[str]]:
+    """{framework: [HOST:PORT, ...]} of --service NAME=HOST:PORT options (a framework may have
+    several: a pool), checked before anything starts: a known framework, a host, a port in
+    1..65535, no address twice, one at least for every framework wanted."""
+    services: dict[str, list[str]] = {}
     for value in values:
         name, sep, address = value.partition("=")
-        host, colon, port = address.rpartition(":")
+        host, colon, port = address.removeprefix(DNS_PREFIX).rpartition(":")
         if not sep or not colon or not host:
             raise LauncherError(
-                f"--service {value!r}: expected NAME=HOST:PORT, e.g. pytorch=localhost:50051"
+                f"--service {value!r}: expected NAME=HOST:PORT (or NAME=dns:///HOST:PORT for "
+                "every address HOST resolves to), e.g. pytorch=localhost:50051"
             )
         if name not in frameworks.NAMES:
             raise LauncherError(
@@ -196,9 +246,9 @@ def parse_services(values: list[str], wanted: list[str]) -> dict[str, str]:
             )
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise LauncherError(f"--service {value!r}: port {port!r} is not a number in 1..65535")
-        if name in services:
-            raise LauncherError(f"--service {name}=... is given twice; give each framework once")
-        services[name] = address
+        if address in services.get(name, []):
+            raise LauncherError(f"--service {value!r} is given twice")
+        services.setdefault(name, []).append(address)
     missing = [f for f in wanted if f not in services]
     if missing:
         raise LauncherError(
@@ -214,24 +264,3 @@ def parse_services(values: list[str], wanted: list[str]) -> dict[str, str]:
             "drop it or add the framework"
         )
     return services
-
-
-class Clients(dict):
-    """{framework: TrainerClient}, with the launcher behind them to revive a dead service."""
-
-    def __init__(self, addresses: Addresses):
-        super().__init__({f: TrainerClient(f, a) for f, a in addresses.items()})
-        self._addresses = addresses
-
-    def revive(self, framework: str) -> bool:
-        """Restarts a dead service where the launcher can; True when it was restarted."""
-        address = self._addresses.revive(framework)
-        if address is None:
-            return False
-        self[framework].close()
-        self[framework] = TrainerClient(framework, address)
-        return True
-
-    def close(self) -> None:
-        for client in self.values():
-            client.close()

@@ -313,5 +313,14 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=HOST:PORT",
-        help="address of a running service (with --launcher remote); once per framework",
+        help="address of a running service (with --launcher remote); several for one framework "
+        "make a pool; NAME=dns:///HOST:PORT adds every address HOST resolves to",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="local launcher: one service per framework on each of N GPUs, runs on different "
+        "GPUs at once (default: 1)",
     )

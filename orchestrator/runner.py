@@ -1,14 +1,19 @@
-"""Runs an experiment: every (repeat, model, framework) with the identical spec, one at a time.
+"""Runs an experiment: every (repeat, model, framework) with the identical spec, on a pool.
 
-Frameworks never train at the same time: runs go one after another, interleaved per model so
-that slow drift of the machine (thermals, other load) does not favour one framework.
+Runs are taken in plan order, interleaved per model so that slow drift of the machine (thermals,
+other load) hits every framework alike. A run starts as soon as a member of its framework is idle
+and nothing trains on that member's placement (orchestrator/pool.py): with one service per
+framework sharing one GPU, that is one run after another; with a pool on several GPUs, one run per
+GPU at a time. Results are written as events arrive, identical in form either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 from rich.console import Console
@@ -17,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.client import RunOutcome
-from orchestrator.launchers import Clients
 from orchestrator.options import for_model
+from orchestrator.pool import Member, Pool
 from orchestrator.results import ResultsWriter
 
 
@@ -44,70 +49,140 @@ def runs(experiment: Experiment) -> Iterator[tuple[dict, pb.TrainSpec]]:
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a run: the run was cancelled on its service and recorded as such."""
+    """Ctrl-C during the experiment: the runs in progress were cancelled on their services and
+    recorded as such."""
 
 
 def run_experiment(
-    experiment: Experiment,
-    clients: Clients,
-    writer: ResultsWriter,
-    console: Console,
+    experiment: Experiment, pool: Pool, writer: ResultsWriter, console: Console
 ) -> list[dict]:
     """Runs what the writer has not recorded as finished yet, writing results as events arrive;
-    returns every runs.csv row. Raises Interrupted after recording a run cut short by Ctrl-C."""
+    returns every runs.csv row. Raises Interrupted after recording runs cut short by Ctrl-C."""
     finished = {row["run_id"] for row in writer.rows}
-    todo = [(run, spec) for run, spec in runs(experiment) if run["run_id"] not in finished]
+    pending = [(run, spec) for run, spec in runs(experiment) if run["run_id"] not in finished]
     if finished:
-        console.print(f"resuming: {len(finished)} run(s) already finished, {len(todo)} to go")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    durations_s: list[float] = []
-    with progress:
-        for k, (run, spec) in enumerate(todo):
-            label = f"run {k + 1} of {len(todo)}: {run['run_id']}"
-            task = progress.add_task(label, total=None, status=_remaining(durations_s, len(todo)))
-            start = time.monotonic()
-            outcome = _one_run(run, spec, clients[run["framework"]], writer, progress, task)
-            durations_s.append(time.monotonic() - start)
-            # A service that died takes its run with it, not the runs after it.
-            dead = outcome.code == grpc.StatusCode.UNAVAILABLE
-            if dead and clients.revive(run["framework"]):
-                console.print(f"the {run['framework']} service died and was restarted")
-            progress.remove_task(task)
+        console.print(f"resuming: {len(finished)} run(s) already finished, {len(pending)} to go")
+    _Scheduler(pool, writer, console, total=len(pending)).run(pending)
     return writer.rows
 
 
-def _remaining(durations_s: list[float], total: int) -> str:
-    """Time left for the whole invocation, from the runs so far (frameworks differ, so the mean
-    of every finished run, not the last one)."""
-    if not durations_s:
-        return "starting worker"
-    left_s = (total - len(durations_s)) * sum(durations_s) / len(durations_s)
-    return f"~{left_s / 60:.0f} min left in all" if left_s >= 90 else f"~{left_s:.0f} s left in all"
+class _Scheduler:
+    def __init__(self, pool: Pool, writer: ResultsWriter, console: Console, total: int):
+        self._pool = pool
+        self._writer = _Locked(writer)
+        self._total = total
+        self._started = 0
+        self._durations_s: list[float] = []
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._console = self._progress.console
 
+    def run(self, pending: list[tuple[dict, pb.TrainSpec]]) -> None:
+        running: dict[futures.Future, tuple[Member, dict, pb.TrainSpec, float]] = {}
+        with (
+            self._progress,
+            futures.ThreadPoolExecutor(max_workers=max(1, len(self._pool.members))) as executor,
+        ):
+            try:
+                while pending or running:
+                    self._start_what_can_start(pending, running, executor)
+                    if not running:  # runs left, no member of their framework left to run them
+                        for run, spec in pending:
+                            self._writer.run_finished(
+                                run, spec, RunOutcome(error=f"no {run['framework']} service left")
+                            )
+                        break
+                    done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                    for future in done:
+                        self._finished(running.pop(future), future.result())
+            except KeyboardInterrupt:
+                # Worker threads never see Ctrl-C: cancel their calls; each records its run.
+                for member, *_ in running.values():
+                    member.client.cancel()
+                for future, (_, run, spec, _) in running.items():
+                    self._record(run, spec, future.result())
+                raise Interrupted() from None
 
-def _one_run(run: dict, spec: pb.TrainSpec, client, writer, progress, task) -> RunOutcome:
-    console = progress.console
-    writer.run_begins(run, spec)
+    def _start_what_can_start(self, pending, running, executor) -> None:
+        busy_members = {id(m) for m, *_ in running.values()}
+        busy_placements = {m.placement for m, *_ in running.values()}
+        for run, spec in list(pending):
+            member = next(
+                (
+                    m
+                    for m in self._pool.members
+                    if m.framework == run["framework"]
+                    and id(m) not in busy_members
+                    and m.placement not in busy_placements
+                ),
+                None,
+            )
+            if member is None:
+                continue
+            pending.remove((run, spec))
+            busy_members.add(id(member))
+            busy_placements.add(member.placement)
+            self._started += 1
+            label = f"run {self._started} of {self._total}: {run['run_id']}"
+            task = self._progress.add_task(label, total=None, status=self._remaining())
+            future = executor.submit(self._train, member, run, spec, task)
+            running[future] = (member, run, spec, time.monotonic())
 
-    def on_event(event: pb.TrainEvent) -> None:
-        writer.event(run, event)
+    def _train(self, member: Member, run: dict, spec: pb.TrainSpec, task) -> RunOutcome:
+        self._writer.run_begins(run, spec)
+        try:
+            return member.client.run(spec, lambda event: self._on_event(run, spec, task, event))
+        finally:
+            self._progress.remove_task(task)
+
+    def _finished(self, running: tuple, outcome: RunOutcome) -> None:
+        member, run, spec, start = running
+        self._durations_s.append(time.monotonic() - start)
+        self._record(run, spec, outcome)
+        # A service that died takes its run with it, not the runs after it.
+        if outcome.code == grpc.StatusCode.UNAVAILABLE:
+            if self._pool.revive(member):
+                self._console.print(f"the {member.name} service died and serves again")
+            else:
+                self._console.print(f"the {member.name} service died; it leaves the pool")
+
+    def _record(self, run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> None:
+        if outcome.interrupted:
+            self._writer.run_finished(run | {"status": "cancelled"}, spec, outcome)
+            return
+        if not outcome.ok:
+            self._console.print(
+                f"[red]{escape(run['run_id'])} failed[/red] {escape(outcome.error)}"
+            )
+        self._writer.run_finished(run, spec, outcome)
+
+    def _remaining(self) -> str:
+        """Time left for the whole invocation, from the runs so far (frameworks differ, so the
+        mean of every finished run, not the last one's)."""
+        if not self._durations_s:
+            return "starting worker"
+        mean_s = sum(self._durations_s) / len(self._durations_s)
+        left_s = (self._total - len(self._durations_s)) * mean_s
+        return f"~{left_s / 60:.0f} min left in all" if left_s >= 90 else f"~{left_s:.0f} s left"
+
+    def _on_event(self, run: dict, spec: pb.TrainSpec, task, event: pb.TrainEvent) -> None:
+        self._writer.event(run, event)
         kind = event.WhichOneof("event")
         if kind == "run_started":
             started = event.run_started
-            progress.update(
+            self._progress.update(
                 task, total=started.steps_per_epoch * spec.epochs, status=started.device_name
             )
         elif kind == "progress":
             p = event.progress
-            progress.update(
+            self._progress.update(
                 task,
                 completed=p.epoch * p.steps_per_epoch + p.step,
                 status=f"epoch {p.epoch + 1}/{spec.epochs} loss {p.loss:.3f} "
@@ -115,18 +190,30 @@ def _one_run(run: dict, spec: pb.TrainSpec, client, writer, progress, task) -> R
             )
         elif kind == "epoch_end":
             e = event.epoch_end
-            console.print(
+            self._console.print(
                 f"{run['run_id']}: epoch {e.epoch + 1}/{spec.epochs} "
                 f"train loss {e.train_loss:.3f} acc {e.train_accuracy:.3f} · "
                 f"test loss {e.test_loss:.3f} acc {e.test_accuracy:.3f} · "
-                f"{e.epoch_time_s:.1f} s ({e.images_per_s:,.0f} img/s)"
+                f"{e.epoch_time_s:.1f} s ({e.images_per_s:,.0f} img/s)",
+                markup=False,
             )
 
-    outcome = client.run(spec, on_event)
-    if outcome.interrupted:
-        writer.run_finished(run | {"status": "cancelled"}, spec, outcome)
-        raise Interrupted(run["run_id"])
-    if not outcome.ok:
-        console.print(f"[red]{escape(run['run_id'])} failed[/red] {escape(outcome.error)}")
-    writer.run_finished(run, spec, outcome)
-    return outcome
+
+class _Locked:
+    """The writer, one call at a time: runs on several services report at once."""
+
+    def __init__(self, writer: ResultsWriter):
+        self._writer = writer
+        self._lock = threading.Lock()
+
+    def run_begins(self, *args) -> None:
+        with self._lock:
+            self._writer.run_begins(*args)
+
+    def event(self, *args) -> None:
+        with self._lock:
+            self._writer.event(*args)
+
+    def run_finished(self, *args) -> None:
+        with self._lock:
+            self._writer.run_finished(*args)

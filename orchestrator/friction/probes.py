@@ -66,8 +66,8 @@ def first_step_rows(
 ) -> list[Row]:
     """Time to first step per model, from a TrainerService running in `python`'s environment."""
     rows = []
-    with launchers.local([framework], log_dir, {framework: python}) as addresses:
-        client = TrainerClient(framework, addresses[framework])
+    with launchers.local([framework], log_dir, {framework: python}) as launched:
+        client = TrainerClient(framework, launched.address(framework))
         try:
             for model in models:
                 status.update(f"{framework}: first training step of {model}")

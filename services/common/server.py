@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import platform
 import signal
 import sys
 import threading
@@ -32,9 +33,10 @@ WORKER_STOP_GRACE_S = 1.0
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
-    def __init__(self, framework: str, python: str = sys.executable):
+    def __init__(self, framework: str, python: str = sys.executable, node: str = ""):
         self._framework = framework
         self._python = python
+        self._node = node or platform.node()
         self._lock = threading.Lock()
         self._active: tuple[str, Worker] | None = None  # (run_id, worker) of the run in progress
 
@@ -47,7 +49,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     def Describe(self, request, context):
         worker = self._worker("describe", request, context)
         try:
-            return pb.DescribeResponse.FromString(worker.response())
+            response = pb.DescribeResponse.FromString(worker.response())
+            response.node = self._node
+            return response
         except WorkerError as e:
             context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
@@ -121,11 +125,13 @@ class Service:
         self.server.stop(grace_s).wait()
 
 
-def start(framework: str, address: str = "127.0.0.1:0", python: str = sys.executable) -> Service:
+def start(
+    framework: str, address: str = "127.0.0.1:0", python: str = sys.executable, node: str = ""
+) -> Service:
     frameworks.get(framework)  # a ValueError naming the known ones
     # Describe/Inspect may run beside a Train; health must answer while a run is in progress.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    servicer = TrainerServicer(framework, python)
+    servicer = TrainerServicer(framework, python, node)
     pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -155,11 +161,17 @@ def main(argv: list[str] | None = None) -> None:
         help="stop when this process is gone (the local launcher's pid: a killed orchestrator "
         "must not leave services behind)",
     )
+    parser.add_argument(
+        "--node",
+        default=os.environ.get("FWBENCH_NODE", ""),
+        help="the machine this service's CPUs belong to, for schedulers (default: $FWBENCH_NODE, "
+        "else the host name; in Kubernetes pass the node name from the downward API)",
+    )
     args = parser.parse_args(argv)
     # CUDA must number devices as NVML does (by PCI bus id) for telemetry to read the right GPU;
     # workers inherit this before they initialise CUDA.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    service = start(args.framework, f"{args.host}:{args.port}")
+    service = start(args.framework, f"{args.host}:{args.port}", node=args.node)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -44,6 +44,36 @@ def nvml_index(cuda_device_index: int, visible: str | None = None) -> int | str:
     return int(entry) if entry.isdigit() else entry
 
 
+def visible_gpu_uuids(nvml=None) -> list[str]:
+    """NVML UUIDs of the GPUs this process may use (CUDA_VISIBLE_DEVICES, else every GPU); [] when
+    NVML is unavailable (no driver)."""
+    if nvml is None:
+        import pynvml as nvml
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError:
+        return []
+    try:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        count = nvml.nvmlDeviceGetCount()
+        entries = [e.strip() for e in visible.split(",") if e.strip()] if visible else range(count)
+        uuids = []
+        for entry in entries:
+            entry = str(entry)
+            handle = (
+                nvml.nvmlDeviceGetHandleByIndex(int(entry))
+                if entry.isdigit()
+                else nvml.nvmlDeviceGetHandleByUUID(entry)
+            )
+            uuid = nvml.nvmlDeviceGetUUID(handle)
+            uuids.append(uuid.decode() if isinstance(uuid, bytes) else uuid)
+        return uuids
+    except nvml.NVMLError:
+        return []
+    finally:
+        nvml.nvmlShutdown()
+
+
 class _Gpu:
     """The NVML handle of one device and the readings fwbench takes from it."""
 

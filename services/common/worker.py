@@ -168,8 +168,11 @@ def main(argv: list[str]) -> int:
         trainer = frameworks.get(framework).load_trainer()
         import_s = sink.t_s()
         if mode == "describe":
+            from services.common.telemetry import visible_gpu_uuids
+
             response = trainer.describe()
             response.import_s = import_s
+            response.gpu_uuids.extend(visible_gpu_uuids())
             sink.write(RESPONSE, response.SerializeToString())
         elif mode == "inspect":
             request = pb.InspectRequest.FromString(request_bytes)

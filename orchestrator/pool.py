@@ -1,0 +1,88 @@
+"""The services an experiment runs on, as a pool: one or more per framework.
+
+Each member knows what it trains on (its placement: the GPUs' NVML UUIDs from Describe, or the CPUs
+of its node). Two runs train at once only on members with different placements, so two runs never
+share a GPU, and services without a GPU on one machine never train at once (each would slow the
+other). With one service per framework on one GPU, as `docker compose up` or the local launcher
+start them, that is one run after another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator.client import ServiceUnavailable, TrainerClient
+from orchestrator.launchers import REMOTE_CONNECT_TIMEOUT_S, Endpoint, Launched
+
+
+@dataclasses.dataclass
+class Member:
+    endpoint: Endpoint
+    client: TrainerClient
+    described: pb.DescribeResponse
+
+    @property
+    def framework(self) -> str:
+        return self.endpoint.framework
+
+    @property
+    def placement(self) -> str:
+        """What this member trains on: its GPUs, or the CPUs of its node."""
+        uuids = self.described.gpu_uuids
+        return ",".join(sorted(uuids)) if uuids else f"cpu@{self.described.node}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.framework}@{self.endpoint.address}"
+
+
+class Pool:
+    """Clients of the launched services, each asked Describe once."""
+
+    def __init__(self, launched: Launched):
+        self._launched = launched
+        self.members: list[Member] = [self._member(e) for e in launched.endpoints]
+
+    @staticmethod
+    def _member(endpoint: Endpoint) -> Member:
+        client = TrainerClient(endpoint.framework, endpoint.address)
+        return Member(endpoint, client, client.describe())
+
+    def frameworks(self) -> list[str]:
+        return list(dict.fromkeys(m.framework for m in self.members))
+
+    def first(self, framework: str) -> TrainerClient:
+        """A client of the framework (for Inspect, which any member answers alike)."""
+        return next(m.client for m in self.members if m.framework == framework)
+
+    def clients(self) -> dict[str, TrainerClient]:
+        """{framework: its first client}."""
+        return {f: self.first(f) for f in self.frameworks()}
+
+    def parallel(self) -> bool:
+        """Whether any two members may train at once."""
+        return len({m.placement for m in self.members}) > 1
+
+    def revive(self, member: Member) -> bool:
+        """After a run lost its service: True when the member serves again — restarted by the
+        local launcher (a new member in its place), or back by its own means (compose and
+        Kubernetes restart services); else it leaves the pool, and its framework's remaining runs
+        go to the other members."""
+        endpoint = self._launched.revive(member.endpoint)
+        if endpoint is None:
+            try:
+                member.client.wait_until_serving(REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
+                return True
+            except ServiceUnavailable:
+                self.members.remove(member)
+                member.client.close()
+                return False
+        self.members.remove(member)
+        member.client.close()
+        self.members.append(self._member(endpoint))
+        return True
+
+    def close(self) -> None:
+        for member in self.members:
+            member.client.close()
