@@ -103,16 +103,19 @@ def test_command_line_options_override_the_file_and_only_those(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.framework
 def test_seed_suite_runs_on_the_cpu_with_limits(tmp_path, shared_cifar):
     """The seed suite itself, on real CIFAR-10 images, trimmed to one model and a CPU budget."""
-    out = tmp_path / "out"
     argv = ["suite", str(SEED), "--launcher", "local", "--dataset", str(shared_cifar)]
     argv += ["--data-dir", str(tmp_path / "cifar10"), "--train-limit", "512"]
     argv += ["--test-limit", "256", "--epochs", "1", "--models", "mobilenet_v2"]
-    argv += ["--repeats", "1", "--out", str(out)]
+    argv += ["--repeats", "1", "--out", str(tmp_path / "seed-{time}")]
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == 0
+    # {time} is expanded once, and the suite file is kept beside the results it produced.
+    [out] = tmp_path.glob("seed-2*")
+    assert not (tmp_path / "seed-{time}").exists()
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["framework"]) == ["pytorch", "tensorflow"]
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
