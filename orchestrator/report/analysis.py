@@ -228,10 +228,17 @@ def _statistics(analysis: ModelAnalysis) -> None:
         )
 
 
-def interval(low: float | None, high: float | None, fmt: str = "{:.2f}") -> str:
+def ratio_bounds(low: float, high: float) -> str:
+    """'0.95–1.08'; with a third decimal when a bound would round to 1.00, so that whether the
+    interval holds 1 can be read off the text."""
+    digits = 3 if "1.00" in (f"{low:.2f}", f"{high:.2f}") else 2
+    return f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def interval(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "single run: no interval"
-    return f"95 % CI {fmt.format(low)}–{fmt.format(high)}"
+    return f"95 % CI {ratio_bounds(low, high)}"
 
 
 def _speed_phrase(reference: str, other: str, r: stats.Ratio | None, what: str) -> str:
@@ -249,10 +256,12 @@ def _speed_phrase(reference: str, other: str, r: stats.Ratio | None, what: str) 
     return f"{name(other)} {what} {1 / r.ratio:.2f}× faster ({interval(inverse_low, inverse_high)})"
 
 
-def accuracy_phrase(a: float | None, b: float | None, d: stats.Difference | None) -> str:
+def accuracy_phrase(
+    a: float | None, b: float | None, d: stats.Difference | None, names: tuple[str, str]
+) -> str:
     if a is None or b is None:
         return "accuracy not recorded"
-    text = f"accuracy {a * 100:.1f} % vs {b * 100:.1f} %"
+    text = f"accuracy {names[0]} {a * 100:.1f} % vs {names[1]} {b * 100:.1f} %"
     if d is None:
         return text
     span = (
@@ -280,21 +289,31 @@ def _verdict(analysis: ModelAnalysis) -> list[str]:
         ]
         t_ref = analysis.median("time_to_first_step_s", ref)
         t_other = analysis.median("time_to_first_step_s", other)
+        start = analysis.ratios["time_to_first_step_s"][other]
         if t_ref is not None and t_other is not None:
             slower = other if t_other > t_ref else ref
             gap = abs(t_other - t_ref)
-            parts.append(
-                f"{name(slower)} needs {gap:.1f} s more before its first step "
-                f"({max(t_ref, t_other):.1f} vs {min(t_ref, t_other):.1f} s)"
-            )
+            if (start is not None and start.detected is False) or gap < 0.05:
+                parts.append(
+                    f"time to first step: no difference detected ({t_ref:.1f} vs {t_other:.1f} s)"
+                )
+            else:
+                parts.append(
+                    f"{name(slower)} needs {gap:.1f} s more before its first step "
+                    f"({max(t_ref, t_other):.1f} vs {min(t_ref, t_other):.1f} s)"
+                )
         parts.append(
             accuracy_phrase(
                 _mean(analysis, "final_test_accuracy", ref),
                 _mean(analysis, "final_test_accuracy", other),
                 analysis.accuracy.get(other),
+                (name(ref), name(other)),
             )
         )
-        sentences.append(f"{analysis.label}: " + "; ".join(parts) + ".")
+        label = analysis.label
+        if len(analysis.others) > 1:
+            label += f", {name(ref)} vs {name(other)}"
+        sentences.append(f"{label}: " + "; ".join(parts) + ".")
     return sentences
 
 

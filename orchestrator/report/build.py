@@ -18,6 +18,7 @@ from orchestrator.report.analysis import (
     analyse,
     format_value,
     name,
+    ratio_bounds,
 )
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
@@ -75,7 +76,7 @@ def _ratio_cells(r: stats.Ratio | None, reference: str, other: str, unit: str, b
         return "–", "–"
     ratio = f"{r.ratio:.2f}"
     if r.ci_low is not None:
-        ratio += f" ({r.ci_low:.2f}–{r.ci_high:.2f})"
+        ratio += f" ({ratio_bounds(r.ci_low, r.ci_high)})"
     if r.detected is False:
         return ratio, "no difference detected"
     reference_better = r.ratio > 1 if better == "higher" else r.ratio < 1
@@ -129,7 +130,10 @@ def model_block(analysis: ModelAnalysis, rs: ResultSet) -> Block:
             "",
             f"Accuracy, {name(ref)} − {name(other)}: "
             + accuracy_phrase(
-                _mean(analysis, ref), _mean(analysis, other), analysis.accuracy.get(other)
+                _mean(analysis, ref),
+                _mean(analysis, other),
+                analysis.accuracy.get(other),
+                (name(ref), name(other)),
             )
             + ".",
         ]

@@ -10,7 +10,14 @@ import numpy as np
 
 from orchestrator import stats
 from orchestrator.report import charts
-from orchestrator.report.analysis import METRICS, ModelAnalysis, accuracy_phrase, analyse, name
+from orchestrator.report.analysis import (
+    METRICS,
+    ModelAnalysis,
+    accuracy_phrase,
+    analyse,
+    name,
+    ratio_bounds,
+)
 from orchestrator.report.build import SPEC_COLUMNS, header, method_block, text
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
@@ -92,7 +99,7 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
             r = ratios.get(m.column)
             if r is None:
                 continue
-            ci = "–" if r.ci_low is None else f"{r.ci_low:.2f}–{r.ci_high:.2f}"
+            ci = "–" if r.ci_low is None else ratio_bounds(r.ci_low, r.ci_high)
             reading = {None: "single runs", False: "no difference detected"}.get(r.detected)
             if reading is None:
                 better_b = r.ratio > 1 if m.better == "higher" else r.ratio < 1
@@ -121,6 +128,7 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
                 runs_b["final_test_accuracy"].mean(),
                 runs_a["final_test_accuracy"].mean(),
                 difference,
+                (label_b, label_a),
             )
         )
     warnings = []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+# Every column the report reads; a set that lacks one gets it empty (shown as not recorded).
 RUN_COLUMNS = (
     "run_id",
     "framework",
@@ -22,12 +23,15 @@ RUN_COLUMNS = (
     "error",
     "epochs",
     "batch_size",
-    "dataset",
+    "seed",
     "device",
+    "precision",
+    "dataset",
     "train_samples",
     "test_samples",
     "device_name",
     "gpu",
+    "framework_version",
     "import_s",
     "data_load_s",
     "build_s",
