@@ -349,8 +349,8 @@ def _warnings(analysis: ModelAnalysis, rs: ResultSet) -> list[str]:
             one = f" one image is {100 / tests:.2f} points;" if tests else ""
             out.append(
                 f"{label}: accuracy is within test-set noise at {tests or '?'} test images:{one} "
-                f"the 95 % interval of the difference spans ±{(d.ci_high - d.ci_low) / 2 * 100:.1f}"
-                " points. Use more test images (--test-limit 0 uses all) or more repeats."
+                f"the 95 % interval of the difference is {(d.ci_high - d.ci_low) * 100:.1f} points"
+                " wide. Use more test images (--test-limit 0 uses all) or more repeats."
             )
             break
     noisy = []

@@ -49,7 +49,10 @@ def to_svg(fig, salt: str) -> str:
         fig.savefig(buffer, format="svg", bbox_inches="tight")
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]
-    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+    # Inline in HTML the parser knows the SVG and XLink namespaces: without the declarations the
+    # page holds no URL at all, which tests/test_report.py checks.
+    return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
 
 
 def _figure(panels: int, height_in: float = 2.6):

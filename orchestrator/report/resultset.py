@@ -139,7 +139,7 @@ def load(path: Path) -> ResultSet:
     runs = _read_csv(path / "runs.csv", RUN_COLUMNS)
     if runs.empty:
         raise ResultSetError(f"{path}/runs.csv has no runs: no run was recorded in this directory")
-    runs["error"] = runs["error"].fillna("").astype(str)
+    runs["error"] = runs["error"].astype(object).fillna("").astype(str)
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     context_path = path / "context.json"
     context = json.loads(context_path.read_text()) if context_path.exists() else {}
