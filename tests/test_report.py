@@ -220,6 +220,16 @@ def test_a_directory_without_results_is_a_clear_error(tmp_path):
         report.render(tmp_path)
 
 
+def test_a_directory_of_sections_only_is_reported_without_a_verdict(tmp_path):
+    friction = report.Section(
+        "Install friction", "| framework | venv size |\n|---|---:|\n| a | 1 |"
+    )
+    result = report.render(tmp_path, sections=[friction])
+    markdown = result.markdown_path.read_text()
+    assert "## Install friction" in markdown and "holds no training runs" in markdown
+    assert result.verdict == ["This directory holds no training runs: only the sections below."]
+
+
 def test_the_html_needs_nothing_from_outside(gpu, cpu):
     for _, _, html in (gpu, cpu):
         assert "://" not in html  # no URL at all: no CDN, no font, no image

@@ -39,10 +39,12 @@ def render(
     results_dir: Path, out_dir: Path | None = None, sections: Sequence[Section] = ()
 ) -> Report:
     """Reads results_dir's CSV files, context.json and events.jsonl; writes report.md and
-    report.html into out_dir (default results_dir) and nowhere else."""
+    report.html into out_dir (default results_dir) and nowhere else. A directory without training
+    runs is reported only when sections are given (e.g. install friction alone)."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
-    doc = build.build(resultset.load(results_dir), out_dir, sections)
+    results = resultset.load(results_dir, require_runs=not sections)
+    doc = build.build(results, out_dir, sections)
     md_path, html_path = document.write(doc, out_dir, "report")
     return Report(md_path, html_path, doc.verdict + doc.warnings)
 

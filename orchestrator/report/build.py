@@ -462,10 +462,20 @@ def global_warnings(rs: ResultSet, analyses: list[ModelAnalysis]) -> list[str]:
 
 
 def build(rs: ResultSet, out_dir: Path, sections: Sequence) -> Document:
+    extra = [Block(s.title, s.markdown, anchor=f"extra-{slug(s.title)}") for s in sections]
+    if rs.runs.empty:
+        command = rs.context.get("command")
+        return Document(
+            title="fwbench",
+            header=[f"**Command** {text(command)}"] if command else [],
+            verdict=[],
+            warnings=["This directory holds no training runs: only the sections below."],
+            implications=[],
+            blocks=[*extra, method_block(out_dir)],
+        )
     analyses = analyse(rs)
     blocks = [model_block(a, rs) for a in analyses]
-    for section in sections:
-        blocks.append(Block(section.title, section.markdown, anchor=f"extra-{slug(section.title)}"))
+    blocks += extra
     blocks += [
         b
         for b in (statistics_block(analyses), epochs_block(rs, analyses), unfinished_block(rs))

@@ -130,14 +130,18 @@ def _settings(events: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def load(path: Path) -> ResultSet:
+def load(path: Path, require_runs: bool = True) -> ResultSet:
+    """The result set in `path`; without require_runs, a directory with no training runs (e.g.
+    only install-friction results, given to the report as sections) reads as an empty set."""
     path = Path(path)
-    if not (path / "runs.csv").exists():
+    if not path.is_dir():
+        raise ResultSetError(f"{path} is not a directory: give the directory of a result set")
+    if require_runs and not (path / "runs.csv").exists():
         raise ResultSetError(
             f"{path} holds no runs.csv: give the directory that `fwbench run --out` wrote"
         )
     runs = _read_csv(path / "runs.csv", RUN_COLUMNS)
-    if runs.empty:
+    if runs.empty and require_runs:
         raise ResultSetError(f"{path}/runs.csv has no runs: no run was recorded in this directory")
     runs["error"] = runs["error"].astype(object).fillna("").astype(str)
     runs["status"] = runs["status"].fillna("unknown").astype(str)
