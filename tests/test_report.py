@@ -74,6 +74,12 @@ def test_every_section_is_present_verdict_first(gpu):
     assert html.index('id="verdict"') < html.index('id="model-resnet50"')
 
 
+def test_the_stylesheet_is_inlined_unescaped(gpu):
+    _, _, html = gpu
+    style = html.split("<style>")[1].split("</style>")[0]
+    assert ".verdict > ul > li" in style and '"Segoe UI"' in style
+
+
 def test_a_caller_section_is_rendered_as_a_real_table(gpu):
     _, _, html = gpu
     section = html[html.index('id="extra-model-parity"') :]

@@ -224,7 +224,6 @@ def epochs_block(rs: ResultSet, analyses: list[ModelAnalysis]) -> Block | None:
                     row.append(format_value(float(values.mean()), unit))
                 else:
                     row.append(f"{values.mean():.3f}")
-            # Mean over the repeats compared, which are the same for every framework.
         rows.append(row)
     markdown = (
         "Means over the repeats compared. Epochs count from 1 here (epochs.csv counts from 0).\n\n"
