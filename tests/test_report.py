@@ -3,6 +3,7 @@ framework runs, so these belong to the fast tier."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -60,6 +61,7 @@ def test_every_section_is_present_verdict_first(gpu):
         "Settings that differ between frameworks",
         "Settings equal in every framework",
         "The job (runs.csv)",
+        "Dataset",
         "Method",
     ]
     for chart in (
@@ -207,6 +209,30 @@ def test_missing_files_read_as_not_recorded(three):
     _, markdown, _ = three
     assert "**Run started** not recorded · fwbench version not recorded" in markdown
     assert "host not recorded" in markdown and "Over time" not in markdown
+
+
+def test_dataset_checksums_come_from_the_prepared_directory(tmp_path):
+    results, data = tmp_path / "results", tmp_path / "cifar10"
+    shutil.copytree(DATA / "gpu", results)
+    data.mkdir()
+    meta = {
+        "name": "cifar10",
+        "train_count": 50_000,
+        "test_count": 10_000,
+        "arrays": {"train_images": {"sha256": "ab" * 32}, "test_images": {"sha256": "cd" * 32}},
+        "provenance": {"source": {"sha256": "ef" * 32}},
+    }
+    (data / "meta.json").write_text(json.dumps(meta))
+    runs = (results / "runs.csv").read_text().replace("data/cifar10", str(data))
+    (results / "runs.csv").write_text(runs)
+    markdown = report.render(results, tmp_path / "out").markdown_path.read_text()
+    assert (
+        "50,000 training / 10,000 test images used of 50,000 / 10,000; sha256 test\\_images "
+        "`cdcdcdcdcdcdcdcd…`, train\\_images `abababababababab…`; "
+        "source sha256 `efefefefefefefef…`."
+    ) in markdown
+    elsewhere = report.render(DATA / "gpu", tmp_path / "out2").markdown_path.read_text()
+    assert "checksums not recorded here (no meta.json found" in elsewhere
 
 
 def test_render_writes_report_md_and_html_and_nothing_else(tmp_path):

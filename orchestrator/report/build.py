@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from orchestrator.report.analysis import (
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "results.md"
 NOT_RECORDED = "not recorded"
 # The spec's knobs as runs.csv records them, shown once per result set.
 SPEC_COLUMNS = (
@@ -397,13 +399,52 @@ def provenance_block(rs: ResultSet) -> Block:
         values = sorted({text(v) for v in runs[column].dropna()})
         spec_rows.append([column, ", ".join(values)])
     parts += ["", "### The job (runs.csv)", "", table(["knob", "value"], spec_rows, numeric=set())]
-    if (runs["dataset"].astype(str) == "synthetic").any():
-        parts += [
-            "",
-            "The dataset is **synthetic** (seeded, learnable, generated in memory): speeds are "
-            "real, accuracies say nothing about real images.",
-        ]
+    parts += ["", "### Dataset", "", *dataset_lines(runs)]
     return Block("Provenance", "\n".join(parts), anchor="provenance")
+
+
+def dataset_lines(runs: pd.DataFrame) -> list[str]:
+    """Name, sizes and checksums of each dataset used; checksums come from the prepared
+    directory's meta.json when it can be found from here (the services verified them)."""
+    lines = []
+    for dataset, group in runs.groupby(runs["dataset"].astype(str), sort=False):
+        counts = (
+            f"{_count(group['train_samples'].max())} training / "
+            f"{_count(group['test_samples'].max())} test images used"
+        )
+        if dataset == "synthetic":
+            lines.append(
+                f"- **synthetic**, {counts}: seeded, learnable, generated in memory; speeds are "
+                "real, accuracies say nothing about real images."
+            )
+            continue
+        meta_path = next(
+            (
+                d / "meta.json"
+                for d in (Path(dataset), ROOT / dataset)
+                if (d / "meta.json").exists()
+            ),
+            None,
+        )
+        if meta_path is None:
+            lines.append(
+                f"- {text(dataset)}, {counts}; checksums {NOT_RECORDED} here (no meta.json found "
+                "at that path on this machine; the services checked them before training)."
+            )
+            continue
+        meta = json.loads(meta_path.read_text())
+        sums = ", ".join(
+            f"{text(name)} `{entry.get('sha256', '?')[:16]}…`"
+            for name, entry in sorted(meta.get("arrays", {}).items())
+        )
+        source = (meta.get("provenance") or {}).get("source") or {}
+        origin = f"; source sha256 `{source['sha256'][:16]}…`" if source.get("sha256") else ""
+        lines.append(
+            f"- {text(meta.get('name', dataset))} ({text(dataset)}), {counts} of "
+            f"{_count(meta.get('train_count'))} / {_count(meta.get('test_count'))}; "
+            f"sha256 {sums or NOT_RECORDED}{origin}."
+        )
+    return lines
 
 
 def _settings_by_framework(rs: ResultSet) -> dict[str, dict[str, str]]:
