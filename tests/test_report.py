@@ -235,6 +235,23 @@ def test_dataset_checksums_come_from_the_prepared_directory(tmp_path):
     assert "checksums not recorded here (no meta.json found" in elsewhere
 
 
+def test_library_models_are_labelled_in_the_runs_own_words(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(DATA / "cpu", results)
+    label = "library models — not identical"
+    runs = (results / "runs.csv").read_text()
+    runs = runs.replace(
+        ",canonical,canonical (identical in every framework),", f",library,{label},"
+    )
+    (results / "runs.csv").write_text(runs)
+    result = report.render(results, tmp_path / "out")
+    assert (
+        f"Model definitions: {label}. Each framework trained its own library's model"
+        in (result.verdict[1])
+    )
+    assert "Model definitions" not in " ".join(report.render(DATA / "cpu", tmp_path).verdict)
+
+
 def test_render_writes_report_md_and_html_and_nothing_else(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(DATA / "cpu", results)

@@ -490,11 +490,11 @@ def global_warnings(rs: ResultSet, analyses: list[ModelAnalysis]) -> list[str]:
             "Synthetic data: speeds are real, accuracies say nothing about real images "
             "(use --dataset cifar10)."
         )
-    definitions = rs.runs.get("model_definitions", pd.Series(dtype=str)).astype(str)
-    if definitions.str.contains("not identical").any():
+    library = rs.runs[rs.runs["architecture"].astype(str) == "library"]
+    for label in library["model_definitions"].dropna().astype(str).unique():
         out.append(
-            "Library models — not identical: each framework's own model library as-is, so results "
-            "compare models as well as frameworks."
+            f"Model definitions: {text(label)}. Each framework trained its own library's model "
+            "as-is, so results compare models as well as frameworks (see Model parity)."
         )
     for analysis in analyses:
         out += analysis.warnings

@@ -26,6 +26,8 @@ RUN_COLUMNS = (
     "seed",
     "device",
     "precision",
+    "architecture",
+    "model_definitions",
     "dataset",
     "train_samples",
     "test_samples",
