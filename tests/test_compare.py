@@ -32,7 +32,8 @@ def test_compare_gives_ratios_b_over_a_labelled_by_folder(sets):
     ]
     markdown = result.markdown_path.read_text()
     assert markdown.startswith("# fwbench compare: gpu (A) vs gpu-tuned (B)")
-    row = "| resnet50 | PyTorch | steady-state step, median | 0.500 |"
+    # 5 repeats finished in both frameworks of each set; the olympic trim keeps 3.
+    row = "| resnet50 | PyTorch | steady-state step, median | 0.500 | 0.49–0.51 | 3 | 3 |"
     assert row in markdown
     assert "## A: gpu" in markdown and "## B: gpu-tuned" in markdown
 

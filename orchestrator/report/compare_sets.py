@@ -111,8 +111,8 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
                     m.label,
                     f"{r.ratio:.3f}",
                     ci,
-                    len(runs_a),
-                    len(runs_b),
+                    r.n_b,  # ratio(b, a): its second side is A
+                    r.n_a,
                     reading,
                 ]
             )
