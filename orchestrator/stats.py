@@ -1,33 +1,167 @@
-"""Summaries of repeated measurements."""
+"""Statistics of repeated measurements, with scipy: summaries, ratios and accuracy differences.
+
+Methods (stated in the report and in docs/results.md):
+- a summary's 95 % interval is Student's t interval of the mean;
+- a ratio of two frameworks' times or throughputs is the ratio of geometric means, with a Welch
+  t interval computed on log values and exponentiated (times are positive and skewed, and a
+  log-scale difference is a ratio);
+- an accuracy difference of single runs is Newcombe's hybrid score interval (his method 10: the
+  two Wilson score intervals combined) on the test-set size; over repeats it is Welch's t interval
+  of the difference of mean accuracies.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-# MLPerf's rule: with at least this many repeats, drop the fastest and slowest before averaging.
+CONFIDENCE = 0.95
+# MLPerf's olympic rule: with at least this many repeats, drop the lowest and highest value.
 TRIM_FROM = 5
 
 
 def trimmed(values: pd.Series) -> pd.Series:
-    values = values.sort_values()
+    """Values without the lowest and highest one when there are at least TRIM_FROM of them."""
+    values = values.dropna().sort_values()
     return values.iloc[1:-1] if len(values) >= TRIM_FROM else values
 
 
-def summarise(values: pd.Series) -> str:
-    """'mean' for one value, 'mean ± std (n=N)' for several; '' when there is none."""
-    values = trimmed(values.dropna())
+def equal_sets(runs_by_side: Mapping[str, pd.DataFrame], key: str = "repeat") -> dict:
+    """The runs of each side restricted to the `key` values every side has, so that no side is
+    compared with more (or other) repeats than another after a run failed."""
+    common = None
+    for frame in runs_by_side.values():
+        keys = set(frame[key])
+        common = keys if common is None else common & keys
+    return {side: frame[frame[key].isin(common or set())] for side, frame in runs_by_side.items()}
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    mean: float
+    median: float
+    # Sample standard deviation, confidence interval and coefficient of variation: None for n=1,
+    # where one value says nothing about spread.
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+    cov: float | None
+
+
+def summarise(values: pd.Series) -> Summary | None:
+    """Summary of a metric's values over (trimmed) repeats; None when there is no value."""
+    values = values.dropna().astype(float)
     if values.empty:
-        return ""
-    mean = values.mean()
+        return None
+    mean, median = float(values.mean()), float(values.median())
     if len(values) == 1:
-        return _fmt(mean)
-    return f"{_fmt(mean)} ± {_fmt(values.std())} (n={len(values)})"
+        return Summary(1, mean, median, None, None, None, None)
+    std = float(values.std(ddof=1))
+    if std == 0:
+        low = high = mean
+    else:
+        low, high = stats.t.interval(
+            CONFIDENCE, len(values) - 1, loc=mean, scale=std / math.sqrt(len(values))
+        )
+    cov = std / abs(mean) if mean else None
+    return Summary(len(values), mean, median, std, float(low), float(high), cov)
 
 
-def _fmt(x: float) -> str:
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    digits = max(0, 3 - math.floor(math.log10(abs(x))))
-    return f"{x:,.{min(digits, 4)}f}"
+@dataclass(frozen=True)
+class Ratio:
+    """value(a) / value(b): a ratio of geometric means, with its interval when both sides have
+    at least two values."""
+
+    ratio: float
+    ci_low: float | None
+    ci_high: float | None
+    n_a: int
+    n_b: int
+
+    @property
+    def detected(self) -> bool | None:
+        """Whether the interval excludes 1; None when there is no interval."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return not self.ci_low <= 1 <= self.ci_high
+
+
+def ratio(a: pd.Series, b: pd.Series) -> Ratio | None:
+    a, b = a.dropna().astype(float), b.dropna().astype(float)
+    a, b = a[a > 0], b[b > 0]
+    if a.empty or b.empty:
+        return None
+    log_a, log_b = np.log(a.to_numpy()), np.log(b.to_numpy())
+    point = math.exp(log_a.mean() - log_b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Ratio(point, None, None, len(a), len(b))
+    if np.ptp(log_a) == 0 and np.ptp(log_b) == 0:
+        return Ratio(point, point, point, len(a), len(b))
+    interval = stats.ttest_ind(log_a, log_b, equal_var=False).confidence_interval(CONFIDENCE)
+    return Ratio(point, math.exp(interval.low), math.exp(interval.high), len(a), len(b))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """a - b in the unit of its inputs, with its interval and how it was computed."""
+
+    difference: float
+    ci_low: float
+    ci_high: float
+    method: str
+
+    @property
+    def detected(self) -> bool:
+        return not self.ci_low <= 0 <= self.ci_high
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    interval = stats.binomtest(successes, trials).proportion_ci(CONFIDENCE, method="wilson")
+    return interval.low, interval.high
+
+
+def proportion_difference(p_a: float, p_b: float, n_a: int, n_b: int) -> Difference:
+    """Newcombe's hybrid score interval of p_a - p_b, accuracies of one run each on test sets of
+    n_a and n_b images (rounded to whole images, as they were counted)."""
+    k_a, k_b = round(p_a * n_a), round(p_b * n_b)
+    p_a, p_b = k_a / n_a, k_b / n_b
+    low_a, high_a = wilson(k_a, n_a)
+    low_b, high_b = wilson(k_b, n_b)
+    d = p_a - p_b
+    return Difference(
+        d,
+        d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
+        d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2),
+        f"Newcombe hybrid score interval at {n_a:,} test images",
+    )
+
+
+def mean_difference(a: pd.Series, b: pd.Series) -> Difference:
+    """Welch's t interval of mean(a) - mean(b); both need at least two values."""
+    a, b = a.dropna().astype(float), b.dropna().astype(float)
+    d = float(a.mean() - b.mean())
+    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
+        low = high = d
+    else:
+        interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
+        low, high = float(interval.low), float(interval.high)
+    return Difference(d, low, high, f"Welch t interval over {len(a)} vs {len(b)} repeats")
+
+
+def accuracy_difference(a: pd.Series, b: pd.Series, test_samples: int | None) -> Difference | None:
+    """Difference of test accuracies (0-1): binomial on the test-set size for single runs,
+    across repeats otherwise; None when it cannot be computed."""
+    a, b = a.dropna().astype(float), b.dropna().astype(float)
+    if a.empty or b.empty:
+        return None
+    if len(a) >= 2 and len(b) >= 2:
+        return mean_difference(a, b)
+    if test_samples:
+        return proportion_difference(float(a.mean()), float(b.mean()), test_samples, test_samples)
+    return None

@@ -1,0 +1,59 @@
+"""The report of a result set, and the comparison of two result sets.
+
+    render(results_dir, out_dir=None, sections=()) -> Report   report.md + report.html
+    compare(dir_a, dir_b, out_dir=None) -> Report               compare.md + compare.html
+
+The report knows nothing of the commands that add to it: parity, friction and any other extra
+content arrive as Sections of markdown, rendered after the per-model evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.report import build, compare_sets, document, resultset
+from orchestrator.report.resultset import ResultSetError
+
+__all__ = ["Report", "ResultSetError", "Section", "compare", "render"]
+
+
+@dataclass(frozen=True)
+class Section:
+    """An extra section given by the caller: a title and its content in markdown (tables on)."""
+
+    title: str
+    markdown: str
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown_path: Path
+    html_path: Path
+    # One verdict sentence per model, then the warnings: what a console summary prints.
+    verdict: list[str]
+
+
+def render(
+    results_dir: Path, out_dir: Path | None = None, sections: Sequence[Section] = ()
+) -> Report:
+    """Reads results_dir's CSV files, context.json and events.jsonl; writes report.md and
+    report.html into out_dir (default results_dir) and nowhere else. A directory without training
+    runs is reported only when sections are given (e.g. install friction alone)."""
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir
+    results = resultset.load(results_dir, require_runs=not sections)
+    doc = build.build(results, out_dir, sections)
+    md_path, html_path = document.write(doc, out_dir, "report")
+    return Report(md_path, html_path, doc.verdict + doc.warnings)
+
+
+def compare(dir_a: Path, dir_b: Path, out_dir: Path | None = None) -> Report:
+    """Ratio tables B / A between two result sets (two versions, two machines, default vs tuned),
+    labelled by folder name; writes compare.md and compare.html into out_dir (default dir_b)."""
+    dir_a, dir_b = Path(dir_a), Path(dir_b)
+    out_dir = Path(out_dir) if out_dir is not None else dir_b
+    doc = compare_sets.build(resultset.load(dir_a), resultset.load(dir_b), out_dir)
+    md_path, html_path = document.write(doc, out_dir, "compare")
+    return Report(md_path, html_path, doc.verdict + doc.warnings)

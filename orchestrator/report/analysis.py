@@ -1,0 +1,452 @@
+"""From a result set to answers: per-run derived metrics, statistics per model and framework,
+ratios against the reference framework (the first listed), the verdict and the warnings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from orchestrator import stats
+from orchestrator.report.resultset import ResultSet
+
+NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX"}
+# Coefficient of variation above which a metric is too noisy to trust at a glance.
+HIGH_COV = 0.05
+# NVML utilisation below which the GPU mostly waits for the host to launch work.
+LOW_GPU_UTIL_PCT = 60
+# An accuracy interval wider than this (± points) is flagged as test-set noise.
+NOISY_ACCURACY_POINTS = 2.0
+
+
+def name(framework: str) -> str:
+    return NAMES.get(framework, framework)
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    label: str
+    unit: str  # how format_value prints it: s, ms, img/s, GiB, %, J, kJ, acc
+    better: str  # "lower" or "higher"
+    # Shown in the ratio table: times, throughputs and energy (not shares such as utilisation).
+    ratio: bool = True
+
+
+METRICS = (
+    Metric(
+        "steady_state_images_per_s",
+        "steady-state throughput (batch / median step)",
+        "img/s",
+        "higher",
+    ),
+    Metric(
+        "end_to_end_images_per_s", "end-to-end throughput (images / total time)", "img/s", "higher"
+    ),
+    Metric("step_time_median_s", "steady-state step, median", "ms", "lower"),
+    Metric("step_time_p90_s", "steady-state step, 90th percentile", "ms", "lower"),
+    Metric("time_to_first_step_s", "time to first step", "s", "lower"),
+    Metric("import_s", "framework import", "s", "lower"),
+    Metric("data_load_s", "data load", "s", "lower"),
+    Metric("build_s", "model build", "s", "lower"),
+    Metric("first_step_s", "first step (incl. tracing/compilation)", "s", "lower"),
+    Metric("train_time_s", "training time (sum of epochs' steps)", "s", "lower"),
+    Metric("total_time_s", "total time (worker start to last epoch's end)", "s", "lower"),
+    Metric("time_to_target_s", "time to target accuracy", "s", "lower"),
+    Metric("between_epoch_overhead_s", "between-epoch overhead per epoch", "s", "lower"),
+    Metric("energy_per_1000_images_j", "GPU energy per 1,000 training images", "J", "lower"),
+    Metric("energy_j", "GPU energy, whole run", "kJ", "lower"),
+    Metric("peak_gpu_mem_bytes", "peak device memory (NVML)", "GiB", "lower"),
+    Metric("peak_framework_mem_bytes", "peak allocator memory (framework)", "GiB", "lower"),
+    Metric("peak_rss_bytes", "peak host memory of the worker (RSS)", "GiB", "lower"),
+    Metric("mean_gpu_util_pct", "GPU busy (NVML: time a kernel ran)", "%", "higher", False),
+    Metric("final_test_accuracy", "test accuracy, last epoch", "acc", "higher", False),
+    Metric("best_test_accuracy", "test accuracy, best epoch", "acc", "higher", False),
+)
+BY_COLUMN = {m.column: m for m in METRICS}
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A number with its unit, three significant digits and thousands separators."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    scaled = {"ms": 1e3, "GiB": 1 / 2**30, "kJ": 1e-3, "acc": 100}.get(unit, 1) * value
+    suffix = {"acc": " %", "%": " %", "img/s": " img/s"}.get(unit, f" {unit}")
+    if scaled == 0:
+        return f"0{suffix}"
+    digits = max(0, 2 - math.floor(math.log10(abs(scaled))))
+    if unit in ("acc", "%"):
+        digits = 1
+    return f"{scaled:,.{digits}f}{suffix}"
+
+
+def per_run(rs: ResultSet) -> pd.DataFrame:
+    """Every run with the metrics the report derives from the CSVs (see docs/results.md)."""
+    runs = rs.runs.copy()
+    runs["steady_state_images_per_s"] = runs["batch_size"] / runs["step_time_median_s"]
+    runs["end_to_end_images_per_s"] = runs["train_samples"] * runs["epochs"] / runs["total_time_s"]
+    trained = runs["train_samples"] * runs["epochs"]
+    runs["energy_per_1000_images_j"] = runs["energy_j"] / trained * 1000
+    epochs = rs.epochs
+    if not epochs.empty:
+        by_run = epochs.groupby("run_id")
+        runs["between_epoch_overhead_s"] = runs["run_id"].map(
+            by_run["between_epoch_overhead_s"].mean()
+        )
+        runs["best_test_accuracy"] = runs["run_id"].map(by_run["test_accuracy"].max())
+    else:
+        runs["between_epoch_overhead_s"] = float("nan")
+        runs["best_test_accuracy"] = runs["final_test_accuracy"]
+    telemetry = rs.telemetry
+    runs["peak_rss_bytes"] = (
+        runs["run_id"].map(telemetry.groupby("run_id")["rss_bytes"].max())
+        if not telemetry.empty
+        else float("nan")
+    )
+    runs["time_to_target_s"] = float("nan")
+    return runs
+
+
+def epoch_ends_s(epochs: pd.DataFrame, total_time_s: float) -> list[float]:
+    """Seconds since worker start at which each epoch ended: total_time_s is the last epoch's end
+    and epoch_time_s spans back to the previous epoch's end."""
+    times = epochs.sort_values("epoch")["epoch_time_s"].to_numpy()
+    later = times[::-1].cumsum()[::-1] - times
+    return list(total_time_s - later)
+
+
+def _time_to_target(runs: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.Series:
+    out = {}
+    for run in runs.itertuples():
+        own = epochs[epochs.run_id == run.run_id].sort_values("epoch")
+        if own.empty or pd.isna(run.total_time_s):
+            continue
+        ends = epoch_ends_s(own, run.total_time_s)
+        reached = [t for t, acc in zip(ends, own.test_accuracy, strict=True) if acc >= target]
+        out[run.Index] = reached[0] if reached else float("nan")
+    return pd.Series(out, dtype=float)
+
+
+@dataclass
+class ModelAnalysis:
+    label: str
+    frameworks: list[str]
+    # Runs per framework that ended ok, restricted to the repeats every framework completed.
+    runs: dict[str, pd.DataFrame]
+    not_ok: pd.DataFrame
+    summaries: dict[str, dict[str, stats.Summary | None]] = field(default_factory=dict)
+    # metric -> other framework -> value(reference) / value(other).
+    ratios: dict[str, dict[str, stats.Ratio | None]] = field(default_factory=dict)
+    accuracy: dict[str, stats.Difference | None] = field(default_factory=dict)
+    target_accuracy: float | None = None
+    test_samples: int | None = None
+    dropped_repeats: dict[str, int] = field(default_factory=dict)
+    verdict: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    implications: list[str] = field(default_factory=list)
+
+    @property
+    def reference(self) -> str:
+        return self.frameworks[0]
+
+    @property
+    def others(self) -> list[str]:
+        return self.frameworks[1:]
+
+    @property
+    def n(self) -> int:
+        return min((len(r) for r in self.runs.values()), default=0)
+
+    def median(self, column: str, framework: str) -> float | None:
+        summary = self.summaries.get(column, {}).get(framework)
+        return summary.median if summary else None
+
+
+def analyse(rs: ResultSet) -> list[ModelAnalysis]:
+    all_runs = per_run(rs)
+    frameworks = rs.frameworks
+    out = []
+    for label, group in rs.groups:
+        group = all_runs.loc[group.index]
+        present = [f for f in frameworks if f in set(group.framework)]
+        ok = group[group.status == "ok"]
+        by_framework = {f: ok[ok.framework == f] for f in present}
+        if any(frame.empty for frame in by_framework.values()):
+            # A framework without a finished run leaves nothing to compare against.
+            by_framework = {f: frame for f, frame in by_framework.items() if not frame.empty}
+        equal = stats.equal_sets(by_framework) if len(by_framework) > 1 else by_framework
+        analysis = ModelAnalysis(
+            label=label,
+            frameworks=[f for f in present if f in equal],
+            runs=equal,
+            not_ok=group[group.status != "ok"],
+            dropped_repeats={f: len(by_framework[f]) - len(equal[f]) for f in equal},
+        )
+        tests = group["test_samples"].dropna()
+        analysis.test_samples = int(tests.min()) if not tests.empty else None
+        _target(analysis, rs.epochs)
+        _statistics(analysis)
+        analysis.verdict = _verdict(analysis)
+        analysis.warnings = _warnings(analysis, rs)
+        analysis.implications = _implications(analysis)
+        out.append(analysis)
+    return out
+
+
+def _target(analysis: ModelAnalysis, epochs: pd.DataFrame) -> None:
+    """MLPerf-style target: the lower of the frameworks' best test accuracy (median over runs)."""
+    bests = [r["best_test_accuracy"].median() for r in analysis.runs.values() if not r.empty]
+    bests = [b for b in bests if pd.notna(b)]
+    if not bests or epochs.empty:
+        return
+    analysis.target_accuracy = min(bests)
+    for framework, runs in analysis.runs.items():
+        runs = runs.copy()
+        runs["time_to_target_s"] = _time_to_target(runs, epochs, analysis.target_accuracy)
+        analysis.runs[framework] = runs
+
+
+def _statistics(analysis: ModelAnalysis) -> None:
+    for metric in METRICS:
+        analysis.summaries[metric.column] = {
+            f: stats.summarise(stats.trimmed(runs[metric.column]))
+            for f, runs in analysis.runs.items()
+        }
+        if not metric.ratio or not analysis.others:
+            continue
+        reference = stats.trimmed(analysis.runs[analysis.reference][metric.column])
+        analysis.ratios[metric.column] = {
+            other: stats.ratio(reference, stats.trimmed(analysis.runs[other][metric.column]))
+            for other in analysis.others
+        }
+    for other in analysis.others:
+        analysis.accuracy[other] = stats.accuracy_difference(
+            stats.trimmed(analysis.runs[analysis.reference]["final_test_accuracy"]),
+            stats.trimmed(analysis.runs[other]["final_test_accuracy"]),
+            analysis.test_samples,
+        )
+
+
+def ratio_bounds(low: float, high: float) -> str:
+    """'0.95–1.08'; with a third decimal when a bound would round to 1.00, so that whether the
+    interval holds 1 can be read off the text."""
+    digits = 3 if "1.00" in (f"{low:.2f}", f"{high:.2f}") else 2
+    return f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "single run: no interval"
+    return f"95 % CI {ratio_bounds(low, high)}"
+
+
+def _speed_phrase(reference: str, other: str, r: stats.Ratio | None, what: str) -> str:
+    if r is None:
+        return f"{what} not recorded"
+    if r.detected is False:
+        return (
+            f"{what}: no difference detected ({name(reference)}/{name(other)} {r.ratio:.2f}×, "
+            f"{interval(r.ci_low, r.ci_high)})"
+        )
+    if r.ratio >= 1:
+        return f"{name(reference)} {what} {r.ratio:.2f}× faster ({interval(r.ci_low, r.ci_high)})"
+    inverse_low = 1 / r.ci_high if r.ci_high else None
+    inverse_high = 1 / r.ci_low if r.ci_low else None
+    return f"{name(other)} {what} {1 / r.ratio:.2f}× faster ({interval(inverse_low, inverse_high)})"
+
+
+def accuracy_phrase(
+    a: float | None, b: float | None, d: stats.Difference | None, names: tuple[str, str]
+) -> str:
+    if a is None or b is None:
+        return "accuracy not recorded"
+    text = f"accuracy {names[0]} {a * 100:.1f} % vs {names[1]} {b * 100:.1f} %"
+    if d is None:
+        return text
+    span = (
+        f"{d.difference * 100:+.1f} points, 95 % CI {d.ci_low * 100:+.1f} to {d.ci_high * 100:+.1f}"
+    )
+    if d.ci_low == d.ci_high:
+        return f"{text} ({span.split(',')[0]}, no spread over repeats)"
+    verdict = "difference detected" if d.detected else "no difference detected"
+    return f"{text}: {verdict} ({span}; {d.method})"
+
+
+def _verdict(analysis: ModelAnalysis) -> list[str]:
+    if not analysis.frameworks:
+        return [f"{analysis.label}: no run finished, nothing to compare."]
+    if not analysis.others:
+        (only,) = analysis.frameworks
+        return [f"{analysis.label}: only {name(only)} finished a run, nothing to compare."]
+    sentences = []
+    ref = analysis.reference
+    for other in analysis.others:
+        parts = [
+            _speed_phrase(
+                ref, other, analysis.ratios["steady_state_images_per_s"][other], "steady-state"
+            )
+        ]
+        t_ref = analysis.median("time_to_first_step_s", ref)
+        t_other = analysis.median("time_to_first_step_s", other)
+        start = analysis.ratios["time_to_first_step_s"][other]
+        if t_ref is not None and t_other is not None:
+            slower = other if t_other > t_ref else ref
+            gap = abs(t_other - t_ref)
+            if (start is not None and start.detected is False) or gap < 0.05:
+                parts.append(
+                    f"time to first step: no difference detected ({t_ref:.1f} vs {t_other:.1f} s)"
+                )
+            else:
+                parts.append(
+                    f"{name(slower)} needs {gap:.1f} s more before its first step "
+                    f"({max(t_ref, t_other):.1f} vs {min(t_ref, t_other):.1f} s)"
+                )
+        parts.append(
+            accuracy_phrase(
+                _mean(analysis, "final_test_accuracy", ref),
+                _mean(analysis, "final_test_accuracy", other),
+                analysis.accuracy.get(other),
+                (name(ref), name(other)),
+            )
+        )
+        label = analysis.label
+        if len(analysis.others) > 1:
+            label += f", {name(ref)} vs {name(other)}"
+        sentences.append(f"{label}: " + "; ".join(parts) + ".")
+    return sentences
+
+
+def _mean(analysis: ModelAnalysis, column: str, framework: str) -> float | None:
+    summary = analysis.summaries.get(column, {}).get(framework)
+    return summary.mean if summary else None
+
+
+def _warnings(analysis: ModelAnalysis, rs: ResultSet) -> list[str]:
+    out = []
+    label = analysis.label
+    if not analysis.not_ok.empty:
+        counts = analysis.not_ok.groupby(["framework", "status"]).size()
+        listed = ", ".join(f"{name(f)} {n}× {status}" for (f, status), n in counts.items())
+        out.append(
+            f"{label}: runs that did not finish ok ({listed}); see 'Runs that did not finish'."
+        )
+    dropped = {f: n for f, n in analysis.dropped_repeats.items() if n}
+    if dropped:
+        out.append(
+            f"{label}: to compare equal sets, repeats that did not finish in every framework are "
+            f"left out ({', '.join(f'{name(f)}: {n}' for f, n in dropped.items())}); "
+            f"n = {analysis.n} per framework."
+        )
+    if analysis.frameworks and analysis.n == 1:
+        out.append(
+            f"{label}: a single repeat per framework: times have no confidence interval and "
+            "run-to-run noise is unknown; use --repeats 3 or more (5+ for MLPerf's trimming)."
+        )
+    for d in analysis.accuracy.values():
+        if d is not None and (d.ci_high - d.ci_low) / 2 * 100 > NOISY_ACCURACY_POINTS:
+            tests = analysis.test_samples
+            one = f" one image is {100 / tests:.2f} points;" if tests else ""
+            out.append(
+                f"{label}: accuracy is within test-set noise at {tests or '?'} test images:{one} "
+                f"the 95 % interval of the difference is {(d.ci_high - d.ci_low) * 100:.1f} points"
+                " wide. Use more test images (--test-limit 0 uses all) or more repeats."
+            )
+            break
+    noisy = []
+    for column in ("step_time_median_s", "time_to_first_step_s", "total_time_s"):
+        for f, summary in analysis.summaries.get(column, {}).items():
+            if summary and summary.cov is not None and summary.cov > HIGH_COV:
+                noisy.append(f"{name(f)} {BY_COLUMN[column].label} {summary.cov * 100:.0f} %")
+    if noisy:
+        out.append(
+            f"{label}: high run-to-run variation (coefficient of variation over 5 %): "
+            + ", ".join(noisy)
+            + ". Close other work on the machine or add repeats."
+        )
+    low_util = [
+        f"{name(f)} {s.mean:.0f} %"
+        for f, s in analysis.summaries.get("mean_gpu_util_pct", {}).items()
+        if s is not None and s.mean < LOW_GPU_UTIL_PCT
+    ]
+    if low_util:
+        tuned = " or `--mode tuned`" if rs.runs["mode"].notna().any() else ""
+        out.append(
+            f"{label}: the GPU was busy only {', '.join(low_util)} of the time (NVML): the step is "
+            "launch-bound — the GPU waits for the host to launch many small kernels, so this "
+            "measures the framework's per-step overhead more than the GPU. A larger --batch-size"
+            f"{tuned} shows what the GPU itself can do."
+        )
+    return out
+
+
+def _implications(analysis: ModelAnalysis) -> list[str]:
+    """What the numbers mean for a job: start-up against steady state, memory, energy."""
+    out = []
+    if not analysis.others:
+        return out
+    ref = analysis.reference
+    for other in analysis.others:
+        thr = {f: analysis.median("steady_state_images_per_s", f) for f in (ref, other)}
+        start = {f: analysis.median("time_to_first_step_s", f) for f in (ref, other)}
+        if None in thr.values() or None in start.values():
+            continue
+        fast = max(thr, key=thr.get)
+        slow = other if fast == ref else ref
+        ahead_at_start = min(start, key=start.get)
+        per_image_gain_s = 1 / thr[slow] - 1 / thr[fast]
+        steady = analysis.ratios["steady_state_images_per_s"][other]
+        if steady is not None and steady.detected is False:
+            gap = abs(start[ref] - start[other])
+            out.append(
+                f"{analysis.label}: no steady-state difference was detected, so start-up decides: "
+                f"{name(ahead_at_start)} reaches its first step {gap:.1f} s sooner and finishes "
+                "first unless a longer run (or more repeats) reveals a steady-state gap."
+            )
+            continue
+        if ahead_at_start == fast or per_image_gain_s <= 0:
+            out.append(
+                f"{analysis.label}: {name(ahead_at_start)} starts sooner and is no slower in "
+                f"steady state: it finishes first whatever the job's length."
+            )
+            continue
+        break_even = (start[fast] - start[slow]) / per_image_gain_s
+        train_samples = analysis.runs[ref]["train_samples"].median()
+        epochs = (
+            f" (≈ {break_even / train_samples:,.0f} epochs of this training set)"
+            if (train_samples > 0)
+            else ""
+        )
+        out.append(
+            f"{analysis.label}: {name(slow)} reaches its first step {start[fast] - start[slow]:.1f}"
+            f" s sooner, {name(fast)} is faster per step: jobs shorter than about "
+            f"{break_even:,.0f} training images{epochs} are dominated by start-up ({name(slow)} "
+            f"finishes first), longer jobs by steady state ({name(fast)} finishes first)."
+        )
+    memory_column = next(
+        (
+            c
+            for c in ("peak_gpu_mem_bytes", "peak_rss_bytes")
+            if any(s is not None for s in analysis.summaries.get(c, {}).values())
+        ),
+        None,
+    )
+    if memory_column:
+        values = ", ".join(
+            f"{name(f)} {format_value(s.median, 'GiB')}"
+            for f, s in analysis.summaries[memory_column].items()
+            if s is not None
+        )
+        where = "device memory" if memory_column == "peak_gpu_mem_bytes" else "host memory (RSS)"
+        out.append(
+            f"{analysis.label}: peak {where}: {values}; what the "
+            f"{'GPU' if memory_column == 'peak_gpu_mem_bytes' else 'host'} has beyond the larger "
+            "is the headroom for a larger batch or model."
+        )
+    energy = analysis.summaries.get("energy_per_1000_images_j", {})
+    if any(s is not None for s in energy.values()):
+        values = ", ".join(
+            f"{name(f)} {format_value(s.median, 'J')}" for f, s in energy.items() if s is not None
+        )
+        out.append(f"{analysis.label}: GPU energy per 1,000 training images: {values}.")
+    return out

@@ -1,0 +1,200 @@
+"""Two result sets side by side: for every model and framework in both, the ratio B / A of each
+time, throughput and energy metric with its 95 % interval, and the accuracy difference B − A."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+from orchestrator import stats
+from orchestrator.report import charts
+from orchestrator.report.analysis import (
+    METRICS,
+    ModelAnalysis,
+    accuracy_phrase,
+    analyse,
+    name,
+    ratio_bounds,
+)
+from orchestrator.report.build import SPEC_COLUMNS, header, method_block, text
+from orchestrator.report.document import Block, Document, table
+from orchestrator.report.resultset import ResultSet
+
+
+def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:
+    """Folder names; with the parent folder too when the names alone are equal."""
+    if a.path.name != b.path.name:
+        return a.path.name, b.path.name
+    return f"{a.path.parent.name}/{a.path.name}", f"{b.path.parent.name}/{b.path.name}"
+
+
+def _pairs(a: list[ModelAnalysis], b: list[ModelAnalysis]):
+    by_label = {x.label: x for x in b}
+    for left in a:
+        right = by_label.get(left.label)
+        if right is None:
+            continue
+        for framework in left.frameworks:
+            if framework in right.frameworks:
+                yield left.label, framework, left.runs[framework], right.runs[framework]
+
+
+def _phrase(label_a: str, label_b: str, r: stats.Ratio | None) -> str:
+    if r is None:
+        return "steady-state not recorded"
+    ci = (
+        "single runs: no interval"
+        if r.ci_low is None
+        else f"95 % CI {r.ci_low:.2f}–{r.ci_high:.2f}"
+    )
+    if r.detected is False:
+        return f"steady-state: no difference detected ({label_b}/{label_a} {r.ratio:.2f}×, {ci})"
+    faster, factor = (label_b, r.ratio) if r.ratio >= 1 else (label_a, 1 / r.ratio)
+    return f"{faster} steady-state {factor:.2f}× faster ({label_b}/{label_a} {r.ratio:.2f}, {ci})"
+
+
+def _ratio_chart(points: list[tuple[str, stats.Ratio]], label_a: str, label_b: str):
+    if not points:
+        return None
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.Figure(figsize=(7, 0.7 + 0.45 * len(points)))
+        ax = fig.subplots()
+        y = np.arange(len(points))[::-1]
+        for yi, (_, r) in zip(y, points, strict=True):
+            xerr = None
+            if r.ci_low is not None:
+                xerr = [[r.ratio - r.ci_low], [r.ci_high - r.ratio]]
+            ax.errorbar(r.ratio, yi, xerr=xerr, fmt="o", color=charts.COLOURS[0], capsize=5)
+        ax.axvline(1, color="#888888", lw=1)
+        ax.set_yticks(y, [p for p, _ in points])
+        ax.set(xlabel=f"steady-state throughput, {label_b} / {label_a}")
+        ax.margins(x=0.2)
+        svg = charts.to_svg(fig, "compare-steady-state")
+    return charts.Chart(
+        f"Steady-state throughput, {label_b} / {label_a}",
+        "Ratio of geometric means; whiskers are the 95 % interval (log-scale Welch t). Right of "
+        f"the line: {label_b} is faster.",
+        svg,
+    )
+
+
+def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
+    label_a, label_b = labels(a, b)
+    analyses_a, analyses_b = analyse(a), analyse(b)
+    verdict, rows, accuracy, points = [], [], [], []
+    for model, framework, runs_a, runs_b in _pairs(analyses_a, analyses_b):
+        ratios = {
+            m.column: stats.ratio(stats.trimmed(runs_b[m.column]), stats.trimmed(runs_a[m.column]))
+            for m in METRICS
+            if m.ratio
+        }
+        steady = ratios["steady_state_images_per_s"]
+        who = f"{model}, {name(framework)}"
+        verdict.append(f"{who}: {_phrase(label_a, label_b, steady)}.")
+        if steady is not None:
+            points.append((who, steady))
+        for m in METRICS:
+            r = ratios.get(m.column)
+            if r is None:
+                continue
+            ci = "–" if r.ci_low is None else ratio_bounds(r.ci_low, r.ci_high)
+            reading = {None: "single runs", False: "no difference detected"}.get(r.detected)
+            if reading is None:
+                better_b = r.ratio > 1 if m.better == "higher" else r.ratio < 1
+                reading = f"{label_b if better_b else label_a} better"
+            rows.append(
+                [
+                    model,
+                    name(framework),
+                    m.label,
+                    f"{r.ratio:.3f}",
+                    ci,
+                    r.n_b,  # ratio(b, a): its second side is A
+                    r.n_a,
+                    reading,
+                ]
+            )
+        tests = int(runs_b["test_samples"].min()) if runs_b["test_samples"].notna().any() else None
+        difference = stats.accuracy_difference(
+            stats.trimmed(runs_b["final_test_accuracy"]),
+            stats.trimmed(runs_a["final_test_accuracy"]),
+            tests,
+        )
+        accuracy.append(
+            f"{who}, {label_b} − {label_a}: "
+            + accuracy_phrase(
+                runs_b["final_test_accuracy"].mean(),
+                runs_a["final_test_accuracy"].mean(),
+                difference,
+                (label_b, label_a),
+            )
+        )
+    warnings = []
+    if not verdict:
+        warnings.append(
+            f"{label_a} and {label_b} share no model and framework with a finished run: "
+            "nothing to compare."
+        )
+    differing = []
+    for column in SPEC_COLUMNS:
+        values_a = sorted({str(v) for v in a.runs[column].dropna()}) if column in a.runs else []
+        values_b = sorted({str(v) for v in b.runs[column].dropna()}) if column in b.runs else []
+        if values_a != values_b:
+            differing.append(
+                [column, text(", ".join(values_a) or "–"), text(", ".join(values_b) or "–")]
+            )
+    intro = (
+        f"Ratios are {label_b} / {label_a} for the same model and framework: ratio of geometric "
+        "means over the repeats compared (trimmed alike with 5 or more), 95 % interval from "
+        "Welch's t on log values. For times, a ratio below 1 means B is faster; for "
+        "throughputs, above 1."
+    )
+    blocks = [
+        Block(
+            "Ratios",
+            intro
+            + "\n\n"
+            + table(
+                [
+                    "model",
+                    "framework",
+                    "metric",
+                    f"{label_b} / {label_a}",
+                    "95 % CI",
+                    f"n {label_a}",
+                    f"n {label_b}",
+                    "reading",
+                ],
+                rows,
+                numeric={3, 4, 5, 6},
+            ),
+            [c for c in [_ratio_chart(points, label_a, label_b)] if c],
+            anchor="ratios",
+        ),
+        Block(
+            "Accuracy",
+            "\n".join(f"- {line}." for line in accuracy) or "No accuracy to compare.",
+            anchor="accuracy",
+        ),
+        Block(
+            "What differs between the two sets",
+            table(["knob", label_a, label_b], differing, numeric=set())
+            if differing
+            else "Every knob recorded in runs.csv is equal: the sets differ only in where or when "
+            "they ran (see the headers below).",
+            anchor="differences",
+        ),
+        Block(f"A: {label_a}", "\n".join(f"- {line}" for line in header(a)), anchor="set-a"),
+        Block(f"B: {label_b}", "\n".join(f"- {line}" for line in header(b)), anchor="set-b"),
+        method_block(out_dir),
+    ]
+    return Document(
+        title=f"fwbench compare: {label_a} (A) vs {label_b} (B)",
+        header=[f"**A** {text(a.path)}", f"**B** {text(b.path)}"],
+        verdict=verdict,
+        warnings=warnings,
+        implications=[],
+        blocks=blocks,
+    )

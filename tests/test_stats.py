@@ -1,0 +1,86 @@
+"""orchestrator.stats against values computed by hand or published with the method."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from orchestrator import stats
+
+# Student's t quantiles at 0.975, from printed tables.
+T_975 = {2: 4.302652729911275, 4: 2.7764451051977987}
+
+
+def test_a_summary_is_the_mean_with_its_t_interval_and_coefficient_of_variation():
+    s = stats.summarise(pd.Series([1.0, 2.0, 3.0]))
+    half = T_975[2] * 1.0 / math.sqrt(3)  # sd of 1, 2, 3 is 1
+    assert (s.n, s.mean, s.median, s.std) == (3, 2.0, 2.0, 1.0)
+    assert s.ci_low == pytest.approx(2 - half) and s.ci_high == pytest.approx(2 + half)
+    assert s.cov == pytest.approx(0.5)
+
+
+def test_a_single_value_has_no_spread_and_no_interval():
+    s = stats.summarise(pd.Series([7.0]))
+    assert (s.n, s.mean, s.std, s.ci_low, s.ci_high, s.cov) == (1, 7.0, None, None, None, None)
+
+
+def test_nothing_to_summarise_is_none_not_zero():
+    assert stats.summarise(pd.Series([float("nan")])) is None
+
+
+def test_the_olympic_trim_drops_lowest_and_highest_from_five_values_on():
+    assert list(stats.trimmed(pd.Series([5.0, 1.0, 3.0, 2.0, 4.0]))) == [2.0, 3.0, 4.0]
+    assert list(stats.trimmed(pd.Series([4.0, 1.0, 3.0, 2.0]))) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_equal_sets_keep_only_the_repeats_every_side_has():
+    a = pd.DataFrame({"repeat": [0, 1, 2, 3]})
+    b = pd.DataFrame({"repeat": [0, 2, 3, 4]})
+    out = stats.equal_sets({"a": a, "b": b})
+    assert list(out["a"].repeat) == list(out["b"].repeat) == [0, 2, 3]
+
+
+def test_a_ratio_is_of_geometric_means_with_a_welch_interval_on_logs():
+    # log a = 0, ln2, 2 ln2 and log b = -ln2, 0, ln2: difference ln2, equal variances (ln2)^2,
+    # so se = ln2 * sqrt(2/3) and Welch's degrees of freedom are exactly 4.
+    r = stats.ratio(pd.Series([1.0, 2.0, 4.0]), pd.Series([0.5, 1.0, 2.0]))
+    half = T_975[4] * math.log(2) * math.sqrt(2 / 3)
+    assert r.ratio == pytest.approx(2.0)
+    assert r.ci_low == pytest.approx(math.exp(math.log(2) - half))
+    assert r.ci_high == pytest.approx(math.exp(math.log(2) + half))
+    assert r.detected is False  # the interval 0.42-9.6 holds 1
+
+
+def test_a_ratio_of_single_runs_has_no_interval_and_claims_nothing():
+    r = stats.ratio(pd.Series([2.0]), pd.Series([1.0]))
+    assert (r.ratio, r.ci_low, r.ci_high, r.detected) == (2.0, None, None, None)
+
+
+def test_wilson_interval_matches_newcombe_1998():
+    # Newcombe (1998), Statistics in Medicine 17:857, example 81/263: 0.2553 to 0.3662.
+    low, high = stats.wilson(81, 263)
+    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+
+
+def test_difference_of_proportions_matches_newcombe_1998_method_10():
+    # Newcombe (1998), Statistics in Medicine 17:873, example 56/70 - 48/80: 0.0524 to 0.3339.
+    d = stats.proportion_difference(56 / 70, 48 / 80, 70, 80)
+    assert d.difference == pytest.approx(0.2)
+    assert (round(d.ci_low, 4), round(d.ci_high, 4)) == (0.0524, 0.3339)
+    assert d.detected
+
+
+def test_accuracy_of_single_runs_is_binomial_on_the_test_set_and_of_repeats_welch():
+    single = stats.accuracy_difference(pd.Series([0.762]), pd.Series([0.777]), 256)
+    assert "Newcombe" in single.method and not single.detected
+    repeated = stats.accuracy_difference(
+        pd.Series([0.70, 0.71, 0.72]), pd.Series([0.60, 0.61, 0.62]), 10_000
+    )
+    # Equal sd 0.01 on each side: se = 0.01 * sqrt(2/3), Welch df = 4.
+    half = T_975[4] * 0.01 * math.sqrt(2 / 3)
+    assert "Welch" in repeated.method
+    assert repeated.difference == pytest.approx(0.10)
+    assert repeated.ci_low == pytest.approx(0.10 - half)
+    assert repeated.ci_high == pytest.approx(0.10 + half)
