@@ -24,10 +24,12 @@ lint:
 
 test: setup lint
 	scripts/ensure-docker-compose
+	scripts/ensure-chromium
 	$(ORCH)/pytest -m "not gpu"
 
 check: lint
 	scripts/ensure-docker-compose
+	scripts/ensure-chromium
 	$(ORCH)/pytest -m "not gpu and not slow and not framework"
 
 friction: setup

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +33,7 @@ from orchestrator import data as datasets
 from orchestrator import friction, launchers, options, parity, report, results, suite
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
+from orchestrator.report import provenance
 from orchestrator.runner import Experiment, Interrupted, run_experiment
 from services.common import frameworks
 from services.common import spec as specs
@@ -45,27 +45,17 @@ EXAMPLES = """examples:
   fwbench run --resume results/gpu              finish what an interrupted run left
   fwbench suite suites/seed.yaml --epochs 1 --train-limit 512
   fwbench report results/gpu --out /tmp/copy
+  fwbench compare results/default results/tuned
   fwbench parity --models resnet50,vgg19,mobilenet,mobilenet_v2
   fwbench data prepare --source ../shared/datasets/cifar10-jpeg.tar.gz --out data/cifar10
 """
 
 
 def version() -> str:
-    """fwbench's version and the git commit it runs from (with "+dirty" for local changes)."""
-    try:
-        own = metadata.version("fwbench")
-    except metadata.PackageNotFoundError:
-        own = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(frameworks.ROOT), "describe", "--always", "--dirty=+dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
-    return f"{own} ({commit or 'no git commit'})"
+    """fwbench's version and the git commit it runs from ("+dirty" with local changes)."""
+    facts = provenance.fwbench_facts()
+    commit = (facts["git_commit"] or "")[:12] + ("+dirty" if facts["git_dirty"] else "")
+    return f"{facts['version'] or 'unknown'} ({commit or 'no git commit'})"
 
 
 # ---- checks made before any service starts -------------------------------------------------------
@@ -205,10 +195,9 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
 
 
 def _context(args: argparse.Namespace, spec, pool: Pool) -> dict:
-    return {
+    # provenance: fwbench's version and commit, the host (CPU, memory, GPUs, driver), the UTC start.
+    return provenance.collect() | {
         "command": shlex.join(["fwbench", *sys.argv[1:]]),
-        "fwbench": version(),
-        "utc_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
         "frameworks": args.frameworks,
         "models": args.models,
@@ -332,6 +321,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    compared = report.compare(args.a, args.b, args.out)
+    for line in compared.verdict:
+        console.print(line, markup=False)
+    console.print(f"Comparison: {compared.html_path} (and {compared.markdown_path.name})")
+    return 0
+
+
 def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
     datasets.prepare(
         args.source,
@@ -428,6 +425,17 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--friction", type=Path, metavar="DIR", help="include friction.csv from DIR")
     rep.set_defaults(handler=cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="ratio tables between two result sets (two versions, machines, default vs tuned)",
+    )
+    cmp.add_argument("a", type=Path, help="the reference result set")
+    cmp.add_argument("b", type=Path, help="the result set compared with it (ratios are B / A)")
+    cmp.add_argument(
+        "--out", type=Path, help="where compare.md/compare.html go (default: B's directory)"
+    )
+    cmp.set_defaults(handler=cmd_compare)
 
     par = _run_like(
         sub,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.errors import UserError
+
 # Every column the report reads; a set that lacks one gets it empty (shown as not recorded).
 RUN_COLUMNS = (
     "run_id",
@@ -76,8 +78,8 @@ TELEMETRY_COLUMNS = (
 )
 
 
-class ResultSetError(Exception):
-    pass
+class ResultSetError(UserError):
+    """A directory that is not a result set fwbench can report on."""
 
 
 @dataclass
