@@ -108,6 +108,12 @@ SPEC_OPTIONS = (
     ),
     SpecOption("--device", "device", "auto: CUDA when available", choices=specs.DEVICES),
     SpecOption("--precision", "precision", "fp32 is strict (TF32 off)", choices=specs.PRECISIONS),
+    SpecOption(
+        "--mode",
+        "mode",
+        "default: as users write it first; tuned: each framework's documented best practice",
+        choices=specs.MODES,
+    ),
     SpecOption("--compile", "compile", "torch.compile in PyTorch, XLA jit_compile in TensorFlow"),
     SpecOption("--cudnn-benchmark", "cudnn_benchmark", "let cuDNN autotune convolution algorithms"),
     SpecOption(

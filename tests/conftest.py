@@ -28,11 +28,14 @@ FRAMEWORKS = frameworks.NAMES
 _marked_framework = False
 
 
-@pytest.fixture(autouse=True)
-def _framework_marker(request):
+def pytest_runtest_setup(item):
+    # Before any fixture of the test is set up, module- and session-scoped ones included.
     global _marked_framework
-    _marked_framework = request.node.get_closest_marker("framework") is not None
-    yield
+    _marked_framework = item.get_closest_marker("framework") is not None
+
+
+def pytest_runtest_teardown(item):
+    global _marked_framework
     _marked_framework = False
 
 

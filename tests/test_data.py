@@ -368,6 +368,7 @@ def test_a_corrupted_archive_is_a_clear_error_with_exit_2(tmp_path, damage):
     assert not (tmp_path / "d").exists() and no_partial_left(tmp_path)
 
 
+@pytest.mark.framework
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_training_on_real_images_beats_chance(real_cifar, stub, framework):

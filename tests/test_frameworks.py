@@ -144,3 +144,20 @@ def test_cuda_without_a_gpu_is_invalid_argument_saying_what_to_use(stub, describ
     details = error.value.details()
     assert "device: 'cuda' was requested but" in details
     assert "use device 'cpu' or 'auto'" in details
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_tuned_mode_trains_the_same_job_to_the_same_accuracy(stub, framework):
+    # The same data, batches, optimizer and precision: accuracy agrees with the default mode's
+    # within the noise of 256 test images; the resolved settings say what tuned changed.
+    accuracy, settings = {}, {}
+    for mode in ("default", "tuned"):
+        spec = tiny_spec(mode=mode, epochs=2, data__train_limit=1000, data__test_limit=256)
+        events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))
+        settings[mode] = events[0].run_started.settings
+        accuracy[mode] = events[-1].run_end.final_test_accuracy
+        assert events[-1].run_end.epochs_completed == 2
+    assert settings["tuned"]["mode"] == "tuned" and settings["default"]["mode"] == "default"
+    assert accuracy["default"] > 0.3
+    assert abs(accuracy["tuned"] - accuracy["default"]) <= 0.1, accuracy

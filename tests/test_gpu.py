@@ -8,10 +8,8 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from tests.conftest import tiny_spec
 
-# Every test here trains or serves through a framework environment.
-pytestmark = pytest.mark.framework
-
-pytestmark = pytest.mark.gpu
+# Every test here trains on a GPU through a framework environment.
+pytestmark = [pytest.mark.framework, pytest.mark.gpu]
 
 
 def test_describe_sees_the_gpu(stub):
@@ -51,3 +49,19 @@ def test_cuda_run_streams_plausible_telemetry_and_memory(stub):
     assert energies == sorted(energies)
     assert 0 < end.step_time_median_s <= end.step_time_p90_s
     assert end.first_step_s > 0 and end.time_to_first_step_s > started.import_s
+
+
+@pytest.mark.parametrize("model", ["resnet50", "mobilenet_v2"])
+def test_tuned_captures_the_whole_step_and_takes_less_time_per_step(stub, model):
+    ends = {}
+    for mode in ("default", "tuned"):
+        spec = tiny_spec(
+            model, device="cuda", epochs=1, mode=mode,
+            data__train_limit=4000, data__test_limit=512,  # 125 steps: the last one is short
+        )  # fmt: skip
+        events = list(stub("pytorch").Train(pb.TrainRequest(spec=spec), timeout=600))
+        started, ends[mode] = events[0].run_started, events[-1].run_end
+        assert started.settings["cuda_graph"] == ("whole step" if mode == "tuned" else "none")
+        [epoch] = [e.epoch_end for e in events if e.HasField("epoch_end")]
+        assert 0 < epoch.train_loss < 5 and epoch.train_accuracy > 0  # every sample trained
+    assert ends["tuned"].step_time_median_s < ends["default"].step_time_median_s

@@ -145,6 +145,7 @@ def test_training_steps_from_shared_weights_give_the_same_losses(inspected, mode
     )
 
 
+@pytest.mark.framework
 @pytest.mark.slow
 def test_library_models_run_and_report_their_differences(inspected):
     vgg = parity.compare(

@@ -39,6 +39,7 @@ class Recorder:
         self._final_test_accuracy = 0.0
         self._first_step_s = 0.0
         self._time_to_first_step_s = 0.0
+        self._first_reported = False
 
     # --- run -------------------------------------------------------------------------------
 
@@ -93,9 +94,11 @@ class Recorder:
 
     def step_end(self, epoch: int, step: int) -> bool:
         """True when the trainer should synchronise and report progress now: the very first
-        step (its time includes tracing/compilation), an epoch's last step, or every 0.25 s."""
+        step (its time includes tracing/compilation), an epoch's last step, or every 0.25 s.
+        A trainer that runs several steps per call (Keras' steps_per_execution) calls this once
+        per call, with the last step's number."""
         return (
-            (epoch == 0 and step == 1)
+            not self._first_reported
             or step == self._steps_per_epoch
             or time.perf_counter() - self._last_report >= PROGRESS_INTERVAL_S
         )
@@ -105,9 +108,11 @@ class Recorder:
         now = time.perf_counter()
         window_steps = step - self._window_first_step + 1
         window_s = now - self._window_start
-        if epoch == 0 and step == 1:
+        if not self._first_reported:
+            # The first call: one step, or steps_per_execution steps, compilation included.
             self._first_step_s = window_s
             self._time_to_first_step_s = self._sink.t_s()
+            self._first_reported = True
         elif epoch > 0 or self._window_first_step > WARMUP_STEPS:
             self._step_times_s.extend([window_s / window_steps] * window_steps)
         self._emit(

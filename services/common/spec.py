@@ -21,6 +21,7 @@ WEIGHT_DECAY = {"sgd": "coupled-l2", "adam": "coupled-l2", "adamw": "decoupled"}
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+MODES = ("default", "tuned")
 
 # The seed experiment's setting: the one source of every default, for the services, the CLI (its
 # --help shows these) and any other client. A field not set in a request takes its value here.
@@ -31,6 +32,7 @@ DEFAULTS = {
     "seed": 0,
     "device": "auto",
     "precision": "fp32",
+    "mode": "default",
     "compile": False,
     "cudnn_benchmark": False,
     "sample_interval_ms": 100,
@@ -121,6 +123,7 @@ def validate(spec: pb.TrainSpec) -> None:
     _positive("batch_size", spec.batch_size)
     _choice("device", spec.device, DEVICES)
     _choice("precision", spec.precision, PRECISIONS)
+    _choice("mode", spec.mode, MODES)
     _non_negative("sample_interval_ms", spec.sample_interval_ms)
 
 

@@ -57,14 +57,18 @@ def configure(spec: pb.TrainSpec, device: torch.device) -> dict[str, str]:
     tf32 = spec.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.benchmark = spec.cudnn_benchmark
+    # Tuned: cuDNN picks each convolution's fastest algorithm once (shapes never change).
+    torch.backends.cudnn.benchmark = spec.cudnn_benchmark or spec.mode == "tuned"
     return {
         "device": str(device),
         "precision": spec.precision,
         "tf32_matmul": str(tf32).lower(),
         "tf32_conv": str(tf32).lower(),
-        "cudnn_benchmark": str(spec.cudnn_benchmark).lower(),
+        "cudnn_benchmark": str(torch.backends.cudnn.benchmark).lower(),
         "compile": "torch.compile" if spec.compile else "eager",
+        "mode": spec.mode,
+        "cuda_graph": "whole step" if graphed(spec, device) else "none",
+        "memory_format": "channels_last" if graphed(spec, device) else "contiguous",
         "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
         "threads": str(torch.get_num_threads()),
     }
@@ -73,9 +77,16 @@ def configure(spec: pb.TrainSpec, device: torch.device) -> dict[str, str]:
 class Pipeline:
     """The dataset on `device` and the batches of the shared schedule, cut there."""
 
-    def __init__(self, dataset: datasets.Dataset, device: torch.device, batch_size: int):
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        device: torch.device,
+        batch_size: int,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.device = device
         self.batch_size = batch_size
+        self.memory_format = memory_format
         pad = schedule.PAD
         train = torch.from_numpy(np.asarray(dataset.train_images)).to(device)
         # Padded once, so that every crop is a pure gather.
@@ -105,7 +116,7 @@ class Pipeline:
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float().div_(255)
-        return ((x - self.mean) / self.std).contiguous()
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def train_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         order = self.plan[0][k * self.batch_size : (k + 1) * self.batch_size]
@@ -117,21 +128,27 @@ class Pipeline:
             yield self.normalise(self.test_images[start:end]), self.test_labels[start:end]
 
 
-def make_optimizer(spec: pb.TrainSpec, model: torch.nn.Module, total_steps: int):
+def make_optimizer(
+    spec: pb.TrainSpec, model: torch.nn.Module, total_steps: int, capturable: bool = False
+):
+    """The spec's optimizer and per-step schedule. capturable: for a step captured in a CUDA
+    graph, the learning rate is a device tensor that the schedule updates in place, and Adam keeps
+    its step count on the device."""
     o = spec.optimizer
     params = model.parameters()
+    lr = torch.tensor(o.learning_rate, device="cuda") if capturable else o.learning_rate
     if o.name == "sgd":
         optimizer = torch.optim.SGD(
-            params,
-            lr=o.learning_rate,
-            momentum=o.momentum,
-            nesterov=o.nesterov,
-            weight_decay=o.weight_decay,
+            params, lr=lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
         )
     elif o.name == "adam":
-        optimizer = torch.optim.Adam(params, lr=o.learning_rate, weight_decay=o.weight_decay)
+        optimizer = torch.optim.Adam(
+            params, lr=lr, weight_decay=o.weight_decay, capturable=capturable
+        )
     else:
-        optimizer = torch.optim.AdamW(params, lr=o.learning_rate, weight_decay=o.weight_decay)
+        optimizer = torch.optim.AdamW(
+            params, lr=lr, weight_decay=o.weight_decay, capturable=capturable
+        )
     if o.lr_schedule == "cosine":
         schedule_fn = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     else:
@@ -141,7 +158,64 @@ def make_optimizer(spec: pb.TrainSpec, model: torch.nn.Module, total_steps: int)
 
 def autocast(spec: pb.TrainSpec, device: torch.device):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    # Autocast's weight cast cache must not outlive a CUDA graph's capture.
+    return torch.autocast(
+        device.type,
+        dtype=dtype,
+        enabled=dtype is not None,
+        cache_enabled=not graphed(spec, device),
+    )
+
+
+def graphed(spec: pb.TrainSpec, device: torch.device) -> bool:
+    """Whether the training step is captured in a CUDA graph: the tuned mode on a GPU (there is
+    no CUDA graph on the CPU, where tuned trains as default does)."""
+    return spec.mode == "tuned" and device.type == "cuda"
+
+
+class CapturedStep:
+    """The whole training step (forward, loss, backward, optimizer, the epoch's sums) captured
+    once in a CUDA graph and replayed: one launch per step instead of hundreds, which at batch 32
+    is most of an eager step's time (the GPU waits for the host).
+
+    The first WARMUP_STEPS steps run eagerly on a side stream, as CUDA graph capture requires
+    (cuDNN autotune, lazy allocations, optimizer state); they are real steps of epoch 0. Then the
+    step is captured on static input buffers, and every later full-size batch is copied into them
+    and replayed. A short last batch runs eagerly: the graph is for one shape, and no sample is
+    dropped or padded.
+    """
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, step, batch_size: int, sample_x: torch.Tensor, sample_y: torch.Tensor):
+        self._step = step
+        self._batch_size = batch_size
+        self._static_x = torch.empty_like(sample_x)
+        self._static_y = torch.empty_like(sample_y)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._warm_steps = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if len(y) != self._batch_size:
+            self._step(x, y)
+            return
+        if self._graph is None and self._warm_steps < self.WARMUP_STEPS:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._step(x, y)
+            torch.cuda.current_stream().wait_stream(side)
+            self._warm_steps += 1
+            return
+        self._static_x.copy_(x)
+        self._static_y.copy_(y)
+        if self._graph is None:
+            # friction: backward must allocate the gradients inside the graph's memory pool.
+            self._step.optimizer.zero_grad(set_to_none=True)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._step(self._static_x, self._static_y)
+        self._graph.replay()
 
 
 def sync(device: torch.device) -> None:
@@ -162,23 +236,64 @@ def evaluate(model, pipeline: Pipeline, spec: pb.TrainSpec, device) -> tuple[flo
     return loss_sum.item() / count, correct.item() / count  # .item() synchronises
 
 
+class TrainStep:
+    """One training step of the canonical loop: forward, loss, backward, optimizer step. The
+    epoch's sums stay on the device (reading them every step would synchronise every step) and
+    are updated in place, so that a CUDA graph of the step updates them too."""
+
+    def __init__(self, spec: pb.TrainSpec, forward, optimizer, device: torch.device):
+        self.spec = spec
+        self.forward = forward
+        self.optimizer = optimizer
+        self.device = device
+        # Loss scaling is needed for fp16 only; with it disabled the scaler is a no-op.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.window_loss = torch.zeros((), device=device)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast(self.spec, self.device):
+            logits = self.forward(x)
+            loss = F.cross_entropy(
+                logits.float(), y, label_smoothing=self.spec.optimizer.label_smoothing
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+        loss = loss.detach()
+        self.loss_sum += loss * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.window_loss += loss
+
+
 def train(spec: pb.TrainSpec, recorder) -> None:
     device = resolve_device(spec.device)
+    if graphed(spec, device) and (spec.compile or spec.precision == "fp16"):
+        raise SpecError(
+            "mode: 'tuned' captures the whole step in a CUDA graph itself, which neither "
+            "torch.compile (compile) nor fp16's dynamic loss scaling (precision) can join; "
+            "drop compile, or use precision bf16 or fp32"
+        )
     settings = configure(spec, device)
+    memory_format = torch.channels_last if graphed(spec, device) else torch.contiguous_format
 
     start = time.perf_counter()
     dataset = datasets.load(spec.data, spec.seed)
-    pipeline = Pipeline(dataset, device, spec.batch_size)
+    pipeline = Pipeline(dataset, device, spec.batch_size, memory_format)
     data_load_s = time.perf_counter() - start
 
     start = time.perf_counter()
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model = models.build(spec.model, spec.seed).to(device)
-    optimizer, lr_schedule = make_optimizer(spec, model, steps * spec.epochs)
+    model = models.build(spec.model, spec.seed).to(device, memory_format=memory_format)
+    optimizer, lr_schedule = make_optimizer(
+        spec, model, steps * spec.epochs, capturable=graphed(spec, device)
+    )
     forward = torch.compile(model) if spec.compile else model
-    # Loss scaling is needed for fp16 only; with it disabled the scaler is a no-op.
-    scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
+    train_step = TrainStep(spec, forward, optimizer, device)
     sync(device)
     build_s = time.perf_counter() - start
 
@@ -196,38 +311,26 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    step = train_step
     recorder.train_begin()
     for epoch in range(spec.epochs):
         pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
         model.train()
         sync(device)
         epoch_start = time.perf_counter()
-        # Sums stay on the device: reading them every step would synchronise every step.
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        window_loss = torch.zeros((), device=device)
+        train_step.loss_sum.zero_()
+        train_step.correct.zero_()
         window_steps = 0
         for k in range(steps):
             x, y = pipeline.train_batch(k)
-            with autocast(spec, device):
-                logits = forward(x)
-                loss = F.cross_entropy(
-                    logits.float(), y, label_smoothing=spec.optimizer.label_smoothing
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if graphed(spec, device) and step is train_step:
+                step = CapturedStep(train_step, spec.batch_size, x, y)
+            step(x, y)
             lr_schedule.step()
-
-            loss = loss.detach()
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            window_loss += loss
             window_steps += 1
             if recorder.step_end(epoch, k + 1):
-                recorder.progress(epoch, k + 1, (window_loss / window_steps).item())
-                window_loss.zero_()
+                recorder.progress(epoch, k + 1, (train_step.window_loss / window_steps).item())
+                train_step.window_loss.zero_()
                 window_steps = 0
         # The epoch's last step always reports, so the device is synchronised here.
         train_time_s = time.perf_counter() - epoch_start
@@ -237,8 +340,8 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         eval_time_s = time.perf_counter() - eval_start
         recorder.epoch_end(
             epoch,
-            train_loss=loss_sum.item() / train_samples,
-            train_accuracy=correct.item() / train_samples,
+            train_loss=train_step.loss_sum.item() / train_samples,
+            train_accuracy=train_step.correct.item() / train_samples,
             test_loss=test_loss,
             test_accuracy=test_accuracy,
             train_time_s=train_time_s,
