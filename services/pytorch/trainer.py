@@ -132,22 +132,30 @@ def make_optimizer(
     spec: pb.TrainSpec, model: torch.nn.Module, total_steps: int, capturable: bool = False
 ):
     """The spec's optimizer and per-step schedule. capturable: for a step captured in a CUDA
-    graph, the learning rate is a device tensor that the schedule updates in place, and Adam keeps
-    its step count on the device."""
+    graph, the learning rate is a device tensor that the schedule updates in place, and the fused
+    CUDA implementations (which take it without reading it back to the host) do the update."""
     o = spec.optimizer
     params = model.parameters()
+    # friction: the default (foreach) SGD reads a tensor learning rate back to the host, which a
+    # CUDA graph capture forbids; the fused implementations take it on the device.
     lr = torch.tensor(o.learning_rate, device="cuda") if capturable else o.learning_rate
+    fused = {"fused": True} if capturable else {}
     if o.name == "sgd":
         optimizer = torch.optim.SGD(
-            params, lr=lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+            params,
+            lr=lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+            **fused,
         )
     elif o.name == "adam":
         optimizer = torch.optim.Adam(
-            params, lr=lr, weight_decay=o.weight_decay, capturable=capturable
+            params, lr=lr, weight_decay=o.weight_decay, capturable=capturable, **fused
         )
     else:
         optimizer = torch.optim.AdamW(
-            params, lr=lr, weight_decay=o.weight_decay, capturable=capturable
+            params, lr=lr, weight_decay=o.weight_decay, capturable=capturable, **fused
         )
     if o.lr_schedule == "cosine":
         schedule_fn = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
