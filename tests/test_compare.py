@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from orchestrator import report
@@ -72,3 +73,14 @@ def test_sets_with_nothing_in_common_say_so(tmp_path):
     assert result.verdict == [
         "gpu and three share no model and framework with a finished run: nothing to compare."
     ]
+
+
+def test_sets_of_different_modes_pair_by_model(sets):
+    # `fwbench compare default/ tuned/`: each set has one mode, so its labels carry it.
+    a, b = sets
+    for directory, mode in ((a, "default"), (b, "tuned")):
+        runs = pd.read_csv(directory / "runs.csv")
+        runs["mode"] = mode
+        runs.to_csv(directory / "runs.csv", index=False)
+    result = report.compare(a, b)
+    assert result.verdict[0].startswith("resnet50 (default), PyTorch: gpu-tuned steady-state 2.00×")

@@ -30,10 +30,17 @@ def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:
     return f"{a.path.parent.name}/{a.path.name}", f"{b.path.parent.name}/{b.path.name}"
 
 
+def _model(label: str) -> str:
+    """"resnet50 (tuned)" -> "resnet50": labels carry the mode when a set has one."""
+    return label.split(" (")[0]
+
+
 def _pairs(a: list[ModelAnalysis], b: list[ModelAnalysis]):
     by_label = {x.label: x for x in b}
+    # Two sets of different modes (default vs tuned) pair by model: that is their comparison.
+    by_model = {_model(x.label): x for x in b}
     for left in a:
-        right = by_label.get(left.label)
+        right = by_label.get(left.label) or by_model.get(_model(left.label))
         if right is None:
             continue
         for framework in left.frameworks:
