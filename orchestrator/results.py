@@ -33,8 +33,9 @@ RUN_KEYS = ("run_id", "framework", "model", "repeat")
 # How a run ended: ok, or why not.
 OUTCOME_COLUMNS = ("status", "error")
 LIBRARY_LABEL = "library models — not identical"
-# Fields that are not measurements or knobs of one run: already in RUN_KEYS, or maps.
-_SKIPPED = {"run_id", "framework", "model.name", "settings"}
+# Fields that are not measurements or knobs of one run: already in RUN_KEYS or OUTCOME_COLUMNS
+# (RunEnd.status becomes `status`), or maps.
+_SKIPPED = {"run_id", "framework", "model.name", "settings", "status"}
 
 # What the journal rebuilds, and the statuses of runs that --resume keeps.
 JOURNALED_FILES = ("events.jsonl", "runs.csv", "epochs.csv", "telemetry.csv")
@@ -112,7 +113,8 @@ def spec_columns(spec: pb.TrainSpec) -> dict:
 def run_row(run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
     """The runs.csv row of a finished run."""
     row = {key: run[key] for key in RUN_KEYS}
-    row["status"] = run.get("status") or ("ok" if outcome.ok else "failed")
+    # ok, diverged (the service's word in RunEnd), failed, or what the caller says (cancelled...).
+    row["status"] = run.get("status") or (outcome.end.status or "ok" if outcome.ok else "failed")
     row["error"] = outcome.error
     row |= spec_columns(spec)
     row |= columns(outcome.started, STARTED_COLUMNS) if outcome.started else {}

@@ -31,7 +31,7 @@ def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:
 
 
 def _model(label: str) -> str:
-    """"resnet50 (tuned)" -> "resnet50": labels carry the mode when a set has one."""
+    """ "resnet50 (tuned)" -> "resnet50": labels carry the mode when a set has one."""
     return label.split(" (")[0]
 
 

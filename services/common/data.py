@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.spec import SpecError
+
 FORMAT = "fwbench-dataset/1"
 IMAGE_SHAPE = (32, 32, 3)
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -243,16 +245,37 @@ def from_directory(data_dir: Path) -> Dataset:
     )
 
 
-def load(data_spec, seed: int) -> Dataset:
-    """The dataset of a DataSpec, limited to its train_limit/test_limit first samples."""
-    if data_spec.source == "synthetic":
-        return synthetic(
-            seed,
-            data_spec.train_limit or SYNTHETIC_TRAIN,
-            data_spec.test_limit or SYNTHETIC_TEST,
+def load(spec) -> Dataset:
+    """The dataset of a TrainSpec, limited to its train_limit/test_limit first samples. Refuses
+    (SpecError, before any training) limits beyond the dataset and a model head that does not
+    match its classes: a 3-class dataset must not train a 10-way classifier."""
+    data = spec.data
+    if data.source == "synthetic":
+        sizes = {"train": SYNTHETIC_TRAIN, "test": SYNTHETIC_TEST}
+        full = None
+        classes = 10
+        where = "the synthetic dataset"
+    else:
+        full = from_directory(Path(data.data_dir))
+        sizes = {"train": len(full.train_labels), "test": len(full.test_labels)}
+        classes = len(full.classes)
+        where = f"the dataset in {data.data_dir}"
+    for split, limit in (("train", data.train_limit), ("test", data.test_limit)):
+        if limit > sizes[split]:
+            raise SpecError(
+                f"data.{split}_limit: {limit} is more than the {sizes[split]} {split} images of "
+                f"{where}; use at most {sizes[split]}, or 0 for all of them"
+            )
+    if spec.model.num_classes != classes:
+        raise SpecError(
+            f"model.num_classes: {spec.model.num_classes} does not match the {classes} classes "
+            f"of {where}; set it to {classes}"
         )
-    full = from_directory(Path(data_spec.data_dir))
-    train, test = data_spec.train_limit or None, data_spec.test_limit or None
+    if full is None:
+        return synthetic(
+            spec.seed, data.train_limit or SYNTHETIC_TRAIN, data.test_limit or SYNTHETIC_TEST
+        )
+    train, test = data.train_limit or None, data.test_limit or None
     return dataclasses.replace(
         full,
         train_images=full.train_images[:train],

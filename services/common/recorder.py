@@ -15,6 +15,7 @@ per-step sync, so measuring does not change what is measured.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -24,6 +25,19 @@ from services.common.telemetry import Sampler
 PROGRESS_INTERVAL_S = 0.25
 # Steps of epoch 0 that count as warm-up, excluded from the steady-state step time.
 WARMUP_STEPS = 10
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite; RunEnd (status diverged) has been sent."""
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile, interpolated between order statistics (so p90 >= median, always)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class Recorder:
@@ -40,6 +54,7 @@ class Recorder:
         self._first_step_s = 0.0
         self._time_to_first_step_s = 0.0
         self._first_reported = False
+        self._last_epoch_end_t_s = 0.0
 
     # --- run -------------------------------------------------------------------------------
 
@@ -104,7 +119,12 @@ class Recorder:
         )
 
     def progress(self, epoch: int, step: int, loss: float) -> None:
-        """Called after a device synchronisation; `loss` is the mean since the last report."""
+        """Called after a device synchronisation; `loss` is the mean since the last report.
+        A loss that is not a finite number ends the run as diverged: RunEnd is sent, then
+        Diverged is raised for the trainer's loop to stop (the worker exits normally)."""
+        if not math.isfinite(loss):
+            self.run_end(diverged=(epoch, self._window_first_step, step))
+            raise Diverged(f"loss {loss} in epoch {epoch}, steps {self._window_first_step}..{step}")
         now = time.perf_counter()
         window_steps = step - self._window_first_step + 1
         window_s = now - self._window_start
@@ -145,6 +165,7 @@ class Recorder:
         self._epoch_mark = now
         self._epoch_train_times_s.append(train_time_s)
         self._final_test_accuracy = test_accuracy
+        self._last_epoch_end_t_s = self._sink.t_s()
         energy_now_j = self._sampler.energy_j()
         event = pb.EpochEnd(
             epoch=epoch,
@@ -174,23 +195,31 @@ class Recorder:
         *,
         peak_framework_mem_bytes: int | None = None,
         peak_framework_reserved_bytes: int | None = None,
+        diverged: tuple[int, int, int] | None = None,
     ) -> None:
+        """The run's summary; diverged: (epoch, first step, last step) of the window whose loss
+        was not a number (progress() passes it)."""
         summary = self._sampler.stop()
         train_time_s = sum(self._epoch_train_times_s)
         epochs = len(self._epoch_train_times_s)
-        steps = sorted(self._step_times_s)
         event = pb.RunEnd(
+            status="diverged" if diverged else "ok",
             epochs_completed=epochs,
             train_time_s=train_time_s,
-            total_time_s=self._sink.t_s(),
+            # The proto's "to the end of the last epoch": what a framework does after its last
+            # epoch (Keras' fit returning) is not the run's.
+            total_time_s=self._sink.t_s() if diverged else self._last_epoch_end_t_s,
             images_per_s=self._steps_images(train_time_s) * epochs,
             time_to_first_step_s=self._time_to_first_step_s,
             first_step_s=self._first_step_s,
-            step_time_median_s=statistics.median(steps) if steps else 0.0,
-            step_time_p90_s=steps[int(0.9 * (len(steps) - 1))] if steps else 0.0,
             final_test_accuracy=self._final_test_accuracy,
             energy_method=summary.energy_method,
         )
+        if self._step_times_s:
+            event.step_time_median_s = statistics.median(self._step_times_s)
+            event.step_time_p90_s = quantile(self._step_times_s, 0.9)
+        if diverged:
+            event.diverged_epoch, event.diverged_first_step, event.diverged_last_step = diverged
         for name, value in (
             ("peak_framework_mem_bytes", peak_framework_mem_bytes),
             ("peak_framework_reserved_bytes", peak_framework_reserved_bytes),

@@ -24,10 +24,11 @@ from grpc_reflection.v1alpha import reflection
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common import frameworks
-from services.common.spec import SpecError, validate, with_defaults
+from services.common.spec import SpecError, validate, validate_inspect, with_defaults
 from services.common.worker import RESPONSE, Worker, WorkerError
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
+DEFAULT_PROBE_BATCH_SIZE = 8
 # Time a client can expect between a cancel and the worker being gone: SIGTERM, then SIGKILL.
 WORKER_STOP_GRACE_S = 1.0
 
@@ -56,9 +57,18 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             context.abort(getattr(grpc.StatusCode, e.code), e.message)
 
     def Inspect(self, request, context):
+        probe_batch_size = (
+            request.probe_batch_size
+            if request.HasField("probe_batch_size")
+            else DEFAULT_PROBE_BATCH_SIZE
+        )
+        try:
+            validate_inspect(probe_batch_size, request.train_steps)
+        except SpecError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         checked = pb.InspectRequest(
             spec=_checked_spec(request.spec, context),
-            probe_batch_size=request.probe_batch_size or 8,
+            probe_batch_size=probe_batch_size,
             train_steps=request.train_steps,
         )
         worker = self._worker("inspect", checked, context)

@@ -89,6 +89,18 @@ def _fill(message, defaults: dict) -> None:
             setattr(message, name, value)
 
 
+# Upper bounds: far above any real job, low enough that a typo cannot hold a service for days.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_SAMPLES = 10_000_000
+MAX_CLASSES = 100_000
+MAX_LEARNING_RATE = 100.0
+MAX_WEIGHT_DECAY = 1.0
+MAX_SAMPLE_INTERVAL_MS = 60_000
+MAX_PROBE_BATCH_SIZE = 1024
+MAX_INSPECT_STEPS = 1000
+
+
 def validate(spec: pb.TrainSpec) -> None:
     """Raises SpecError naming the first invalid field of a defaults-filled spec."""
     _choice("model.name", spec.model.name, MODELS)
@@ -99,32 +111,42 @@ def validate(spec: pb.TrainSpec) -> None:
             "model.init: 'shared' initial weights need model.architecture 'canonical' "
             "(library models differ in layout); use init 'framework' with library models"
         )
-    _positive("model.num_classes", spec.model.num_classes)
+    _within("model.num_classes", spec.model.num_classes, 2, MAX_CLASSES)
     _choice("data.source", spec.data.source, SOURCES)
     if spec.data.source == "directory" and not spec.data.data_dir:
         raise SpecError("data.data_dir: required when data.source is 'directory'")
-    _non_negative("data.train_limit", spec.data.train_limit)
-    _non_negative("data.test_limit", spec.data.test_limit)
+    _within("data.train_limit", spec.data.train_limit, 0, MAX_SAMPLES)
+    _within("data.test_limit", spec.data.test_limit, 0, MAX_SAMPLES)
     _choice("data.augment", spec.data.augment, AUGMENTS)
     _choice("optimizer.name", spec.optimizer.name, OPTIMIZERS)
-    if not spec.optimizer.learning_rate > 0:
-        raise SpecError(f"optimizer.learning_rate: must be > 0, got {spec.optimizer.learning_rate}")
+    # NaN fails every comparison, so each check is written as "inside", never "not outside".
+    if not 0 < spec.optimizer.learning_rate <= MAX_LEARNING_RATE:
+        raise SpecError(
+            f"optimizer.learning_rate: must be > 0 and <= {MAX_LEARNING_RATE:g}, "
+            f"got {spec.optimizer.learning_rate}"
+        )
     if not 0 <= spec.optimizer.momentum < 1:
         raise SpecError(f"optimizer.momentum: must be in [0, 1), got {spec.optimizer.momentum}")
     if spec.optimizer.nesterov and spec.optimizer.momentum == 0:
         raise SpecError("optimizer.nesterov: needs optimizer.momentum > 0")
-    _non_negative("optimizer.weight_decay", spec.optimizer.weight_decay)
+    _within("optimizer.weight_decay", spec.optimizer.weight_decay, 0, MAX_WEIGHT_DECAY)
     _choice("optimizer.lr_schedule", spec.optimizer.lr_schedule, LR_SCHEDULES)
     if not 0 <= spec.optimizer.label_smoothing < 1:
         raise SpecError(
             f"optimizer.label_smoothing: must be in [0, 1), got {spec.optimizer.label_smoothing}"
         )
-    _positive("epochs", spec.epochs)
-    _positive("batch_size", spec.batch_size)
+    _within("epochs", spec.epochs, 1, MAX_EPOCHS)
+    _within("batch_size", spec.batch_size, 1, MAX_BATCH_SIZE)
     _choice("device", spec.device, DEVICES)
     _choice("precision", spec.precision, PRECISIONS)
     _choice("mode", spec.mode, MODES)
-    _non_negative("sample_interval_ms", spec.sample_interval_ms)
+    _within("sample_interval_ms", spec.sample_interval_ms, 0, MAX_SAMPLE_INTERVAL_MS)
+
+
+def validate_inspect(probe_batch_size: int, train_steps: int) -> None:
+    """Raises SpecError for an InspectRequest's own fields."""
+    _within("probe_batch_size", probe_batch_size, 1, MAX_PROBE_BATCH_SIZE)
+    _within("train_steps", train_steps, 0, MAX_INSPECT_STEPS)
 
 
 def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -132,11 +154,6 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
         raise SpecError(f"{field}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _positive(field: str, value: int) -> None:
-    if value <= 0:
-        raise SpecError(f"{field}: must be > 0, got {value}")
-
-
-def _non_negative(field: str, value: float) -> None:
-    if value < 0:
-        raise SpecError(f"{field}: must be >= 0, got {value}")
+def _within(field: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise SpecError(f"{field}: must be in [{low:g}, {high:g}], got {value}")

@@ -178,10 +178,14 @@ def main(argv: list[str]) -> int:
             request = pb.InspectRequest.FromString(request_bytes)
             sink.write(RESPONSE, trainer.inspect(request).SerializeToString())
         elif mode == "train":
-            from services.common.recorder import Recorder
+            from services.common.recorder import Diverged, Recorder
 
             spec = pb.TrainRequest.FromString(request_bytes).spec
-            trainer.train(spec, Recorder(sink, spec, framework, import_s))
+            try:
+                trainer.train(spec, Recorder(sink, spec, framework, import_s))
+            except Diverged as e:
+                # A result, not a failure: RunEnd (status diverged) is already on its way.
+                print(f"diverged: {e}", file=sys.stderr)
         else:
             raise ValueError(f"unknown worker mode {mode!r}")
     except Exception as exc:

@@ -289,7 +289,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     memory_format = torch.channels_last if graphed(spec, device) else torch.contiguous_format
 
     start = time.perf_counter()
-    dataset = datasets.load(spec.data, spec.seed)
+    dataset = datasets.load(spec)
     pipeline = Pipeline(dataset, device, spec.batch_size, memory_format)
     data_load_s = time.perf_counter() - start
 

@@ -316,7 +316,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     settings = configure(spec, gpu)
 
     start = time.perf_counter()
-    dataset = datasets.load(spec.data, spec.seed)
+    dataset = datasets.load(spec)
     pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes)
     data_load_s = time.perf_counter() - start
 
