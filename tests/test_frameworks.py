@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import data as datasets
 from tests.conftest import FRAMEWORKS, tiny_spec
 
 # Every test here trains or serves through a framework environment.
@@ -131,7 +132,7 @@ def test_an_invalid_field_is_invalid_argument_naming_it(stub, framework):
     with pytest.raises(grpc.RpcError) as error:
         list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=30))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "optimizer.learning_rate: must be > 0" in error.value.details()
+    assert "optimizer.learning_rate: must be > 0 and <= 100, got -0.1" in error.value.details()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -161,3 +162,44 @@ def test_tuned_mode_trains_the_same_job_to_the_same_accuracy(stub, framework):
     assert settings["tuned"]["mode"] == "tuned" and settings["default"]["mode"] == "default"
     assert accuracy["default"] > 0.3
     assert abs(accuracy["tuned"] - accuracy["default"]) <= 0.1, accuracy
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loss_that_stops_being_a_number_ends_the_run_as_diverged(stub, framework):
+    # A learning rate at the top of its range blows VGG19 (no BatchNorm) up within a few steps.
+    spec = tiny_spec(
+        "vgg19",
+        optimizer__learning_rate=100.0,
+        epochs=2,
+        data__train_limit=256,
+        sample_interval_ms=0,
+    )
+    events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=300))
+    end = events[-1].run_end
+    assert end.status == "diverged"
+    assert end.HasField("diverged_epoch") and end.diverged_first_step <= end.diverged_last_step
+    assert end.epochs_completed <= end.diverged_epoch  # training stopped where it diverged
+    assert not [
+        e for e in events if e.HasField("epoch_end") and e.epoch_end.epoch > end.diverged_epoch
+    ]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_head_that_does_not_match_the_data_is_refused_before_training(stub, framework, tmp_path):
+    images, labels = datasets.synthetic_split(0, 1, 64)
+    data = tmp_path / "three"
+    datasets.write(
+        data,
+        {"train_images": images, "train_labels": labels % 3, "test_images": images[:32],
+         "test_labels": labels[:32] % 3},
+        ["a", "b", "c"], "three", {},
+    )  # fmt: skip
+    spec = tiny_spec(data__source="directory", data__data_dir=str(data))  # num_classes 10
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=120))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "model.num_classes: 10 does not match the 3 classes" in error.value.details()
+    spec = tiny_spec(data__source="directory", data__data_dir=str(data), data__test_limit=33)
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=120))
+    assert "data.test_limit: 33 is more than the 32 test images" in error.value.details()
