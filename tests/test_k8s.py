@@ -228,11 +228,16 @@ def exposure_problems(objects: list[dict]) -> list[str]:
             "hostPort" in p for c in containers(pod) for p in c.get("ports", [])
         ):
             problems.append(f"{where}: uses the host's network")
+    # Policies add up: any policy that selects a trainer pod must be this one.
+    trainer_pods = [labels for _, _, labels in pod_specs(objects) if labels.get(TRAINER)]
     policies = [
         o
         for o in objects
         if o["kind"] == "NetworkPolicy"
-        and o["spec"]["podSelector"] == {"matchLabels": {TRAINER: "trainer"}}
+        and any(
+            has_labels(labels, o["spec"]["podSelector"].get("matchLabels", {}))
+            for labels in trainer_pods
+        )
     ]
     expected = {
         "podSelector": {"matchLabels": {TRAINER: "trainer"}},
@@ -556,6 +561,17 @@ BREAKAGES = {
     "public service": (
         [("base/tensorflow.yaml", "clusterIP: None", "type: LoadBalancer")],
         "of type LoadBalancer",
+    ),
+    "a second policy lets everyone in": (
+        [
+            (
+                "base/network-policy.yaml",
+                "apiVersion: networking.k8s.io/v1",
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: all\n"
+                "spec:\n  podSelector: {}\n  ingress: [{}]\n---\napiVersion: networking.k8s.io/v1",
+            )
+        ],
+        "no NetworkPolicy",
     ),
     "policy lets anyone in": (
         [("base/network-policy.yaml", "name: fwbench-orchestrator", "name: anything")],
