@@ -1,10 +1,12 @@
 # The two commands of the quick start, and the set-up both need.
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
 #   make test   lint, format check and the test suite (everything but the `gpu` marker)
+#   make test-containers  build the images and run the compose stack for real (root, Debian 12;
+#                         scripts/compose-e2e: ~10 min cold, ~34 GB peak, leaves nothing behind)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 
-.PHONY: setup demo test lint friction
+.PHONY: setup demo test lint friction test-containers
 setup:
 	scripts/setup-env orchestrator
 	scripts/setup-env pytorch
@@ -22,6 +24,9 @@ lint: setup
 test: lint
 	scripts/ensure-docker-compose
 	$(ORCH)/pytest -m "not gpu"
+
+test-containers:
+	scripts/compose-e2e
 
 friction: setup
 	$(ORCH)/fwbench friction --out results/friction

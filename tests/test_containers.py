@@ -13,6 +13,7 @@ Each check also runs on a deliberately broken copy, to show that it would fail.
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import os
 import re
@@ -272,6 +273,24 @@ def test_compose_wires_gpus_health_data_and_results():
         services["data"]["command"]
     )
     assert "data:/data:rw" in services["data"]["volumes"]
+
+
+def images_built_twice(config: dict) -> list[str]:
+    """Image tags that more than one service of a resolved compose file builds."""
+    builders = collections.defaultdict(list)
+    for name, service in config["services"].items():
+        if "build" in service:
+            builders[service["image"]].append(name)
+    return sorted(image for image, names in builders.items() if len(names) > 1)
+
+
+def test_compose_builds_each_image_once():
+    config = yaml.safe_load(compose_config(COMPOSE).stdout)
+    assert images_built_twice(config) == []
+    # The data job runs the orchestrator's image without building it itself.
+    services = config["services"]
+    assert services["data"]["image"] == services["orchestrator"]["image"]
+    assert "build" in services["orchestrator"]
 
 
 def test_compose_gpu_is_chosen_by_environment_variable():
