@@ -22,7 +22,8 @@ what is duplicated, how many CUDA majors, and whether the frameworks import and 
 one interpreter, in each order, each in a fresh interpreter. A crash there is a finding, not a
 failure of fwbench. The GPU images' requirements are resolved together the same way.
 
-docker mode: `docker compose build --no-cache SERVICE` and the image's size.
+docker mode (docker, or podman where no Docker daemon answers): each image of docker-compose.yml
+built cold and warm, its size and layers, what pip downloaded, and container start to SERVING.
 
 Output: DIR/friction.csv (one row per framework and measure), a section of DIR/report.md, and a
 table on the terminal.
@@ -719,57 +720,171 @@ def _summary(framework: str, rows: list[Row]) -> str:
     )
 
 
-def measure_docker(frameworks: list[Framework], console: Console) -> list[Row]:
-    """`docker compose build --no-cache SERVICE` and the image's size, per framework."""
-    for cmd, what in (
-        (["docker", "info", "--format", "{{.ServerVersion}}"], "a running Docker engine"),
-        (["docker", "compose", "version"], "Docker Compose v2 (`docker compose`)"),
-    ):
+ENGINES = ("docker", "podman")
+# pip's own report of each download: "Downloading torch-2.14.1-….whl (899.7 MB)", decimal units.
+PIP_DOWNLOAD = re.compile(r"Downloading \S+ \((\d+(?:\.\d+)?) (kB|MB|GB)\)")
+PIP_UNITS = {"kB": 10**3, "MB": 10**6, "GB": 10**9}
+SERVING_TIMEOUT_S = 300
+
+
+def container_engine() -> tuple[str, str]:
+    """(engine, its version): FWBENCH_CONTAINER_ENGINE when set, else docker when its daemon
+    answers, else podman. Chosen explicitly and recorded, because the numbers differ by engine."""
+    wanted = os.environ.get("FWBENCH_CONTAINER_ENGINE", "")
+    if wanted and wanted not in ENGINES:
+        raise FrictionError(
+            f"FWBENCH_CONTAINER_ENGINE={wanted!r}: expected one of {', '.join(ENGINES)}"
+        )
+    said = []
+    for engine in [wanted] if wanted else ENGINES:
         try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as e:
-            raise FrictionError(f"--mode docker needs {what}, and `docker` is not installed") from e
-        if result.returncode != 0:
-            raise FrictionError(
-                f"--mode docker needs {what}; `{' '.join(cmd[:2])}` says: "
-                f"{_tail(result.stderr or result.stdout, 2)}\nUse --mode venv on this machine."
+            result = subprocess.run(
+                [engine, "version", "--format", "{{.Server.Version}}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+        except FileNotFoundError:
+            said.append(f"`{engine}` is not installed")
+            continue
+        if result.returncode == 0:
+            return engine, result.stdout.strip()
+        said.append(f"`{engine} version` says: {_tail(result.stderr or result.stdout, 2)}")
+    raise FrictionError(
+        "--mode docker needs a running container engine (a Docker daemon, or podman); "
+        + "; ".join(said)
+        + "\nUse --mode venv on this machine."
+    )
+
+
+def image_build(engine: str, image: str, dockerfile: str, cache: bool, status) -> tuple[Build, int]:
+    """One build of the compose file's image on the host network (as scripts/compose-e2e builds
+    it), with or without the engine's layer cache: (the build, bytes pip said it downloaded)."""
+    cmd = [engine, "build", "--network", "host", "--pull=never", "-f", dockerfile, "-t", image]
+    cmd += [] if cache else ["--no-cache"]
+    # BUILDAH_FORMAT=docker: podman's default OCI format drops HEALTHCHECK.
+    env = os.environ | {"BUILDAH_FORMAT": "docker"}
+    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    downloaded = 0
+    start = time.perf_counter()
+    with subprocess.Popen(
+        [*cmd, "."], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    ) as process:
+        for line in process.stdout:
+            if line.strip():
+                tail.append(line.rstrip())
+                status.update(escape(f"{image}: {line.strip()[:100]}"))
+            downloaded += sum(
+                round(float(n) * PIP_UNITS[unit]) for n, unit in PIP_DOWNLOAD.findall(line)
+            )
+    build = Build(process.returncode == 0, time.perf_counter() - start, "\n".join(tail))
+    return build, downloaded
+
+
+def image_layers(engine: str, image: str) -> list[tuple[int, str]]:
+    """(bytes, instruction) of each layer that holds files, newest first."""
+    result = subprocess.run(
+        [
+            engine,
+            "history",
+            "--no-trunc",
+            "--human=false",
+            "--format",
+            "{{.Size}}\t{{.CreatedBy}}",
+            image,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    layers = []
+    for line in result.stdout.splitlines():
+        size, _, created_by = line.partition("\t")
+        if int(size) > 0:
+            layers.append((int(size), " ".join(created_by.split())[:80]))
+    return layers
+
+
+def seconds_to_serving(engine: str, image: str) -> float:
+    """From `run -d` of the image to its healthcheck command answering SERVING, polled through
+    `exec` (about 0.3 s a poll on podman, which bounds the resolution)."""
+    name = f"fwbench-friction-{os.getpid()}"
+    start = time.perf_counter()
+    subprocess.run([engine, "run", "-d", "--name", name, image], capture_output=True, check=True)
+    try:
+        probe = [
+            engine,
+            "exec",
+            name,
+            "python",
+            "-m",
+            "services.common.healthcheck",
+            "127.0.0.1:50051",
+        ]
+        while subprocess.run(probe, capture_output=True).returncode != 0:
+            if time.perf_counter() - start > SERVING_TIMEOUT_S:
+                return math.nan
+            time.sleep(0.1)
+        return time.perf_counter() - start
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True)
+
+
+def measure_docker(frameworks: list[Framework], console: Console) -> list[Row]:
+    """Per framework, with docker or podman: the image of docker-compose.yml built cold (no layer
+    cache) and warm (again, cached), its size, its layers, what pip downloaded for it, and the time
+    from starting a container to its gRPC health answering SERVING."""
+    engine, version = container_engine()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     rows: list[Row] = []
     with console.status("friction") as status:
         for framework in frameworks:
-            rows += code_rows(framework.name)
-            start = time.perf_counter()
-            cmd = ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "build"]
-            code, tail = _stream(
-                [*cmd, "--no-cache", "--progress", "plain", framework.name],
-                dict(os.environ),
-                status,
-                framework.name,
-            )
-            seconds = time.perf_counter() - start
-            if code != 0:
+            name = framework.name
+            image, dockerfile = compose[name]["image"], compose[name]["build"]["dockerfile"]
+            rows += code_rows(name)
+            rows.append(Row(name, "engine", f"{engine} {version}", "", "the container engine"))
+            cold, downloaded = image_build(engine, image, dockerfile, False, status)
+            if not cold.ok:
                 rows.append(
-                    Row(framework.name, "build_s", round(seconds, 1), "s", f"FAILED: {tail}")
+                    Row(name, "build_s", round(cold.seconds, 1), "s", f"FAILED: {cold.output_tail}")
                 )
                 continue
-            image = compose["services"][framework.name]["image"]
+            warm, _ = image_build(engine, image, dockerfile, True, status)
             size = subprocess.run(
-                ["docker", "image", "inspect", "--format", "{{.Size}}", image],
+                [engine, "image", "inspect", "--format", "{{.Size}}", image],
                 capture_output=True,
                 text=True,
                 check=True,
                 timeout=60,
             )
+            layers = image_layers(engine, image)
             rows += [
+                Row(name, "build_s", round(cold.seconds, 1), "s", f"{engine} build --no-cache"),
+                Row(name, "build_warm_s", round(warm.seconds, 1), "s", f"{engine} build, cached"),
+                Row(name, "image_size_bytes", int(size.stdout), "bytes", image),
                 Row(
-                    framework.name,
-                    "build_s",
-                    round(seconds, 1),
-                    "s",
-                    "docker compose build --no-cache",
+                    name,
+                    "image_layers",
+                    len(layers),
+                    "count",
+                    "; ".join(f"{b / GIB:.2f} GiB {c}" for b, c in layers),
                 ),
-                Row(framework.name, "image_size_bytes", int(size.stdout), "bytes", image),
+                Row(name, "largest_layer_bytes", max(b for b, _ in layers), "bytes", ""),
+                Row(
+                    name,
+                    "downloaded_bytes",
+                    downloaded,
+                    "bytes",
+                    "sum of pip's `Downloading … (size)` lines of the cold build",
+                ),
+                Row(
+                    name,
+                    "up_to_serving_s",
+                    round(seconds_to_serving(engine, image), 2),
+                    "s",
+                    f"{engine} run -d → healthcheck SERVING",
+                ),
             ]
     return rows
 
@@ -779,7 +894,13 @@ def measure_docker(frameworks: list[Framework], console: Console) -> list[Row]:
 # (measure prefix, label, scale, format) for the table and the report, in this order.
 DISPLAY = (
     ("build_s", "environment build, s", 1, "{:.1f}"),
+    ("engine", "container engine", None, "{}"),
+    ("build_warm_s", "image rebuild, cached, s", 1, "{:.1f}"),
     ("image_size_bytes", "image size, GiB", 1 / GIB, "{:.2f}"),
+    ("image_layers", "image layers holding files", 1, "{:.0f}"),
+    ("largest_layer_bytes", "largest layer, GiB", 1 / GIB, "{:.2f}"),
+    ("downloaded_bytes", "downloaded by pip, GiB", 1 / GIB, "{:.2f}"),
+    ("up_to_serving_s", "container start to SERVING, s", 1, "{:.2f}"),
     ("env_size_bytes", "environment on disk, GiB", 1 / GIB, "{:.2f}"),
     ("distributions", "distributions installed", 1, "{:.0f}"),
     ("installed_bytes", "installed by distributions, GiB", 1 / GIB, "{:.2f}"),
