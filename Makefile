@@ -2,12 +2,14 @@
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
 #   make test   lint, format check and the test suite (everything but the `gpu` marker)
 #   make check  lint and the fast tier: pure logic, no framework started (under 90 s)
+#   make test-containers  build the images and run the compose stack for real (root, Debian 12;
+#                         scripts/compose-e2e: ~10 min cold, ~34 GB peak, leaves nothing behind)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 # The frameworks' list lives in one place (services/common/frameworks.py).
 FRAMEWORKS := $(shell python3 services/common/frameworks.py names)
 
-.PHONY: setup demo test check lint friction
+.PHONY: setup demo test check lint friction test-containers
 setup:
 	scripts/setup-env orchestrator
 	for framework in $(FRAMEWORKS); do scripts/setup-env $$framework || exit 1; done
@@ -31,6 +33,9 @@ check: lint
 	scripts/ensure-docker-compose
 	scripts/ensure-chromium
 	$(ORCH)/pytest -m "not gpu and not slow and not framework"
+
+test-containers:
+	scripts/compose-e2e
 
 friction: setup
 	$(ORCH)/fwbench friction --out results/friction

@@ -13,6 +13,7 @@ Each check also runs on a deliberately broken copy, to show that it would fail.
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import os
 import re
@@ -30,6 +31,7 @@ from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
+COMPOSE_CI = ROOT / "ci" / "docker-compose.ci.yml"
 # Dockerfile -> the requirements file scripts/setup-env builds that component's venv from.
 VENV_REQUIREMENTS = {
     str(f.dockerfile.relative_to(ROOT)): str(f.requirements.relative_to(ROOT))
@@ -273,6 +275,24 @@ def test_compose_wires_gpus_health_data_and_results():
     assert "data:/data:rw" in services["data"]["volumes"]
 
 
+def images_built_twice(config: dict) -> list[str]:
+    """Image tags that more than one service of a resolved compose file builds."""
+    builders = collections.defaultdict(list)
+    for name, service in config["services"].items():
+        if "build" in service:
+            builders[service["image"]].append(name)
+    return sorted(image for image, names in builders.items() if len(names) > 1)
+
+
+def test_compose_builds_each_image_once():
+    config = yaml.safe_load(compose_config(COMPOSE).stdout)
+    assert images_built_twice(config) == []
+    # The data job runs the orchestrator's image without building it itself.
+    services = config["services"]
+    assert services["data"]["image"] == services["orchestrator"]["image"]
+    assert "build" in services["orchestrator"]
+
+
 def test_compose_gpu_is_chosen_by_environment_variable():
     tool = shutil.which("docker-compose") or pytest.fail("docker-compose is not installed")
     result = subprocess.run(
@@ -322,6 +342,27 @@ def test_cpu_override_removes_the_gpu_and_still_validates(tmp_path):
     assert not any("deploy" in s for s in services.values())
     command = services["orchestrator"]["command"]
     assert command[:3] == ["fwbench", "suite", "suites/seed.yaml"] and "--train-limit" in command
+
+
+def test_ci_override_trains_one_small_model_where_the_e2e_checks(tmp_path):
+    merged = _apply_override(
+        _apply_override(
+            yaml.safe_load(compose_config(COMPOSE).stdout),
+            yaml.load(COMPOSE_CPU.read_text(), Loader=_ComposeLoader),
+        ),
+        yaml.safe_load(COMPOSE_CI.read_text()),
+    )
+    merged_path = tmp_path / "docker-compose.yml"
+    merged_path.write_text(yaml.safe_dump(merged))
+    result = compose_config(merged_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "--source synthetic" in " ".join(services["data"]["command"])
+    command = services["orchestrator"]["command"]
+    option = {command[i]: command[i + 1] for i in range(3, len(command) - 1, 2)}
+    assert option["--models"] == "mobilenet_v2" and option["--epochs"] == "1"
+    # scripts/compose-e2e gives this folder to the suite's non-root user and looks for it there.
+    assert option["--out"].startswith("/results/compose-e2e/run/ci-")
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -6,6 +6,7 @@ ten minutes and 8 GB of temporary disk, too much for every CI run: `make frictio
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -171,20 +172,35 @@ def test_time_to_first_step_from_a_real_service(tmp_path):
     assert row.detail.startswith("on cpu: import ")
 
 
-def test_docker_mode_says_clearly_that_it_needs_an_engine(tmp_path):
+def _friction_docker(tmp_path, **env) -> tuple[subprocess.CompletedProcess, str]:
     fwbench = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
     result = subprocess.run(
-        [*fwbench, "friction", "--mode", "docker", "--out", str(tmp_path)],
+        [*fwbench, "friction", "--mode", "docker", "--out", str(tmp_path / "out")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
+        env=os.environ | env,
     )
-    output = " ".join(result.stdout.split())
+    return result, " ".join(result.stdout.split())
+
+
+def test_docker_mode_says_clearly_that_it_needs_an_engine(tmp_path):
+    # A PATH with neither docker nor podman on it: the machine of someone without an engine.
+    (tmp_path / "bin").mkdir()
+    result, output = _friction_docker(tmp_path, PATH=str(tmp_path / "bin"))
     assert result.returncode == 2, output + result.stderr
-    assert "--mode docker needs a running Docker engine" in output
+    assert "--mode docker needs a running container engine (a Docker daemon, or podman)" in output
+    assert "`docker` is not installed" in output and "`podman` is not installed" in output
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "friction.csv").exists()
+    assert not (tmp_path / "out" / "friction.csv").exists()
+
+
+def test_docker_mode_refuses_an_unknown_engine_by_name(tmp_path):
+    result, output = _friction_docker(tmp_path, FWBENCH_CONTAINER_ENGINE="rkt")
+    assert result.returncode == 2, output + result.stderr
+    assert "FWBENCH_CONTAINER_ENGINE='rkt': expected one of docker, podman" in output
+    assert not (tmp_path / "out" / "friction.csv").exists()
 
 
 def test_friction_table_lays_out_models_and_orders_as_rows():

@@ -22,11 +22,12 @@ what is duplicated, how many CUDA majors, and whether the frameworks import and 
 one interpreter, in each order, each in a fresh interpreter. A crash there is a finding, not a
 failure of fwbench. The GPU images' requirements are resolved together the same way.
 
-docker mode: `docker compose build --no-cache SERVICE` and the image's size.
+docker mode (docker, or podman where no Docker daemon answers): each image of docker-compose.yml
+built cold and warm, its size and layers, what pip downloaded, and container start to SERVING.
 
 The package: common (rows, subjects), venv (building an environment), environment (what got
-installed), probes (import, first step, one process), code (lines and workarounds), measure (the
-two modes), table (terminal table and report section).
+installed), probes (import, first step, one process), code (lines and workarounds), measure (venv
+mode), docker (docker mode), table (terminal table and report section).
 
 Output: DIR/friction.csv (one row per framework and measure), a section of DIR/report.md, and a
 table on the terminal.
@@ -40,13 +41,14 @@ from rich.console import Console
 
 from orchestrator.friction.code import code_counts, code_rows
 from orchestrator.friction.common import FrictionError, Row, Subject
+from orchestrator.friction.docker import measure_docker
 from orchestrator.friction.environment import (
     cuda_majors,
     environment_rows,
     inspect_environment,
     is_cuda_library,
 )
-from orchestrator.friction.measure import measure_docker, measure_venv
+from orchestrator.friction.measure import measure_venv
 from orchestrator.friction.probes import first_step_rows
 from orchestrator.friction.table import frame, print_table, section, table
 from services.common import frameworks

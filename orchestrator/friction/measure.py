@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -19,10 +16,8 @@ from orchestrator.friction.common import (
     GIB,
     ROOT,
     WARM_IMPORTS,
-    FrictionError,
     Row,
     Subject,
-    output_tail,
 )
 from orchestrator.friction.environment import (
     downgrades,
@@ -36,7 +31,7 @@ from orchestrator.friction.probes import (
     import_rows,
     probe_one_process,
 )
-from orchestrator.friction.venv import Build, build_venv, stream_output
+from orchestrator.friction.venv import Build, build_venv
 
 
 def shared_rows(
@@ -163,59 +158,3 @@ def _summary(framework: str, rows: list[Row]) -> str:
         f"import {values.get('import_cold_s', '?')} s cold / "
         f"{values.get('import_warm_s', '?')} s warm"
     )
-
-
-def measure_docker(frameworks: list[Subject], console: Console) -> list[Row]:
-    """`docker compose build --no-cache SERVICE` and the image's size, per framework."""
-    for cmd, what in (
-        (["docker", "info", "--format", "{{.ServerVersion}}"], "a running Docker engine"),
-        (["docker", "compose", "version"], "Docker Compose v2 (`docker compose`)"),
-    ):
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as e:
-            raise FrictionError(f"--mode docker needs {what}, and `docker` is not installed") from e
-        if result.returncode != 0:
-            raise FrictionError(
-                f"--mode docker needs {what}; `{' '.join(cmd[:2])}` says: "
-                f"{output_tail(result.stderr or result.stdout, 2)}\n"
-                "Use --mode venv on this machine."
-            )
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    rows: list[Row] = []
-    with console.status("friction") as status:
-        for framework in frameworks:
-            rows += code_rows(framework.name)
-            start = time.perf_counter()
-            cmd = ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "build"]
-            code, tail = stream_output(
-                [*cmd, "--no-cache", "--progress", "plain", framework.name],
-                dict(os.environ),
-                status,
-                framework.name,
-            )
-            seconds = time.perf_counter() - start
-            if code != 0:
-                rows.append(
-                    Row(framework.name, "build_s", round(seconds, 1), "s", f"FAILED: {tail}")
-                )
-                continue
-            image = compose["services"][framework.name]["image"]
-            size = subprocess.run(
-                ["docker", "image", "inspect", "--format", "{{.Size}}", image],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            )
-            rows += [
-                Row(
-                    framework.name,
-                    "build_s",
-                    round(seconds, 1),
-                    "s",
-                    "docker compose build --no-cache",
-                ),
-                Row(framework.name, "image_size_bytes", int(size.stdout), "bytes", image),
-            ]
-    return rows

@@ -17,7 +17,13 @@ from orchestrator.report import Section
 
 DISPLAY = (
     ("build_s", "environment build, s", 1, "{:.1f}"),
+    ("engine", "container engine", None, "{}"),
+    ("build_warm_s", "image rebuild, cached, s", 1, "{:.1f}"),
     ("image_size_bytes", "image size, GiB", 1 / GIB, "{:.2f}"),
+    ("image_layers", "image layers holding files", 1, "{:.0f}"),
+    ("largest_layer_bytes", "largest layer, GiB", 1 / GIB, "{:.2f}"),
+    ("downloaded_bytes", "downloaded by pip, GiB", 1 / GIB, "{:.2f}"),
+    ("up_to_serving_s", "container start to SERVING, s", 1, "{:.2f}"),
     ("env_size_bytes", "environment on disk, GiB", 1 / GIB, "{:.2f}"),
     ("distributions", "distributions installed", 1, "{:.0f}"),
     ("installed_bytes", "installed by distributions, GiB", 1 / GIB, "{:.2f}"),
