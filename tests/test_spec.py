@@ -197,7 +197,7 @@ def test_labels_outside_the_head_are_refused_when_loaded(tmp_path):
     (path / "meta.json").write_text(json.dumps(meta))
     spec = directory(path)
     datasets.check(spec, [tmp_path])
-    with pytest.raises(datasets.DataError, match="train_labels fall outside 0..1"):
+    with pytest.raises(datasets.DataError, match=r"train_labels fall outside 0\.\.1"):
         datasets.load(spec)
 
 
