@@ -14,7 +14,6 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
 from services.common import spec as specs
-from services.common.recorder import median_and_p90
 
 
 def checked(spec: pb.TrainSpec) -> pb.TrainSpec:
@@ -208,6 +207,8 @@ def test_labels_outside_the_head_are_refused_when_loaded(tmp_path):
     "samples", [[0.010, 0.030], [0.02] * 9 + [0.05], [0.01, 0.01, 0.01, 0.2], [0.5]]
 )
 def test_p90_is_never_below_the_median(samples):
+    from services.common.recorder import median_and_p90
+
     median, p90 = median_and_p90(samples)
     assert median == statistics.median(samples)
     assert p90 >= median
