@@ -298,3 +298,23 @@ def test_a_client_that_stops_reading_loses_its_run_and_frees_the_slot():
         stalled.close()
         other.close()
         service.stop()
+
+
+def test_a_worker_out_of_host_memory_is_resource_exhausted_naming_it(tmp_path):
+    # The worker's address space is capped the way a container's memory limit caps a service:
+    # ~1 GB above what importing PyTorch maps, less than the full synthetic set needs to be made.
+    limited = tmp_path / "python"
+    limited.write_text(f'#!/bin/sh\nulimit -v 4600000\nexec {venv_python("pytorch")} "$@"\n')
+    limited.chmod(0o755)
+    service = server.start("pytorch", python=str(limited))
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    spec = tiny_spec()
+    spec.data.ClearField("train_limit")
+    try:
+        with pytest.raises(grpc.RpcError) as error:
+            list(pb_grpc.TrainerServiceStub(channel).Train(pb.TrainRequest(spec=spec), timeout=300))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "out of host memory" in error.value.details()
+    finally:
+        channel.close()
+        service.stop()
