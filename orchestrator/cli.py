@@ -117,10 +117,15 @@ def _local_gpus(args: argparse.Namespace) -> list[str] | None:
 
 
 @contextlib.contextmanager
-def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: Path):
-    """The pool of services from the chosen launcher, each described once."""
+def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: Path, spec=None):
+    """The pool of services from the chosen launcher, each described once. Local services may
+    read the spec's dataset, which the person running fwbench chose (services read datasets only
+    under their data roots)."""
     if args.launcher == "local":
-        launch = launchers.local(wanted, log_dir, gpus=_local_gpus(args))
+        roots = None
+        if spec is not None and spec.data.data_dir:
+            roots = [Path(spec.data.data_dir).resolve().parent]
+        launch = launchers.local(wanted, log_dir, gpus=_local_gpus(args), data_roots=roots)
     else:
         launch = launchers.remote(addresses)
     with launch as launched:
@@ -146,7 +151,7 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
     _local_gpus(args)  # refused before anything starts
     experiment = Experiment(args.frameworks, args.models, args.repeats, spec)
     interrupted = False
-    with services(args, args.frameworks, addresses, out / "logs") as pool:
+    with services(args, args.frameworks, addresses, out / "logs", spec) as pool:
         _check_devices_served(spec, pool)
         for member in pool.members:
             d = member.described

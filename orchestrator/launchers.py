@@ -69,16 +69,21 @@ def venv_python(framework: str) -> Path:
 
 
 class _LocalServices(Launched):
-    def __init__(self, pythons: dict[str, Path], log_dir: Path):
+    def __init__(self, pythons: dict[str, Path], log_dir: Path, data_roots: list[Path]):
         super().__init__()
         self._pythons = pythons
         self._log_dir = log_dir
+        self._data_roots = data_roots
         self._processes: dict[Endpoint, tuple[subprocess.Popen, str | None]] = {}
 
     def start(self, framework: str, gpu: str | None) -> Endpoint:
         name = framework if gpu is None else f"{framework}-gpu{gpu}"
         process, address = _start(
-            framework, self._pythons[framework], self._log_dir / f"{name}-service.log", gpu
+            framework,
+            self._pythons[framework],
+            self._log_dir / f"{name}-service.log",
+            gpu,
+            self._data_roots,
         )
         endpoint = Endpoint(framework, address)
         self._processes[endpoint] = (process, gpu)
@@ -106,10 +111,12 @@ def local(
     log_dir: Path,
     pythons: dict[str, Path] | None = None,
     gpus: list[str] | None = None,
+    data_roots: list[Path] | None = None,
 ) -> Iterator[Launched]:
     """Starts one service per framework from .venvs/<framework>, or from the interpreter that
     `pythons` names for it (fwbench friction's fresh environments); with gpus, one per framework
-    and GPU (CUDA_VISIBLE_DEVICES set to it). Logs go to log_dir."""
+    and GPU (CUDA_VISIBLE_DEVICES set to it). The services may read datasets under data_roots
+    (default: the repository's data/). Logs go to log_dir."""
     pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in wanted}
     missing = [f for f in wanted if not pythons[f].exists()]
     if missing:
@@ -122,7 +129,7 @@ def local(
             "(or `scripts/setup-env NAME`) in " + str(ROOT)
         )
     log_dir.mkdir(parents=True, exist_ok=True)
-    services = _LocalServices(pythons, log_dir)
+    services = _LocalServices(pythons, log_dir, data_roots or [ROOT / "data"])
     try:
         for gpu in gpus or [None]:
             for framework in wanted:
@@ -145,7 +152,7 @@ def _wait_serving(endpoint: Endpoint, timeout_s: float, fail_fast: bool = False)
 
 
 def _start(
-    framework: str, python: Path, log_path: Path, gpu: str | None
+    framework: str, python: Path, log_path: Path, gpu: str | None, data_roots: list[Path]
 ) -> tuple[subprocess.Popen, str]:
     log = open(log_path, "ab")  # noqa: SIM115 - the service writes to it for its whole life
     env = os.environ | {
@@ -156,7 +163,8 @@ def _start(
         env["CUDA_VISIBLE_DEVICES"] = gpu
     process = subprocess.Popen(
         [str(python), "-u", "-m", "services.common.server", "--framework", framework,
-         "--port", "0", "--parent-pid", str(os.getpid())],
+         "--port", "0", "--parent-pid", str(os.getpid()),
+         *(a for root in data_roots for a in ("--data-root", str(root)))],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,

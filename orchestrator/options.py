@@ -88,17 +88,9 @@ SPEC_OPTIONS = (
     SpecOption("--epochs", "epochs", "passes over the training data", positive_int),
     SpecOption("--batch-size", "batch_size", "samples per step", positive_int),
     SpecOption(
-        "--train-limit",
-        "data.train_limit",
-        "use only the first N training images (0: all of them)",
-        non_negative_int,
+        "--train-limit", "data.train_limit", "use only the first N training images", positive_int
     ),
-    SpecOption(
-        "--test-limit",
-        "data.test_limit",
-        "use only the first N test images (0: all of them)",
-        non_negative_int,
-    ),
+    SpecOption("--test-limit", "data.test_limit", "use only the first N test images", positive_int),
     SpecOption("--augment", "data.augment", "training augmentation", choices=specs.AUGMENTS),
     SpecOption(
         "--seed",
@@ -155,13 +147,16 @@ SPEC_OPTIONS = (
 DATA_DESTS = ("dataset", "data_dir", "archive")
 
 
+# Defaults that are not a constant of spec.DEFAULTS, in words.
+UNSET_MEANS = {"data.train_limit": "all of them", "data.test_limit": "all of them"}
+
+
 def _default_text(option: SpecOption) -> str:
-    if option.field == "model.init":
-        return "shared for canonical models, framework for library ones"
-    value = specs.default_of(option.field)
-    if isinstance(value, bool):
+    if option.is_flag:
         return "off"
-    return str(value)
+    if option.field in UNSET_MEANS:
+        return UNSET_MEANS[option.field]
+    return str(specs.effective_default(option.field))
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,7 +236,7 @@ def _check_limits(spec: pb.TrainSpec, dataset: str, train_size: int, test_size: 
             split = flag.removeprefix("--").removesuffix("-limit")
             raise UserError(
                 f"{flag} {limit}: the {split} split of {dataset} has only {size:,} images; "
-                f"use at most {size}, or 0 for all of them"
+                f"use at most {size}, or leave {flag} out for all of them"
             )
 
 

@@ -52,24 +52,32 @@ RESULT_FILES = (
 )
 
 
-def scalar_fields(descriptor: Descriptor, prefix: str = "") -> Iterator[tuple[str, str]]:
+def scalar_fields(
+    descriptor: Descriptor, prefix: str = "", nested_prefix: bool = False
+) -> Iterator[tuple[str, str]]:
     """(column, dotted field path) of every scalar field, nested messages flattened. A column is
     the field's name, except that a nested `name` takes its message's (optimizer.name ->
-    optimizer)."""
+    optimizer); with nested_prefix, a nested field's column starts with its message's name
+    (divergence.epoch -> divergence_epoch)."""
     for field in descriptor.fields:
         path = prefix + field.name
         if path in _SKIPPED or field.is_repeated:
             continue
         if field.message_type is not None:
-            yield from scalar_fields(field.message_type, path + ".")
+            yield from scalar_fields(field.message_type, path + ".", nested_prefix)
+        elif nested_prefix and prefix:
+            yield path.replace(".", "_"), path
         else:
             column = prefix.rstrip(".").rsplit(".", 1)[-1] if field.name == "name" else field.name
             yield column, path
 
 
 SPEC_COLUMNS = dict(scalar_fields(pb.TrainSpec.DESCRIPTOR))
-STARTED_COLUMNS = dict(scalar_fields(pb.RunStarted.DESCRIPTOR))
-END_COLUMNS = dict(scalar_fields(pb.RunEnd.DESCRIPTOR))
+# RunStarted's num_classes is the spec's, as the service resolved it: one column for both.
+STARTED_COLUMNS = {
+    c: p for c, p in scalar_fields(pb.RunStarted.DESCRIPTOR) if c not in SPEC_COLUMNS
+}
+END_COLUMNS = dict(scalar_fields(pb.RunEnd.DESCRIPTOR, nested_prefix=True))
 EPOCH_COLUMNS = dict(scalar_fields(pb.EpochEnd.DESCRIPTOR))
 TELEMETRY_COLUMNS = dict(scalar_fields(pb.TelemetrySample.DESCRIPTOR))
 # Read-friendly columns computed from the spec.
@@ -117,6 +125,8 @@ def run_row(run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
     row["status"] = run.get("status") or (outcome.end.status or "ok" if outcome.ok else "failed")
     row["error"] = outcome.error
     row |= spec_columns(spec)
+    if outcome.started and outcome.started.num_classes:
+        row["num_classes"] = outcome.started.num_classes  # the dataset's, when the spec had none
     row |= columns(outcome.started, STARTED_COLUMNS) if outcome.started else {}
     row |= columns(outcome.end, END_COLUMNS) if outcome.end else {}
     return {column: row.get(column) for column in RUN_COLUMNS}

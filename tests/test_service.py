@@ -1,8 +1,11 @@
-"""The service runtime (services/common): validation, one run at a time, cancellation, health,
-worker crashes and graceful shutdown — through a real gRPC server with real PyTorch workers."""
+"""The service runtime (services/common): validation, one request at a time, cancellation, health,
+worker crashes, graceful shutdown, data confinement, stalled clients and reflection — through a
+real gRPC server with real PyTorch workers."""
 
 from __future__ import annotations
 
+import json
+import math
 import signal
 import subprocess
 import sys
@@ -12,10 +15,13 @@ import grpc
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from services.common import server
 from tests.conftest import ROOT, tiny_spec, venv_python
+from tests.test_spec import prepared
 
 # Every test here trains or serves through a framework environment.
 pytestmark = pytest.mark.framework
@@ -23,7 +29,7 @@ pytestmark = pytest.mark.framework
 
 def long_spec(**overrides) -> pb.TrainSpec:
     # Enough epochs that the run is certainly still going when the test acts on it.
-    return tiny_spec(epochs=10_000, **overrides)
+    return tiny_spec(epochs=1000, **overrides)
 
 
 def workers() -> list[psutil.Process]:
@@ -49,7 +55,12 @@ def wait_for_progress(stream) -> None:
     ("field", "value", "named"),
     [
         ("model__name", "resnet18", "model.name: 'resnet18' is not one of resnet50, vgg19"),
-        ("batch_size", -1, "batch_size: must be > 0"),
+        ("batch_size", -1, "batch_size: must be in 2..65536, got -1"),
+        ("epochs", 0, "epochs: must be in 1..1000, got 0"),
+        ("optimizer__learning_rate", math.inf, "optimizer.learning_rate: must be a finite"),
+        ("optimizer__weight_decay", math.nan, "optimizer.weight_decay: must be a finite"),
+        ("model__num_classes", 3, "model.num_classes: 3 does not match the 10 classes"),
+        ("data__train_limit", 50_001, "50001 is more than the 50000 train samples"),
         ("data__augment", "mixup", "data.augment: 'mixup' is not one of none, crop-flip"),
         ("device", "tpu", "device: 'tpu' is not one of auto, cpu, cuda"),
         ("precision", "fp8", "precision: 'fp8' is not one of fp32, tf32, bf16, fp16"),
@@ -65,7 +76,28 @@ def test_invalid_spec_is_rejected_naming_the_field(stub, field, value, named):
     assert named in error.value.details()
 
 
-def test_one_run_at_a_time_health_keeps_serving_and_cancel_frees_within_2s(services, stub):
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"probe_batch_size": -1}, "probe_batch_size: must be in 1..1024, got -1"),
+        ({"train_steps": -5}, "train_steps: must be in 0..1000, got -5"),
+        ({"train_steps": 10**6}, "train_steps: must be in 0..1000, got 1000000"),
+    ],
+)
+def test_invalid_inspect_is_rejected_naming_the_field(stub, fields, named):
+    with pytest.raises(grpc.RpcError) as error:
+        stub("pytorch").Inspect(pb.InspectRequest(spec=tiny_spec(), **fields), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert named in error.value.details()
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(stub):
+    with pytest.raises(grpc.RpcError) as error:
+        next(stub("pytorch").Train(pb.TrainRequest(spec=tiny_spec(run_id="x" * 2**21)), timeout=30))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_one_request_at_a_time_health_keeps_serving_and_cancel_frees_within_2s(services, stub):
     trainer = stub("pytorch")
     first = trainer.Train(pb.TrainRequest(spec=long_spec(run_id="first")))
     wait_for_progress(first)
@@ -73,7 +105,16 @@ def test_one_run_at_a_time_health_keeps_serving_and_cancel_frees_within_2s(servi
     with pytest.raises(grpc.RpcError) as busy:
         next(trainer.Train(pb.TrainRequest(spec=tiny_spec(run_id="second")), timeout=30))
     assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "'first' is already in progress" in busy.value.details()
+    assert "run 'first' is in progress" in busy.value.details()
+    # Describe and Inspect would start a worker beside the measured run: refused as well.
+    for call in (
+        lambda: trainer.Describe(pb.DescribeRequest(), timeout=30),
+        lambda: trainer.Inspect(pb.InspectRequest(spec=tiny_spec()), timeout=30),
+    ):
+        with pytest.raises(grpc.RpcError) as busy:
+            call()
+        assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "run 'first' is in progress" in busy.value.details()
 
     channel = grpc.insecure_channel(f"127.0.0.1:{services('pytorch').port}")
     health = health_pb2_grpc.HealthStub(channel).Check(
@@ -110,7 +151,7 @@ def test_a_crashed_worker_is_internal_with_its_exit_and_the_server_survives(stub
     assert trainer.Describe(pb.DescribeRequest(), timeout=60).framework == "pytorch"
 
 
-def test_sigterm_stops_the_server_gracefully_and_its_worker():
+def test_sigterm_stops_the_server_gracefully_and_its_worker_with_unavailable():
     server = subprocess.Popen(
         [
             venv_python("pytorch"),
@@ -135,9 +176,11 @@ def test_sigterm_stops_the_server_gracefully_and_its_worker():
             p for p in server_process.children() if "services.common.worker" in p.cmdline()
         ]
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=10) == 0
-        with pytest.raises(grpc.RpcError):
+        with pytest.raises(grpc.RpcError) as error:
             list(stream)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "service shutting down" in error.value.details()
+        assert server.wait(timeout=10) == 0
         assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
         channel.close()
     finally:
@@ -150,3 +193,131 @@ def test_describe_reports_the_framework_of_the_worker_environment(stub):
     assert described.import_s > 0
     assert "cpu" in described.devices
     assert described.python_version.startswith(f"{sys.version_info.major}.")
+
+
+def test_reflection_answers_on_v1_and_v1alpha(services):
+    channel = grpc.insecure_channel(f"127.0.0.1:{services('pytorch').port}")
+    for version in ("v1", "v1alpha"):
+        # v1's messages are v1alpha's, field for field: one client speaks both.
+        info = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        (listed,) = info(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        names = {s.name for s in listed.list_services_response.service}
+        assert {"fwbench.v1.TrainerService", "grpc.reflection.v1.ServerReflection"} <= names
+        request = reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="fwbench.v1.TrainerService"
+        )
+        (found,) = info(iter([request]), timeout=10)
+        assert found.file_descriptor_response.file_descriptor_proto
+    channel.close()
+
+
+@pytest.fixture
+def confined(tmp_path):
+    """A PyTorch service that may read only under tmp_path/root, and its stub."""
+    root = tmp_path / "root"
+    root.mkdir()
+    service = server.start("pytorch", python=venv_python("pytorch"), data_roots=[root])
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    yield root, pb_grpc.TrainerServiceStub(channel)
+    channel.close()
+    service.stop()
+
+
+def train_directory(trainer, path, **limits) -> list[pb.TrainEvent]:
+    spec = tiny_spec(data__source="directory", data__data_dir=str(path), batch_size=4)
+    spec.data.ClearField("train_limit")
+    spec.data.ClearField("test_limit")
+    for name, value in limits.items():
+        setattr(spec.data, name, value)
+    return list(trainer.Train(pb.TrainRequest(spec=spec), timeout=120))
+
+
+def test_datasets_outside_the_data_roots_are_permission_denied(confined, tmp_path):
+    root, trainer = confined
+    outside = prepared(tmp_path / "outside")
+    (root / "link").symlink_to(outside)
+    for path in (outside, root / ".." / "outside" / "tiny", root / "link", "/etc"):
+        with pytest.raises(grpc.RpcError) as error:
+            train_directory(trainer, path)
+        assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"outside the data roots this service may read ({root})" in error.value.details()
+
+
+def test_a_meta_json_naming_a_file_elsewhere_is_permission_denied(confined):
+    root, trainer = confined
+    path = prepared(root)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["arrays"]["train_images"]["file"] = "../../../../etc/hostname"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(grpc.RpcError) as error:
+        train_directory(trainer, path)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "may name only files beside it" in error.value.details()
+
+
+def test_a_dataset_inside_the_roots_trains_with_its_own_class_count(confined):
+    root, trainer = confined
+    events = train_directory(trainer, prepared(root, classes=3))
+    assert events[0].run_started.num_classes == 3
+    assert events[-1].run_end.status == "ok"
+    with pytest.raises(grpc.RpcError) as error:
+        train_directory(trainer, root / "tiny", train_limit=13)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "13 is more than the 12 train samples" in error.value.details()
+
+
+def test_a_client_that_stops_reading_loses_its_run_and_frees_the_slot():
+    service = server.start("pytorch", python=venv_python("pytorch"), stall_timeout_s=2)
+    address = f"127.0.0.1:{service.port}"
+    # No BDP probing: the client's flow-control window stays at 64 KiB instead of growing, so
+    # telemetry sampled every millisecond fills it within seconds once the client stops reading.
+    stalled = grpc.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
+    other = grpc.insecure_channel(address)
+    try:
+        stream = pb_grpc.TrainerServiceStub(stalled).Train(
+            pb.TrainRequest(spec=long_spec(run_id="stalled", sample_interval_ms=1))
+        )
+        wait_for_progress(stream)  # then reads nothing more
+        deadline = time.monotonic() + 120
+        while not workers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while workers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not workers(), "the run of a client that reads nothing kept going"
+        started = pb_grpc.TrainerServiceStub(other).Train(pb.TrainRequest(spec=tiny_spec()))
+        assert next(started).WhichOneof("event") == "run_started"
+        started.cancel()
+        with pytest.raises(grpc.RpcError) as error:
+            list(stream)  # reading again: the reason arrives after the events that waited
+        assert error.value.code() == grpc.StatusCode.CANCELLED
+        assert "its client read no event for 2 s" in error.value.details()
+    finally:
+        stalled.close()
+        other.close()
+        service.stop()
+
+
+def test_a_worker_out_of_host_memory_is_resource_exhausted_naming_it(tmp_path):
+    # The worker's address space is capped the way a container's memory limit caps a service:
+    # ~1 GB above what importing PyTorch maps, less than the full synthetic set needs to be made.
+    limited = tmp_path / "python"
+    limited.write_text(f'#!/bin/sh\nulimit -v 4600000\nexec {venv_python("pytorch")} "$@"\n')
+    limited.chmod(0o755)
+    service = server.start("pytorch", python=str(limited))
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    spec = tiny_spec()
+    spec.data.ClearField("train_limit")
+    try:
+        with pytest.raises(grpc.RpcError) as error:
+            list(pb_grpc.TrainerServiceStub(channel).Train(pb.TrainRequest(spec=spec), timeout=300))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "out of host memory" in error.value.details()
+    finally:
+        channel.close()
+        service.stop()

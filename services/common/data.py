@@ -12,7 +12,13 @@ The directory format, FORMAT:
   train_labels.npy, test_labels.npy   int64 N, indices into `classes`
   meta.json   format, name, classes, train_count, test_count, mean and std (per RGB channel, of
               the training images on the [0, 1] scale), arrays (file, sha256, shape, dtype of each
-              array: checked before every use) and provenance (source, preprocessing, order)
+              array: checked before every use; files only in the dataset's own directory) and
+              provenance (source, preprocessing, order)
+
+A service reads datasets only under its data roots (`--data-root`): `check` resolves a spec's
+data_dir (symlinks and `..` followed) and refuses one outside them, before any worker starts.
+The class count and the sizes come from the dataset: `check` fills model.num_classes from it and
+refuses a spec that disagrees, so every framework's model head follows the data.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +40,15 @@ IMAGE_SHAPE = (32, 32, 3)
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 META_KEYS = ("name", "classes", "mean", "std", "arrays")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
+SYNTHETIC_CLASSES = 10
 
 
 class DataError(Exception):
-    """The dataset is missing, unreadable or does not match its checksums."""
+    """The dataset is missing, unreadable or does not match its checksums. FAILED_PRECONDITION."""
+
+
+class DataAccessError(DataError):
+    """A path lies outside what the service may read. PERMISSION_DENIED."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +82,12 @@ def synthetic_split(seed: int, split: int, count: int) -> tuple[np.ndarray, np.n
     """`count` images of a synthetic split (1 train, 2 test): colour and a horizontally symmetric
     low-frequency pattern per class (so crop-flip augmentation keeps the class), plus noise."""
     classes = np.random.default_rng([seed, 0])
-    colours = classes.uniform(-1, 1, size=(10, 1, 1, 3))
-    patterns = classes.normal(size=(10, 4, 4, 3))
+    colours = classes.uniform(-1, 1, size=(SYNTHETIC_CLASSES, 1, 1, 3))
+    patterns = classes.normal(size=(SYNTHETIC_CLASSES, 4, 4, 3))
     patterns = (patterns + patterns[:, :, ::-1]) / 2
     patterns = np.kron(patterns, np.ones((1, 8, 8, 1)))
     rng = np.random.default_rng([seed, split])
-    labels = rng.integers(0, 10, size=count)
+    labels = rng.integers(0, SYNTHETIC_CLASSES, size=count)
     noise = rng.normal(size=(count, *IMAGE_SHAPE))
     images = 128 + 45 * colours[labels] + 30 * patterns[labels] + 40 * noise
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
@@ -90,7 +102,7 @@ def synthetic(seed: int, train_count: int, test_count: int) -> Dataset:
         train_labels,
         test_images,
         test_labels,
-        classes=tuple(f"class{i}" for i in range(10)),
+        classes=tuple(f"class{i}" for i in range(SYNTHETIC_CLASSES)),
         mean=tuple(mean),
         std=tuple(std),
         description=f"synthetic(seed={seed})",
@@ -103,9 +115,10 @@ def probe_batch(seed: int, count: int) -> np.ndarray:
     return ((images / 255 - 0.5) / 0.25).astype(np.float32)
 
 
-def probe_labels(seed: int, count: int) -> np.ndarray:
-    """int64 class labels of probe_batch(seed, count), for comparing training steps."""
-    return synthetic_split(seed, 3, count)[1]
+def probe_labels(seed: int, count: int, num_classes: int) -> np.ndarray:
+    """int64 class labels of probe_batch(seed, count) for a num_classes head, for comparing
+    training steps (synthetic's own labels, folded into the head when it has fewer classes)."""
+    return synthetic_split(seed, 3, count)[1] % num_classes
 
 
 def sha256_file(path: Path) -> str:
@@ -210,7 +223,92 @@ def read_meta(data_dir: Path) -> dict:
     ]
     if missing:
         raise DataError(f"{meta_path} lacks {', '.join(missing)}: prepare the dataset again")
+    if not (isinstance(meta["classes"], list) and all(isinstance(c, str) for c in meta["classes"])):
+        raise DataError(f"{meta_path}: classes must be a list of names: prepare the dataset again")
+    for name in ARRAYS:
+        entry = meta["arrays"][name]
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (
+            isinstance(entry.get("file"), str)
+            and isinstance(shape, list)
+            and shape
+            and all(isinstance(n, int) and n >= 0 for n in shape)
+        ):
+            raise DataError(
+                f"{meta_path}: arrays.{name} needs a file name and a shape: prepare it again"
+            )
+        # A tampered meta.json must not make a service read (and hash) files elsewhere.
+        if entry["file"] != Path(entry["file"]).name or entry["file"] in ("", ".", ".."):
+            raise DataAccessError(
+                f"{meta_path}: arrays.{name}.file {entry['file']!r} is not a file name in the "
+                "dataset's own directory; meta.json may name only files beside it"
+            )
+        path = data_dir / entry["file"]
+        if path.is_symlink() and path.resolve().parent != data_dir.resolve():
+            raise DataAccessError(
+                f"{path} links outside the dataset's directory ({path.resolve()}); "
+                "meta.json may name only files beside it"
+            )
     return meta
+
+
+def resolve_data_dir(data_dir: str, roots: Sequence[Path]) -> Path:
+    """data_dir with symlinks and `..` resolved; DataAccessError unless it lies inside a root."""
+    path = Path(data_dir).resolve()
+    for root in roots:
+        if path.is_relative_to(Path(root).resolve()):
+            return path
+    allowed = ", ".join(str(Path(root).resolve()) for root in roots) or "(none)"
+    raise DataAccessError(
+        f"data.data_dir: {data_dir!r} resolves to {path}, outside the data roots this service "
+        f"may read ({allowed}); put the dataset under one of them, or start the service with "
+        "--data-root naming its parent"
+    )
+
+
+def check(spec, roots: Sequence[Path]) -> None:
+    """Checks a defaults-filled TrainSpec against its dataset, before any worker starts, and
+    completes it: data_dir becomes the resolved path (the worker reads exactly what was checked)
+    and an unset model.num_classes the dataset's class count. Raises DataAccessError outside the
+    roots, DataError for a dataset that cannot be read, SpecError when the spec's class count or
+    limits do not fit the dataset."""
+    if spec.data.source == "synthetic":
+        classes, sizes = SYNTHETIC_CLASSES, {"train": SYNTHETIC_TRAIN, "test": SYNTHETIC_TEST}
+        where = "synthetic data"
+    else:
+        data_dir = resolve_data_dir(spec.data.data_dir, roots)
+        meta = read_meta(data_dir)
+        spec.data.data_dir = str(data_dir)
+        classes = len(meta["classes"])
+        arrays = meta["arrays"]
+        sizes = {split: arrays[f"{split}_labels"]["shape"][0] for split in ("train", "test")}
+        where = f"the dataset at {data_dir}"
+    _fit(spec, classes, sizes, where)
+
+
+def _fit(spec, classes: int, sizes: dict[str, int], where: str) -> None:
+    if not spec.model.HasField("num_classes"):
+        spec.model.num_classes = classes
+    elif spec.model.num_classes != classes:
+        raise SpecError(
+            f"model.num_classes: {spec.model.num_classes} does not match the {classes} classes of "
+            f"{where}; leave it unset to follow the dataset"
+        )
+    for split, size in sizes.items():
+        field = f"{split}_limit"
+        if spec.data.HasField(field) and getattr(spec.data, field) > size:
+            raise SpecError(
+                f"data.{field}: {getattr(spec.data, field)} is more than the {size} {split} "
+                f"samples of {where}; use at most {size}, or leave it unset for all"
+            )
+    if "train" in sizes:
+        train = spec.data.train_limit if spec.data.HasField("train_limit") else sizes["train"]
+        if train % spec.batch_size == 1:
+            raise SpecError(
+                f"data.train_limit: {train} training samples in batches of {spec.batch_size} "
+                "leave a last batch of 1 sample, on which BatchNorm cannot train; use one "
+                "sample more or less"
+            )
 
 
 def verify(data_dir: Path, meta: dict) -> None:
@@ -230,6 +328,7 @@ def verify(data_dir: Path, meta: dict) -> None:
 
 
 def from_directory(data_dir: Path) -> Dataset:
+    data_dir = Path(data_dir)
     meta = read_meta(data_dir)
     verify(data_dir, meta)
     arrays = {
@@ -246,36 +345,24 @@ def from_directory(data_dir: Path) -> Dataset:
 
 
 def load(spec) -> Dataset:
-    """The dataset of a TrainSpec, limited to its train_limit/test_limit first samples. Refuses
-    (SpecError, before any training) limits beyond the dataset and a model head that does not
-    match its classes: a 3-class dataset must not train a 10-way classifier."""
-    data = spec.data
-    if data.source == "synthetic":
+    """The dataset of a TrainSpec completed by `check`, limited to its train_limit/test_limit
+    first samples. Checked again here, in the worker, against the arrays actually loaded: a head
+    of model.num_classes, and every label inside it (check_arrays), before any training."""
+    data_spec = spec.data
+    train = data_spec.train_limit if data_spec.HasField("train_limit") else None
+    test = data_spec.test_limit if data_spec.HasField("test_limit") else None
+    if data_spec.source == "synthetic":
+        # Checked before the arrays are made: a limit beyond the split is refused, not made.
         sizes = {"train": SYNTHETIC_TRAIN, "test": SYNTHETIC_TEST}
-        full = None
-        classes = 10
-        where = "the synthetic dataset"
-    else:
-        full = from_directory(Path(data.data_dir))
-        sizes = {"train": len(full.train_labels), "test": len(full.test_labels)}
-        classes = len(full.classes)
-        where = f"the dataset in {data.data_dir}"
-    for split, limit in (("train", data.train_limit), ("test", data.test_limit)):
-        if limit > sizes[split]:
-            raise SpecError(
-                f"data.{split}_limit: {limit} is more than the {sizes[split]} {split} images of "
-                f"{where}; use at most {sizes[split]}, or 0 for all of them"
-            )
-    if spec.model.num_classes != classes:
-        raise SpecError(
-            f"model.num_classes: {spec.model.num_classes} does not match the {classes} classes "
-            f"of {where}; set it to {classes}"
-        )
-    if full is None:
-        return synthetic(
-            spec.seed, data.train_limit or SYNTHETIC_TRAIN, data.test_limit or SYNTHETIC_TEST
-        )
-    train, test = data.train_limit or None, data.test_limit or None
+        _fit(spec, SYNTHETIC_CLASSES, sizes, "synthetic data")
+        return synthetic(spec.seed, train or SYNTHETIC_TRAIN, test or SYNTHETIC_TEST)
+    full = from_directory(Path(data_spec.data_dir))
+    _fit(
+        spec,
+        len(full.classes),
+        {"train": len(full.train_labels), "test": len(full.test_labels)},
+        f"the dataset at {data_spec.data_dir}",
+    )
     return dataclasses.replace(
         full,
         train_images=full.train_images[:train],

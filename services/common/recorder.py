@@ -11,6 +11,10 @@ A trainer (the canonical PyTorch loop, a Keras callback) calls, in order:
 
 Step times come from windows between device synchronisations (progress points), never from a
 per-step sync, so measuring does not change what is measured.
+
+The recorder is also the one place that judges a run: a window's loss that is NaN or infinite
+marks the run diverged (`recorder.diverged`; the trainer stops training), later epoch ends are
+left out, and run_end reports status "diverged" with the window where it happened.
 """
 
 from __future__ import annotations
@@ -27,19 +31,6 @@ PROGRESS_INTERVAL_S = 0.25
 WARMUP_STEPS = 10
 
 
-class Diverged(Exception):
-    """The training loss became NaN or infinite; RunEnd (status diverged) has been sent."""
-
-
-def quantile(values: list[float], q: float) -> float:
-    """The q-quantile, interpolated between order statistics (so p90 >= median, always)."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 class Recorder:
     def __init__(self, sink, spec: pb.TrainSpec, framework: str, import_s: float):
         self._sink = sink
@@ -50,11 +41,18 @@ class Recorder:
         self._sampler: Sampler | None = None
         self._step_times_s: list[float] = []
         self._epoch_train_times_s: list[float] = []
-        self._final_test_accuracy = 0.0
+        self._final_test_accuracy: float | None = None
         self._first_step_s = 0.0
-        self._time_to_first_step_s = 0.0
         self._first_reported = False
-        self._last_epoch_end_t_s = 0.0
+        self._time_to_first_step_s = 0.0
+        self._divergence: pb.Divergence | None = None
+        # When training ended, on the worker's clock: the last epoch's end, or the divergence.
+        self._end_t_s: float | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """True once a progress loss was not finite: the trainer must stop training."""
+        return self._divergence is not None
 
     # --- run -------------------------------------------------------------------------------
 
@@ -90,6 +88,7 @@ class Recorder:
                 train_samples=train_samples,
                 test_samples=test_samples,
                 steps_per_epoch=steps_per_epoch,
+                num_classes=self._spec.model.num_classes,
                 import_s=self._import_s,
                 data_load_s=data_load_s,
                 build_s=build_s,
@@ -119,12 +118,7 @@ class Recorder:
         )
 
     def progress(self, epoch: int, step: int, loss: float) -> None:
-        """Called after a device synchronisation; `loss` is the mean since the last report.
-        A loss that is not a finite number ends the run as diverged: RunEnd is sent, then
-        Diverged is raised for the trainer's loop to stop (the worker exits normally)."""
-        if not math.isfinite(loss):
-            self.run_end(diverged=(epoch, self._window_first_step, step))
-            raise Diverged(f"loss {loss} in epoch {epoch}, steps {self._window_first_step}..{step}")
+        """Called after a device synchronisation; `loss` is the mean since the last report."""
         now = time.perf_counter()
         window_steps = step - self._window_first_step + 1
         window_s = now - self._window_start
@@ -144,6 +138,11 @@ class Recorder:
                 images_per_s=window_steps * self._batch_size / window_s if window_s else 0.0,
             )
         )
+        if not math.isfinite(loss) and self._divergence is None:
+            self._divergence = pb.Divergence(
+                epoch=epoch, first_step=self._window_first_step, last_step=step, loss=str(loss)
+            )
+            self._end_t_s = self._sink.t_s()
         self._last_report = now
         self._window_start, self._window_first_step = now, step + 1
 
@@ -160,12 +159,14 @@ class Recorder:
         train_time_s: float,
         eval_time_s: float,
     ) -> None:
+        if self.diverged:
+            # The epoch did not complete (Keras still evaluates it): nothing of it is a result.
+            return
         now = time.perf_counter()
         epoch_time_s = now - self._epoch_mark
         self._epoch_mark = now
         self._epoch_train_times_s.append(train_time_s)
         self._final_test_accuracy = test_accuracy
-        self._last_epoch_end_t_s = self._sink.t_s()
         energy_now_j = self._sampler.energy_j()
         event = pb.EpochEnd(
             epoch=epoch,
@@ -183,6 +184,7 @@ class Recorder:
             event.energy_j = energy_now_j - self._energy_mark_j
         self._energy_mark_j = energy_now_j
         self._emit(epoch_end=event)
+        self._end_t_s = self._sink.t_s()
         self._window_start, self._window_first_step = time.perf_counter(), 1
 
     def _steps_images(self, train_time_s: float) -> float:
@@ -195,32 +197,29 @@ class Recorder:
         *,
         peak_framework_mem_bytes: int | None = None,
         peak_framework_reserved_bytes: int | None = None,
-        diverged: tuple[int, int, int] | None = None,
     ) -> None:
-        """The run's summary; diverged: (epoch, first step, last step) of the window whose loss
-        was not a number (progress() passes it)."""
         summary = self._sampler.stop()
         train_time_s = sum(self._epoch_train_times_s)
         epochs = len(self._epoch_train_times_s)
         event = pb.RunEnd(
-            status="diverged" if diverged else "ok",
             epochs_completed=epochs,
             train_time_s=train_time_s,
-            # The proto's "to the end of the last epoch": what a framework does after its last
-            # epoch (Keras' fit returning) is not the run's.
-            total_time_s=self._sink.t_s() if diverged else self._last_epoch_end_t_s,
-            images_per_s=self._steps_images(train_time_s) * epochs,
+            # The proto's end is the last epoch's (or the divergence), not this call: a framework
+            # tears down after training (Keras' fit takes seconds) and that is not training time.
+            total_time_s=self._sink.t_s() if self._end_t_s is None else self._end_t_s,
             time_to_first_step_s=self._time_to_first_step_s,
             first_step_s=self._first_step_s,
-            final_test_accuracy=self._final_test_accuracy,
             energy_method=summary.energy_method,
+            status="diverged" if self.diverged else "ok",
         )
+        if self._divergence is not None:
+            event.divergence.CopyFrom(self._divergence)
+        if train_time_s:
+            event.images_per_s = self._steps_images(train_time_s) * epochs
         if self._step_times_s:
-            event.step_time_median_s = statistics.median(self._step_times_s)
-            event.step_time_p90_s = quantile(self._step_times_s, 0.9)
-        if diverged:
-            event.diverged_epoch, event.diverged_first_step, event.diverged_last_step = diverged
+            event.step_time_median_s, event.step_time_p90_s = median_and_p90(self._step_times_s)
         for name, value in (
+            ("final_test_accuracy", self._final_test_accuracy),
             ("peak_framework_mem_bytes", peak_framework_mem_bytes),
             ("peak_framework_reserved_bytes", peak_framework_reserved_bytes),
             ("peak_gpu_mem_bytes", summary.peak_gpu_mem_bytes),
@@ -233,3 +232,12 @@ class Recorder:
 
     def _emit(self, **event) -> None:
         self._sink.event(pb.TrainEvent(**event))
+
+
+def median_and_p90(samples: list[float]) -> tuple[float, float]:
+    """The median and the 90th percentile of samples, both interpolated the same way
+    (statistics' inclusive method, as numpy's default), so p90 >= median always."""
+    if len(samples) == 1:
+        return samples[0], samples[0]
+    deciles = statistics.quantiles(samples, n=10, method="inclusive")
+    return statistics.median(samples), deciles[8]

@@ -1,9 +1,11 @@
 """The gRPC server every framework service runs: `python -m services.common.server --framework F`.
 
-The server imports no framework. It validates specs, allows one training run at a time, and runs
-every request in a fresh worker process (services/common/worker.py) that imports the framework.
-Besides TrainerService it serves the standard grpc.health.v1.Health (compose healthchecks,
-the local launcher) and server reflection (grpcurl).
+The server imports no framework. It validates specs, keeps one worker slot (one request at a time:
+nothing runs beside a measured Train), and runs every request in a fresh worker process
+(services/common/worker.py) that imports the framework. Besides TrainerService it serves the
+standard grpc.health.v1.Health (compose healthchecks, the local launcher) and server reflection,
+v1 and v1alpha (grpcurl, Postman). Datasets are read only under the data roots; who may connect is
+decided in services/common/security.py.
 """
 
 from __future__ import annotations
@@ -12,111 +14,201 @@ import argparse
 import dataclasses
 import os
 import platform
+import queue
 import signal
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import frameworks
-from services.common.spec import SpecError, validate, validate_inspect, with_defaults
+from services.common import data as datasets
+from services.common import frameworks, security
+from services.common.spec import (
+    SpecError,
+    inspect_with_defaults,
+    validate,
+    validate_inspect,
+    with_defaults,
+)
 from services.common.worker import RESPONSE, Worker, WorkerError
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
-DEFAULT_PROBE_BATCH_SIZE = 8
+# grpcio-reflection ships only v1alpha; v1 is the same protocol under another name, which grpcurl
+# and newer clients try first.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # Time a client can expect between a cancel and the worker being gone: SIGTERM, then SIGKILL.
 WORKER_STOP_GRACE_S = 1.0
+# A TrainRequest is a few hundred bytes; nothing a client sends needs more.
+MAX_RECEIVE_BYTES = 1 << 20
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
+DEFAULT_STALL_TIMEOUT_S = 60.0
+# Events the server holds for a client that reads slowly before it counts as stalled; at most a
+# few seconds of a run's events (progress 4/s, telemetry 1/s).
+STALL_QUEUE_EVENTS = 64
+SHUTTING_DOWN = "service shutting down: the request was stopped with it; send it again later"
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
-    def __init__(self, framework: str, python: str = sys.executable, node: str = ""):
+    def __init__(
+        self,
+        framework: str,
+        python: str = sys.executable,
+        data_roots: Sequence[Path] = (DEFAULT_DATA_ROOT,),
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        node: str = "",
+    ):
         self._framework = framework
-        self._python = python
         self._node = node or platform.node()
+        self._python = python
+        self._data_roots = tuple(data_roots)
+        self._stall_timeout_s = stall_timeout_s
         self._lock = threading.Lock()
-        self._active: tuple[str, Worker] | None = None  # (run_id, worker) of the run in progress
+        self._active: tuple[str, Worker] | None = None  # (what, worker) holding the slot
+        self._shutting_down = False
 
-    def _worker(self, mode: str, request, context) -> Worker:
-        worker = Worker(self._framework, mode, request.SerializeToString(), self._python)
-        # Runs when the RPC ends for any reason, cancellation and deadline included.
-        context.add_callback(lambda: worker.stop(WORKER_STOP_GRACE_S))
-        return worker
-
-    def Describe(self, request, context):
-        worker = self._worker("describe", request, context)
-        try:
-            response = pb.DescribeResponse.FromString(worker.response())
-            response.node = self._node
-            return response
-        except WorkerError as e:
-            context.abort(getattr(grpc.StatusCode, e.code), e.message)
-
-    def Inspect(self, request, context):
-        probe_batch_size = (
-            request.probe_batch_size
-            if request.HasField("probe_batch_size")
-            else DEFAULT_PROBE_BATCH_SIZE
-        )
-        try:
-            validate_inspect(probe_batch_size, request.train_steps)
-        except SpecError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        checked = pb.InspectRequest(
-            spec=_checked_spec(request.spec, context),
-            probe_batch_size=probe_batch_size,
-            train_steps=request.train_steps,
-        )
-        worker = self._worker("inspect", checked, context)
-        try:
-            return pb.ModelReport.FromString(worker.response())
-        except WorkerError as e:
-            context.abort(getattr(grpc.StatusCode, e.code), e.message)
-
-    def Train(self, request, context):
-        spec = _checked_spec(request.spec, context)
+    def _take_slot(self, what: str, mode: str, request, context) -> Worker:
+        """Starts the worker of a request in the one slot, or aborts: RESOURCE_EXHAUSTED while
+        another request holds it, UNAVAILABLE while the service shuts down."""
         with self._lock:
+            if self._shutting_down:
+                context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             if self._active is not None:
                 context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"run {self._active[0]!r} is already in progress on this {self._framework} "
-                    "service; one run at a time keeps measurements clean: wait for it to finish "
-                    "or cancel it",
+                    f"{self._active[0]} is in progress on this {self._framework} service; it runs "
+                    "one request at a time so that nothing skews a measured run: wait for it to "
+                    "finish or cancel it",
                 )
-            worker = self._worker("train", pb.TrainRequest(spec=spec), context)
-            self._active = (spec.run_id, worker)
-        # The callback, not a `finally`, frees the slot: after a cancel, gRPC stops pulling this
+            worker = Worker(self._framework, mode, request.SerializeToString(), self._python)
+            self._active = (what, worker)
+        # Runs when the RPC ends for any reason, cancellation and deadline included. A callback,
+        # not a `finally`, frees the slot: after a cancel gRPC stops pulling a streaming
         # generator, so code after a `yield` may never run.
         context.add_callback(lambda: self._release(worker))
+        return worker
+
+    def _abort_for(self, error: WorkerError, context) -> None:
+        if self._shutting_down:
+            context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        context.abort(getattr(grpc.StatusCode, error.code), error.message)
+
+    def Describe(self, request, context):
+        worker = self._take_slot("a Describe request", "describe", request, context)
+        try:
+            response = pb.DescribeResponse.FromString(worker.response())
+        except WorkerError as e:
+            self._abort_for(e, context)
+        response.node = self._node
+        return response
+
+    def Inspect(self, request, context):
+        checked = inspect_with_defaults(request)
+        _refuse_invalid(context, validate_inspect, checked)
+        worker = self._take_slot("an Inspect request", "inspect", checked, context)
+        try:
+            return pb.ModelReport.FromString(worker.response())
+        except WorkerError as e:
+            self._abort_for(e, context)
+
+    def Train(self, request, context):
+        spec = with_defaults(request.spec)
+        _refuse_invalid(context, validate, spec)
+        _refuse_invalid(context, datasets.check, spec, self._data_roots)
+        request = pb.TrainRequest(spec=spec)
+        worker = self._take_slot(f"run {spec.run_id!r}", "train", request, context)
+        # A thread pulls the worker's events into a bounded queue and this generator hands them
+        # to gRPC. A client that stops reading blocks only this generator (gRPC's send waits for
+        # its flow-control window); the pump sees the queue stay full and stops the run.
+        events: queue.Queue = queue.Queue(maxsize=STALL_QUEUE_EVENTS)
+        stalled, ended = threading.Event(), threading.Event()
+        context.add_callback(ended.set)
+        threading.Thread(
+            target=self._pump, args=(worker, events, stalled, ended, spec.run_id), daemon=True
+        ).start()
+        while True:
+            item = events.get()
+            if stalled.is_set():
+                context.abort(
+                    grpc.StatusCode.CANCELLED,
+                    f"the server cancelled run {spec.run_id!r}: its client read no event for "
+                    f"{self._stall_timeout_s:g} s (the service's --stall-timeout-s), and a run "
+                    "nobody reads would hold the service's only slot",
+                )
+            if item is None:
+                return
+            if isinstance(item, WorkerError):
+                self._abort_for(item, context)
+            yield item
+
+    def _pump(self, worker, events, stalled, ended, run_id: str) -> None:
+        """Moves the worker's events (then None, or its WorkerError) into `events`; stops the run
+        when they wait there longer than the stall timeout. Returns once the RPC has ended."""
+
+        def put(item) -> bool:
+            deadline = time.monotonic() + self._stall_timeout_s
+            while not ended.is_set():
+                try:
+                    events.put(item, timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+                    return True
+                except queue.Full:
+                    if time.monotonic() >= deadline:
+                        self._stall(worker, stalled, run_id)
+                        return False
+            return False
+
         try:
             for kind, payload in worker.messages():
-                if kind != RESPONSE:
-                    yield pb.TrainEvent.FromString(payload)
+                if kind != RESPONSE and not put(pb.TrainEvent.FromString(payload)):
+                    return
+            put(None)
         except WorkerError as e:
-            context.abort(getattr(grpc.StatusCode, e.code), e.message)
+            put(e)
+        except (ValueError, OSError):
+            pass  # the RPC ended and closed the worker's pipe: nobody waits for events
+
+    def _stall(self, worker: Worker, stalled: threading.Event, run_id: str) -> None:
+        stalled.set()
+        print(
+            f"fwbench {self._framework} service: stopping run {run_id!r}: its client read no "
+            f"event for {self._stall_timeout_s:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        worker.stop(WORKER_STOP_GRACE_S)
+        self._release(worker)
 
     def _release(self, worker: Worker) -> None:
+        worker.stop(WORKER_STOP_GRACE_S)
         with self._lock:
             if self._active is not None and self._active[1] is worker:
                 self._active = None
 
-    def stop_active(self) -> None:
+    def shut_down(self) -> None:
+        """Refuses new requests and stops the worker in progress; its RPC ends UNAVAILABLE."""
         with self._lock:
-            if self._active is not None:
-                self._active[1].stop(WORKER_STOP_GRACE_S)
+            self._shutting_down = True
+            active = self._active
+        if active is not None:
+            active[1].stop(WORKER_STOP_GRACE_S)
 
 
-def _checked_spec(spec: pb.TrainSpec, context) -> pb.TrainSpec:
-    spec = with_defaults(spec)
+def _refuse_invalid(context, check, *args) -> None:
     try:
-        validate(spec)
+        check(*args)
     except SpecError as e:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-    return spec
+    except datasets.DataAccessError as e:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+    except datasets.DataError as e:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
 
 @dataclasses.dataclass
@@ -131,33 +223,60 @@ class Service:
     def stop(self, grace_s: float = 3.0) -> None:
         # Health answers NOT_SERVING first, so load balancers and compose stop sending work.
         self.health.enter_graceful_shutdown()
-        self.servicer.stop_active()
+        self.servicer.shut_down()
         self.server.stop(grace_s).wait()
 
 
 def start(
-    framework: str, address: str = "127.0.0.1:0", python: str = sys.executable, node: str = ""
+    framework: str,
+    address: str = "127.0.0.1:0",
+    python: str = sys.executable,
+    *,
+    data_roots: Sequence[Path] = (DEFAULT_DATA_ROOT,),
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+    server_security: security.ServerSecurity | None = None,
+    node: str = "",
 ) -> Service:
+    server_security = server_security or security.ServerSecurity()
     frameworks.get(framework)  # a ValueError naming the known ones
-    # Describe/Inspect may run beside a Train; health must answer while a run is in progress.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    servicer = TrainerServicer(framework, python, node)
+    # Health must answer while a run is in progress; requests beyond the slot are refused fast.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        interceptors=server_security.interceptors(),
+        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+    )
+    servicer = TrainerServicer(framework, python, data_roots, stall_timeout_s, node)
     pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(address)
+    _enable_reflection(server)
+    if server_security.tls:
+        port = server.add_secure_port(address, server_security.credentials())
+    else:
+        port = server.add_insecure_port(address)
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Service(server, port, servicer, health_servicer)
+
+
+def _enable_reflection(server: grpc.Server) -> None:
+    names = (
+        SERVICE_NAME,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+        REFLECTION_V1,
+    )
+    servicer = reflection.ReflectionServicer(names)
+    for name in (reflection.SERVICE_NAME, REFLECTION_V1):
+        handler = grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler}),)
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,16 +291,63 @@ def main(argv: list[str] | None = None) -> None:
         "must not leave services behind)",
     )
     parser.add_argument(
+        "--data-root",
+        type=Path,
+        action="append",
+        help="a directory whose datasets clients may name (repeatable); nothing outside is read "
+        f"(default: {DEFAULT_DATA_ROOT})",
+    )
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=DEFAULT_STALL_TIMEOUT_S,
+        help="stop a run whose client reads no event for this long, freeing the slot",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM): TLS on")
+    parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--tls-client-ca", type=Path, help="CA (PEM) whose client certificates are required"
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file holding the shared token clients must send (default: ${security.TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without TLS and authentication (private networks only)",
+    )
+    parser.add_argument(
         "--node",
         default=os.environ.get("FWBENCH_NODE", ""),
         help="the machine this service's CPUs belong to, for schedulers (default: $FWBENCH_NODE, "
         "else the host name; in Kubernetes pass the node name from the downward API)",
     )
     args = parser.parse_args(argv)
+    if not args.stall_timeout_s > 0:
+        parser.error(f"--stall-timeout-s: must be > 0 seconds, got {args.stall_timeout_s}")
+    try:
+        server_security = security.server_security(
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            client_ca_file=args.tls_client_ca,
+            token_file=args.token_file,
+        )
+        security.check_exposure(args.host, server_security, args.insecure)
+    except security.SecurityError as e:
+        parser.error(str(e))
     # CUDA must number devices as NVML does (by PCI bus id) for telemetry to read the right GPU;
     # workers inherit this before they initialise CUDA.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    service = start(args.framework, f"{args.host}:{args.port}", node=args.node)
+    service = start(
+        args.framework,
+        f"{args.host}:{args.port}",
+        data_roots=args.data_root or (DEFAULT_DATA_ROOT,),
+        stall_timeout_s=args.stall_timeout_s,
+        server_security=server_security,
+        node=args.node,
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

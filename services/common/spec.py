@@ -1,10 +1,15 @@
-"""Validation and defaults of a TrainSpec, shared by every service (and the orchestrator).
+"""Validation and defaults of a TrainSpec (and an InspectRequest), shared by every service and the
+orchestrator.
 
 One place decides what a valid spec is, so both frameworks refuse the same inputs with the same
-words: each error names the field and what it may be.
+words: each error names the field and what it may be. DEFAULTS is the one source of defaults:
+`with_defaults` fills only what a request left unset (proto3 `optional` tells unset from 0), so a
+value a person set is never replaced, and `validate` then refuses it when it is out of range.
 """
 
 from __future__ import annotations
+
+import math
 
 from fwbench.v1 import trainer_pb2 as pb
 
@@ -23,9 +28,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MODES = ("default", "tuned")
 
-# The seed experiment's setting: the one source of every default, for the services, the CLI (its
-# --help shows these) and any other client. A field not set in a request takes its value here.
-# model.init has none: it follows model.architecture (INIT_FOR_ARCHITECTURE).
+# The seed experiment's setting; every field a request leaves unset takes these values. Two
+# defaults are not constants and so are not here: model.init follows model.architecture
+# (INIT_FOR_ARCHITECTURE), and model.num_classes comes from the dataset (services/common/data.py).
 DEFAULTS = {
     "epochs": 5,
     "batch_size": 32,
@@ -33,45 +38,82 @@ DEFAULTS = {
     "device": "auto",
     "precision": "fp32",
     "mode": "default",
-    "compile": False,
-    "cudnn_benchmark": False,
     "sample_interval_ms": 100,
-    "model": {"architecture": "canonical", "num_classes": 10},
-    "data": {"source": "synthetic", "train_limit": 0, "test_limit": 0, "augment": "crop-flip"},
+    "model": {"architecture": "canonical"},
+    "data": {"source": "synthetic", "augment": "crop-flip"},
     "optimizer": {
         "name": "sgd",
         "learning_rate": 0.01,
         "momentum": 0.9,
-        "nesterov": False,
         "weight_decay": 0.0,
         "lr_schedule": "constant",
         "label_smoothing": 0.0,
     },
 }
-# Shared initial weights exist only for fwbench's canonical models; library models have their own
-# layouts, so they start from each framework's own initialisers.
+# Shared initial weights exist only for fwbench's own (canonical) definitions.
 INIT_FOR_ARCHITECTURE = {"canonical": "shared", "library": "framework"}
+# Inspect builds a model without a dataset: its probe batch is synthetic, with synthetic's classes.
+INSPECT_DEFAULTS = {"probe_batch_size": 8, "train_steps": 0, "num_classes": 10}
 
-
-def default_of(field: str):
-    """The default of a dotted spec field, e.g. default_of("optimizer.learning_rate")."""
-    value = DEFAULTS
-    for part in field.split("."):
-        value = value[part]
-    return value
+# Inclusive bounds of every integer field. The upper bounds keep one request from occupying a
+# service for days or asking for memory no host has; they are far above any sensible run.
+BOUNDS = {
+    "epochs": (1, 1000),
+    # BatchNorm (in every model) cannot train on one sample: PyTorch refuses, Keras divides by a
+    # zero variance. data.check refuses a last batch of one sample likewise.
+    "batch_size": (2, 65536),
+    "seed": (0, 2**32 - 1),
+    "sample_interval_ms": (0, 60_000),
+    "model.num_classes": (1, 100_000),
+    "data.train_limit": (1, 10_000_000),
+    "data.test_limit": (1, 10_000_000),
+    "probe_batch_size": (1, 1024),
+    "train_steps": (0, 1000),
+}
+# Far above any learning rate or decay that trains, and far below float32's overflow (3.4e38),
+# beyond which PyTorch's optimisers raise instead of diverging.
+MAX_RATE = 1000.0
+MAX_RUN_ID_CHARS = 200
+MAX_PATH_CHARS = 4096
 
 
 class SpecError(ValueError):
     """A spec field is invalid. Maps to INVALID_ARGUMENT; the message names the field."""
 
 
+def effective_default(path: str) -> object:
+    """The default of a dotted field path ("optimizer.learning_rate"), for help texts; model.init
+    and model.num_classes, which depend on other things, are described in words."""
+    if path == "model.init":
+        pairs = INIT_FOR_ARCHITECTURE.items()
+        return ", ".join(f"{init} for {arch} models" for arch, init in pairs)
+    if path == "model.num_classes":
+        return "the dataset's class count"
+    value: object = DEFAULTS
+    for part in path.split("."):
+        value = value[part]  # type: ignore[index]
+    return value
+
+
 def with_defaults(spec: pb.TrainSpec) -> pb.TrainSpec:
-    """Returns a copy of spec with every unset (zero/empty) field given its default."""
+    """Returns a copy of spec with every unset field given its default; set fields are kept."""
     out = pb.TrainSpec()
     out.CopyFrom(spec)
     _fill(out, DEFAULTS)
     if not out.model.init:
+        # An unknown architecture keeps init empty: validate names the architecture.
         out.model.init = INIT_FOR_ARCHITECTURE.get(out.model.architecture, "")
+    return out
+
+
+def inspect_with_defaults(request: pb.InspectRequest) -> pb.InspectRequest:
+    out = pb.InspectRequest()
+    out.CopyFrom(request)
+    out.spec.CopyFrom(with_defaults(request.spec))
+    if not out.HasField("probe_batch_size"):
+        out.probe_batch_size = INSPECT_DEFAULTS["probe_batch_size"]
+    if not out.spec.model.HasField("num_classes"):
+        out.spec.model.num_classes = INSPECT_DEFAULTS["num_classes"]
     return out
 
 
@@ -80,7 +122,8 @@ def _fill(message, defaults: dict) -> None:
         if isinstance(value, dict):
             _fill(getattr(message, name), value)
             continue
-        # Fields with presence (proto3 `optional`) may legitimately be 0, e.g. momentum.
+        # Fields with presence (proto3 `optional`) may be set to 0; the others' zero is unset,
+        # which is only done for fields whose zero is no valid value (strings) or is the default.
         if message.DESCRIPTOR.fields_by_name[name].has_presence:
             unset = not message.HasField(name)
         else:
@@ -89,20 +132,10 @@ def _fill(message, defaults: dict) -> None:
             setattr(message, name, value)
 
 
-# Upper bounds: far above any real job, low enough that a typo cannot hold a service for days.
-MAX_EPOCHS = 10_000
-MAX_BATCH_SIZE = 65_536
-MAX_SAMPLES = 10_000_000
-MAX_CLASSES = 100_000
-MAX_LEARNING_RATE = 100.0
-MAX_WEIGHT_DECAY = 1.0
-MAX_SAMPLE_INTERVAL_MS = 60_000
-MAX_PROBE_BATCH_SIZE = 1024
-MAX_INSPECT_STEPS = 1000
-
-
 def validate(spec: pb.TrainSpec) -> None:
     """Raises SpecError naming the first invalid field of a defaults-filled spec."""
+    if len(spec.run_id) > MAX_RUN_ID_CHARS:
+        raise SpecError(f"run_id: at most {MAX_RUN_ID_CHARS} characters, got {len(spec.run_id)}")
     _choice("model.name", spec.model.name, MODELS)
     _choice("model.architecture", spec.model.architecture, ARCHITECTURES)
     _choice("model.init", spec.model.init, INITS)
@@ -111,42 +144,60 @@ def validate(spec: pb.TrainSpec) -> None:
             "model.init: 'shared' initial weights need model.architecture 'canonical' "
             "(library models differ in layout); use init 'framework' with library models"
         )
-    _within("model.num_classes", spec.model.num_classes, 2, MAX_CLASSES)
+    if spec.model.HasField("num_classes"):
+        _bounded("model.num_classes", spec.model.num_classes)
     _choice("data.source", spec.data.source, SOURCES)
     if spec.data.source == "directory" and not spec.data.data_dir:
         raise SpecError("data.data_dir: required when data.source is 'directory'")
-    _within("data.train_limit", spec.data.train_limit, 0, MAX_SAMPLES)
-    _within("data.test_limit", spec.data.test_limit, 0, MAX_SAMPLES)
+    if spec.data.source != "directory" and spec.data.data_dir:
+        raise SpecError(
+            f"data.data_dir: only read when data.source is 'directory', not {spec.data.source!r}; "
+            "leave it empty or set data.source 'directory'"
+        )
+    if len(spec.data.data_dir) > MAX_PATH_CHARS or "\0" in spec.data.data_dir:
+        raise SpecError(f"data.data_dir: a path of at most {MAX_PATH_CHARS} characters, no NUL")
+    for limit in ("train_limit", "test_limit"):
+        if spec.data.HasField(limit):
+            _bounded(f"data.{limit}", getattr(spec.data, limit), unset_means="all samples")
     _choice("data.augment", spec.data.augment, AUGMENTS)
-    _choice("optimizer.name", spec.optimizer.name, OPTIMIZERS)
-    # NaN fails every comparison, so each check is written as "inside", never "not outside".
-    if not 0 < spec.optimizer.learning_rate <= MAX_LEARNING_RATE:
-        raise SpecError(
-            f"optimizer.learning_rate: must be > 0 and <= {MAX_LEARNING_RATE:g}, "
-            f"got {spec.optimizer.learning_rate}"
-        )
-    if not 0 <= spec.optimizer.momentum < 1:
-        raise SpecError(f"optimizer.momentum: must be in [0, 1), got {spec.optimizer.momentum}")
-    if spec.optimizer.nesterov and spec.optimizer.momentum == 0:
+    o = spec.optimizer
+    _choice("optimizer.name", o.name, OPTIMIZERS)
+    _finite(
+        "optimizer.learning_rate",
+        o.learning_rate,
+        f"in (0, {MAX_RATE:g}]",
+        0 < o.learning_rate <= MAX_RATE,
+    )
+    _finite("optimizer.momentum", o.momentum, "in [0, 1)", 0 <= o.momentum < 1)
+    if o.nesterov and o.momentum == 0:
         raise SpecError("optimizer.nesterov: needs optimizer.momentum > 0")
-    _within("optimizer.weight_decay", spec.optimizer.weight_decay, 0, MAX_WEIGHT_DECAY)
-    _choice("optimizer.lr_schedule", spec.optimizer.lr_schedule, LR_SCHEDULES)
-    if not 0 <= spec.optimizer.label_smoothing < 1:
-        raise SpecError(
-            f"optimizer.label_smoothing: must be in [0, 1), got {spec.optimizer.label_smoothing}"
-        )
-    _within("epochs", spec.epochs, 1, MAX_EPOCHS)
-    _within("batch_size", spec.batch_size, 1, MAX_BATCH_SIZE)
+    _finite(
+        "optimizer.weight_decay",
+        o.weight_decay,
+        f"in [0, {MAX_RATE:g}]",
+        0 <= o.weight_decay <= MAX_RATE,
+    )
+    _choice("optimizer.lr_schedule", o.lr_schedule, LR_SCHEDULES)
+    _finite("optimizer.label_smoothing", o.label_smoothing, "in [0, 1)", 0 <= o.label_smoothing < 1)
+    _bounded("epochs", spec.epochs)
+    _bounded("batch_size", spec.batch_size)
+    _bounded("seed", spec.seed)
     _choice("device", spec.device, DEVICES)
     _choice("precision", spec.precision, PRECISIONS)
     _choice("mode", spec.mode, MODES)
-    _within("sample_interval_ms", spec.sample_interval_ms, 0, MAX_SAMPLE_INTERVAL_MS)
+    _bounded("sample_interval_ms", spec.sample_interval_ms)
 
 
-def validate_inspect(probe_batch_size: int, train_steps: int) -> None:
-    """Raises SpecError for an InspectRequest's own fields."""
-    _within("probe_batch_size", probe_batch_size, 1, MAX_PROBE_BATCH_SIZE)
-    _within("train_steps", train_steps, 0, MAX_INSPECT_STEPS)
+def validate_inspect(request: pb.InspectRequest) -> None:
+    """Raises SpecError naming the first invalid field of a defaults-filled InspectRequest."""
+    validate(request.spec)
+    _bounded("probe_batch_size", request.probe_batch_size)
+    _bounded("train_steps", request.train_steps)
+    if request.train_steps and request.probe_batch_size < 2:
+        raise SpecError(
+            "probe_batch_size: training steps need at least 2 probe images (BatchNorm cannot "
+            "train on one); use probe_batch_size >= 2 or train_steps 0"
+        )
 
 
 def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -154,6 +205,13 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
         raise SpecError(f"{field}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _within(field: str, value: float, low: float, high: float) -> None:
+def _bounded(field: str, value: int, unset_means: str = "") -> None:
+    low, high = BOUNDS[field]
     if not low <= value <= high:
-        raise SpecError(f"{field}: must be in [{low:g}, {high:g}], got {value}")
+        hint = f" (leave it unset for {unset_means})" if unset_means and value == 0 else ""
+        raise SpecError(f"{field}: must be in {low}..{high}, got {value}{hint}")
+
+
+def _finite(field: str, value: float, rule: str, holds: bool) -> None:
+    if not (math.isfinite(value) and holds):
+        raise SpecError(f"{field}: must be a finite number {rule}, got {value}")

@@ -2,6 +2,9 @@
 
 Why a process per run: the cold import is measured honestly, a crash or an out-of-memory kills
 only the worker (the server stays healthy), and the GPU memory is really released afterwards.
+Running out of memory is RESOURCE_EXHAUSTED naming which memory: the framework's GPU
+out-of-memory error, Python's MemoryError (host), or, when the kernel's OOM killer SIGKILLs the
+worker, the cgroup's oom_kill counter having risen meanwhile (host).
 
 Parent side: `Worker` starts `python -m services.common.worker FRAMEWORK MODE FD ORIGIN`, writes
 the serialized request to its stdin and reads framed messages from a pipe (not stdout, which
@@ -27,12 +30,18 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
 from services.common import frameworks
 
 EVENT, RESPONSE, ERROR = b"E", b"R", b"X"
 _HEADER = struct.Struct(">cI")
 STDERR_TAIL_LINES = 30
+# Where the kernel counts OOM kills of this process's memory cgroup (v2, then v1).
+OOM_COUNTERS = (
+    (Path("/sys/fs/cgroup/memory.events"), "oom_kill"),
+    (Path("/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill"),
+)
 
 
 class WorkerError(Exception):
@@ -61,6 +70,8 @@ class Worker:
         )
         os.close(write_fd)
         self._pipe = os.fdopen(read_fd, "rb")
+        self._stopping = False
+        self._oom_kills_at_start = oom_kills()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         self._proc.stdin.write(request)
         self._proc.stdin.close()
@@ -87,6 +98,15 @@ class Worker:
                 raise WorkerError(error["code"], error["message"])
             yield kind, payload
         returncode = self._proc.wait()
+        if returncode == -signal.SIGKILL and not self._stopping:
+            before, now = self._oom_kills_at_start, oom_kills()
+            if before is not None and now is not None and now > before:
+                raise WorkerError(
+                    "RESOURCE_EXHAUSTED",
+                    "out of host memory: the kernel's OOM killer ended the worker "
+                    "(SIGKILL; the memory cgroup's oom_kill count rose); use a smaller "
+                    "batch_size, model or data limit, or a host with more memory",
+                )
         if returncode != 0:
             raise WorkerError("INTERNAL", self._death_message(returncode))
 
@@ -108,6 +128,7 @@ class Worker:
 
     def stop(self, grace_s: float = 1.0) -> None:
         """Ends the worker: SIGTERM to its process group, SIGKILL after grace_s."""
+        self._stopping = True
         if self._proc.poll() is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGTERM)
@@ -141,19 +162,39 @@ class Sink:
         self.write(EVENT, event.SerializeToString())
 
 
-def _error_code(exc: BaseException) -> str:
-    from services.common.data import DataError
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has ended in this memory cgroup; None when no
+    counter can be read (then an OOM kill reads as a SIGKILL, INTERNAL)."""
+    for path, key in OOM_COUNTERS:
+        try:
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _error(exc: BaseException) -> tuple[str, str]:
+    """(grpc status name, message) of an exception raised in the worker."""
+    from services.common.data import DataAccessError, DataError
     from services.common.spec import SpecError
 
+    message = str(exc) or type(exc).__name__
     if isinstance(exc, SpecError):
-        return "INVALID_ARGUMENT"
+        return "INVALID_ARGUMENT", message
+    if isinstance(exc, DataAccessError):
+        return "PERMISSION_DENIED", message
     if isinstance(exc, DataError):
-        return "FAILED_PRECONDITION"
+        return "FAILED_PRECONDITION", message
+    if isinstance(exc, MemoryError):
+        return "RESOURCE_EXHAUSTED", f"out of host memory (MemoryError): {message}"
     # torch.OutOfMemoryError, tf.errors.ResourceExhaustedError: matched by name so that this
-    # module imports no framework.
+    # module imports no framework. Both are raised for device (GPU) allocations.
     if type(exc).__name__ in ("OutOfMemoryError", "ResourceExhaustedError"):
-        return "RESOURCE_EXHAUSTED"
-    return "INTERNAL"
+        return "RESOURCE_EXHAUSTED", f"out of GPU memory ({type(exc).__name__}): {message}"
+    return "INTERNAL", message
 
 
 def main(argv: list[str]) -> int:
@@ -178,20 +219,16 @@ def main(argv: list[str]) -> int:
             request = pb.InspectRequest.FromString(request_bytes)
             sink.write(RESPONSE, trainer.inspect(request).SerializeToString())
         elif mode == "train":
-            from services.common.recorder import Diverged, Recorder
+            from services.common.recorder import Recorder
 
             spec = pb.TrainRequest.FromString(request_bytes).spec
-            try:
-                trainer.train(spec, Recorder(sink, spec, framework, import_s))
-            except Diverged as e:
-                # A result, not a failure: RunEnd (status diverged) is already on its way.
-                print(f"diverged: {e}", file=sys.stderr)
+            trainer.train(spec, Recorder(sink, spec, framework, import_s))
         else:
             raise ValueError(f"unknown worker mode {mode!r}")
     except Exception as exc:
         traceback.print_exc()
-        message = str(exc) or type(exc).__name__
-        sink.write(ERROR, json.dumps({"code": _error_code(exc), "message": message}).encode())
+        code, message = _error(exc)
+        sink.write(ERROR, json.dumps({"code": code, "message": message}).encode())
         return 1
     return 0
 

@@ -338,8 +338,13 @@ def train(spec: pb.TrainSpec, recorder) -> None:
             window_steps += 1
             if recorder.step_end(epoch, k + 1):
                 recorder.progress(epoch, k + 1, (train_step.window_loss / window_steps).item())
+                if recorder.diverged:
+                    break
                 train_step.window_loss.zero_()
                 window_steps = 0
+        if recorder.diverged:
+            # Training further on NaN/inf weights would measure nothing: what was measured stays.
+            break
         # The epoch's last step always reports, so the device is synchronised here.
         train_time_s = time.perf_counter() - epoch_start
 
@@ -367,7 +372,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
 
 def probe_train_losses(model, spec: pb.TrainSpec, probe: torch.Tensor, steps: int) -> list[float]:
     """The losses of `steps` training steps on the probe batch, taken as train() takes them."""
-    labels = torch.from_numpy(datasets.probe_labels(spec.seed, len(probe)))
+    labels = torch.from_numpy(datasets.probe_labels(spec.seed, len(probe), spec.model.num_classes))
     optimizer, lr_schedule = make_optimizer(spec, model, steps)
     model.train()
     losses = []

@@ -288,6 +288,9 @@ class RecorderCallback(keras.callbacks.Callback):
                 samples - reported_samples
             )
             self._recorder.progress(self._epoch, step, window_loss)
+            # Keras checks this after every step; the epoch's validation still runs, and the
+            # recorder leaves that epoch out.
+            self.model.stop_training = self._recorder.diverged
             self._reported = (samples, logs["loss"])
             # The epoch's last step always reports: the last of these ends training time.
             self._train_end = time.perf_counter()
@@ -403,7 +406,8 @@ def probe_train_losses(
     model: keras.Model, spec: pb.TrainSpec, probe: np.ndarray, steps: int
 ) -> list[float]:
     """The losses of `steps` training steps on the probe batch, compiled as train() compiles."""
-    labels = tf.one_hot(datasets.probe_labels(spec.seed, len(probe)), spec.model.num_classes)
+    num_classes = spec.model.num_classes
+    labels = tf.one_hot(datasets.probe_labels(spec.seed, len(probe), num_classes), num_classes)
     compile_for_training(model, spec, steps, with_metrics=False)
     # train_on_batch returns the loss of the step's forward pass, before its update.
     return [float(model.train_on_batch(probe, labels)) for _ in range(steps)]

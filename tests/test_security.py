@@ -1,0 +1,179 @@
+"""Who may talk to a service (services/common/security.py): TLS, the shared token, health without
+one, and no exposed plaintext bind without --insecure — real servers, real certificates made
+here with the openssl CLI, real clients."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fwbench.v1 import trainer_pb2 as pb
+from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from services.common import healthcheck, security, server
+from tests.conftest import ROOT, tiny_spec, venv_python
+
+TOKEN = "s3cret-token-of-32-characters-xx"
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A CA, a server certificate for localhost signed by it, and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))  # fmt: skip
+    for name, extension in (
+        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))  # fmt: skip
+        (d / f"{name}.ext").write_text(extension + "\n")
+        openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
+                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "1",
+                "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"))  # fmt: skip
+    return {p.stem + p.suffix.replace(".", "_"): p for p in d.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def secured(pki):
+    """A PyTorch service with TLS and a token."""
+    service = server.start(
+        "pytorch",
+        "localhost:0",
+        python=venv_python("pytorch"),
+        server_security=security.ServerSecurity(
+            cert_file=pki["server_pem"], key_file=pki["server_key"], token=TOKEN
+        ),
+    )
+    yield service
+    service.stop()
+
+
+def describe(channel: grpc.Channel) -> pb.DescribeResponse:
+    return pb_grpc.TrainerServiceStub(channel).Describe(pb.DescribeRequest(), timeout=60)
+
+
+def test_tls_and_the_right_token_are_served(secured, pki):
+    with security.channel(
+        f"localhost:{secured.port}", ca_file=pki["ca_pem"], token=TOKEN
+    ) as channel:
+        assert describe(channel).framework == "pytorch"
+
+
+@pytest.mark.parametrize("token", [None, "a-wrong-token-of-enough-length"])
+def test_a_missing_or_wrong_token_is_unauthenticated(secured, pki, token):
+    with security.channel(f"localhost:{secured.port}", ca_file=pki["ca_pem"], token=token) as c:
+        for call in (
+            lambda: describe(c),
+            lambda: next(pb_grpc.TrainerServiceStub(c).Train(pb.TrainRequest(spec=tiny_spec()))),
+        ):
+            with pytest.raises(grpc.RpcError) as error:
+                call()
+            assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "requires its token" in error.value.details()
+
+
+def test_a_plaintext_client_is_refused(secured):
+    with (
+        security.channel(f"localhost:{secured.port}", token=TOKEN) as channel,
+        pytest.raises(grpc.RpcError) as error,
+    ):
+        describe(channel)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_health_answers_without_a_token(secured, pki):
+    with security.channel(f"localhost:{secured.port}", ca_file=pki["ca_pem"]) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=healthcheck.SERVICE), timeout=10
+        )
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    # The container healthcheck checks 127.0.0.1 against a certificate for localhost.
+    serving, said = healthcheck.check(
+        f"127.0.0.1:{secured.port}", pki["ca_pem"], server_name="localhost"
+    )
+    assert serving, said
+
+
+def test_mutual_tls_requires_a_client_certificate(pki):
+    service = server.start(
+        "pytorch",
+        "localhost:0",
+        python=venv_python("pytorch"),
+        server_security=security.ServerSecurity(
+            cert_file=pki["server_pem"], key_file=pki["server_key"], client_ca_file=pki["ca_pem"]
+        ),
+    )
+    address = f"localhost:{service.port}"
+    try:
+        with security.channel(
+            address, ca_file=pki["ca_pem"], cert_file=pki["client_pem"], key_file=pki["client_key"]
+        ) as channel:
+            assert describe(channel).framework == "pytorch"
+        with (
+            security.channel(address, ca_file=pki["ca_pem"]) as channel,
+            pytest.raises(grpc.RpcError) as error,
+        ):
+            describe(channel)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        service.stop()
+
+
+def serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real service entry point, run until it exits (within seconds when it refuses)."""
+    command = [venv_python("pytorch"), "-m", "services.common.server", "--framework", "pytorch"]
+    return subprocess.run(
+        [*command, "--port", "0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_an_exposed_bind_is_refused_without_tls_and_a_token_or_insecure(pki):
+    plain = serve("--host", "0.0.0.0")
+    assert plain.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in plain.stderr
+    assert "TLS (--tls-cert, --tls-key) and a token" in plain.stderr
+    assert "--insecure" in plain.stderr
+    tls_only = serve("--host", "0.0.0.0", "--tls-cert", str(pki["server_pem"]),
+                     "--tls-key", str(pki["server_key"]))  # fmt: skip
+    assert tls_only.returncode == 2
+    assert "without a token" in tls_only.stderr
+
+
+def test_exposed_binds_start_with_insecure_or_with_tls_and_a_token(pki, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    for args in (
+        ("--insecure",),
+        ("--tls-cert", str(pki["server_pem"]), "--tls-key", str(pki["server_key"]),
+         "--token-file", str(token_file)),
+    ):  # fmt: skip
+        process = subprocess.Popen(
+            [venv_python("pytorch"), "-m", "services.common.server", "--framework", "pytorch",
+             "--host", "0.0.0.0", "--port", "0", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert "listening on 0.0.0.0:" in process.stdout.readline()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_a_short_token_is_refused():
+    short = serve("--insecure", env={"FWBENCH_TOKEN": "short", "PATH": "/usr/bin:/bin"})
+    assert short.returncode == 2
+    assert "shorter than 16 characters" in short.stderr
