@@ -145,7 +145,7 @@ def test_help_shows_the_defaults_of_the_one_source():
     text = " ".join(fwbench("run", "--help").stdout.split())
     assert f"passes over the training data (default: {specs.DEFAULTS['epochs']})" in text
     assert f"base learning rate (default: {specs.DEFAULTS['optimizer']['learning_rate']})" in text
-    assert "(default: shared for canonical models, framework for library ones)" in text
+    assert f"(default: {specs.effective_default('model.init')})" in text
     assert "examples:" in fwbench("--help").stdout
     assert fwbench("--version").stdout.startswith("fwbench ")
 

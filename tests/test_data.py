@@ -329,6 +329,7 @@ def real_cifar(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_shared_archive_prepares_to_cifar10(real_cifar):
     meta = datasets.read_meta(real_cifar)
     assert (meta["train_count"], meta["test_count"]) == (50_000, 10_000)
@@ -347,6 +348,7 @@ def test_the_shared_archive_prepares_to_cifar10(real_cifar):
         assert recorded[name]["sha256"] == datasets.sha256_file(real_cifar / f"{name}.npy")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])
 def test_a_corrupted_archive_is_a_clear_error_with_exit_2(tmp_path, damage):
     if not SHARED_CIFAR.exists():

@@ -49,6 +49,7 @@ def workdir(tmp_path, monkeypatch):
     return directory
 
 
+@pytest.mark.slow
 def test_friction_on_tiny_frameworks(tmp_path, workdir):
     # alpha pins tomli low; beta alone gets the newest: together, pip must downgrade beta's.
     alpha = _framework(tmp_path, "alpha", "six==1.17.0\ntomli==2.4.0\n", "import six", "six.b('x')")

@@ -23,6 +23,10 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+# Every test here starts a real service in a framework environment.
+pytestmark = pytest.mark.framework
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict[str, Path]:
     """A CA, a server certificate for localhost signed by it, and a client certificate."""

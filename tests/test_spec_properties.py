@@ -109,6 +109,7 @@ def assert_names_a_field(error: grpc.RpcError) -> None:
     assert named in FIELDS, error.details()
 
 
+@pytest.mark.framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=any_spec())
@@ -119,6 +120,7 @@ def test_a_refused_spec_is_invalid_argument_naming_a_field(stub, framework, spec
     assert_names_a_field(error.value)
 
 
+@pytest.mark.framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @settings(max_examples=100, deadline=None)
 @given(
@@ -188,6 +190,7 @@ def tiny_spec(draw) -> pb.TrainSpec:
 
 
 @pytest.mark.slow
+@pytest.mark.framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=tiny_spec())
