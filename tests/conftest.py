@@ -70,14 +70,19 @@ def venv_python(framework: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def services():
-    """Lazily started in-process services, one per framework: services("pytorch") -> Service."""
+def services(tmp_path_factory):
+    """Lazily started in-process services, one per framework: services("pytorch") -> Service.
+    They may read datasets under the repository's data/ and under the tests' temporary
+    directories (tests of confinement start services of their own)."""
     started: dict[str, server.Service] = {}
+    roots = (server.DEFAULT_DATA_ROOT, tmp_path_factory.getbasetemp())
 
     def get(framework: str) -> server.Service:
         needs_framework()
         if framework not in started:
-            started[framework] = server.start(framework, python=venv_python(framework))
+            started[framework] = server.start(
+                framework, python=venv_python(framework), data_roots=roots
+            )
         return started[framework]
 
     yield get
