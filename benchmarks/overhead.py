@@ -90,9 +90,9 @@ def run_service(client: TrainerClient, spec: pb.TrainSpec) -> tuple[float, str]:
     return outcome.end.step_time_median_s, outcome.started.device_name
 
 
-def run_bare(framework: str, spec: pb.TrainSpec, work_dir: Path) -> float:
-    """The bare loop's steady-state median step in s, in a fresh process of the framework's venv
-    (as the service's worker is)."""
+def run_bare(framework: str, spec: pb.TrainSpec, work_dir: Path) -> tuple[float, str]:
+    """(steady-state median step in s, device name) of the bare loop, in a fresh process of the
+    framework's venv (as the service's worker is)."""
     spec_file = work_dir / f"{spec.run_id}.spec"
     spec_file.write_bytes(spec.SerializeToString())
     done = subprocess.run(
@@ -110,7 +110,8 @@ def run_bare(framework: str, spec: pb.TrainSpec, work_dir: Path) -> float:
         raise RuntimeError(
             f"benchmarks/bare_{framework}.py exited with {done.returncode}:\n{done.stderr[-3000:]}"
         )
-    return json.loads(done.stdout.splitlines()[-1])["step_time_median_s"]
+    result = json.loads(done.stdout.splitlines()[-1])
+    return result["step_time_median_s"], result["device_name"]
 
 
 def measure(
@@ -129,10 +130,15 @@ def measure(
                 # ABBA: even pairs run the service first, odd pairs the bare loop first.
                 if index % 2 == 0:
                     service_s, device = run_service(client, spec)
-                    bare_s = run_bare(framework, spec, work_dir)
+                    bare_s, bare_device = run_bare(framework, spec, work_dir)
                 else:
-                    bare_s = run_bare(framework, spec, work_dir)
+                    bare_s, bare_device = run_bare(framework, spec, work_dir)
                     service_s, device = run_service(client, spec)
+                if bare_device != device:
+                    raise RuntimeError(
+                        f"the service trained on {device!r} but the bare loop on "
+                        f"{bare_device!r}: their ratio would mean nothing"
+                    )
                 pair = Pair(service_s, bare_s)
                 results.append(pair)
                 print(
@@ -240,23 +246,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = base_spec(args)
+    telemetry = f"every {args.sample_interval_ms} ms" if args.sample_interval_ms else "off"
     summaries = []
-    with tempfile.TemporaryDirectory(prefix="fwbench-overhead-") as work:
-        for framework in args.frameworks:
-            for model in args.models:
-                print(
-                    f"{framework} {model}, batch {args.batch_size}, {args.train_limit} samples, "
-                    f"device {args.device}, mode {args.mode}, telemetry "
-                    + (
-                        f"every {args.sample_interval_ms} ms:"
-                        if args.sample_interval_ms
-                        else "off:"
-                    ),
-                    flush=True,
-                )
-                pairs, device = measure(framework, model, base, args.pairs, Path(work))
-                summaries.append(summary_line(framework, model, device, pairs))
-    print("\n" + "\n".join(summaries))
+    try:
+        with tempfile.TemporaryDirectory(prefix="fwbench-overhead-") as work:
+            for framework in args.frameworks:
+                for model in args.models:
+                    print(
+                        f"{framework} {model}, batch {args.batch_size}, {args.train_limit} "
+                        f"samples, device {args.device}, mode {args.mode}, telemetry {telemetry}:",
+                        flush=True,
+                    )
+                    pairs, device = measure(framework, model, base, args.pairs, Path(work))
+                    summaries.append(summary_line(framework, model, device, pairs))
+    except launchers.LauncherError as e:
+        print(f"benchmarks/overhead.py: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"benchmarks/overhead.py: {e}", file=sys.stderr)
+        return 1
+    finally:
+        # What was measured before a failure is still worth reading.
+        if summaries:
+            print("\n" + "\n".join(summaries))
     return 0
 
 
