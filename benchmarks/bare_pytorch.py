@@ -1,59 +1,69 @@
-"""A bare PyTorch training loop — no service, no recorder, no progress — as the reference that
-benchmarks/harness_overhead.py compares the service against. Runs in .venvs/pytorch and prints
-one JSON line."""
+"""The PyTorch trainer's training step with nothing of fwbench around it: no service, worker,
+recorder, sampler or stream. The reference that benchmarks/overhead.py prices the service against.
+
+    .venvs/pytorch/bin/python -m benchmarks.bare_pytorch SPEC_FILE     (see benchmarks/bare.py)
+
+Everything a step does is the trainer's own code (services/pytorch/trainer.py): its Pipeline cuts
+batch k of the shared schedule (gather, crop, flip, normalise) on the device, then the same
+forward, loss, backward, optimizer and LR-schedule step, with the same knobs (configure). What is
+left out is what fwbench adds: the recorder's hooks, the running sums for the epoch's train
+loss and accuracy, evaluation, and the events.
+"""
 
 from __future__ import annotations
-
-import argparse
-import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from fwbench.v1 import trainer_pb2 as pb
+from benchmarks.bare import StepWindows, print_result, spec_from_argv
+from services.common import data as datasets
+from services.common import schedule
 from services.pytorch import models
-
-WINDOW_STEPS = 50
+from services.pytorch.trainer import (
+    Pipeline,
+    autocast,
+    configure,
+    make_optimizer,
+    resolve_device,
+    sync,
+)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="resnet50")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=500)
-    args = p.parse_args()
-    device = torch.device(args.device)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fwbench's fp32 default: strict
-    torch.backends.cudnn.allow_tf32 = False
-    spec = pb.ModelSpec(name=args.model, architecture="canonical", init="shared", num_classes=10)
-    model = models.build(spec, seed=0).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    spec = spec_from_argv("pytorch")
+    device = resolve_device(spec.device)
+    configure(spec, device)
+    dataset = datasets.load(spec.data, spec.seed)
+    pipeline = Pipeline(dataset, device, spec.batch_size)
+    train_samples = len(dataset.train_labels)
+    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
+    model = models.build(spec.model, spec.seed).to(device)
+    optimizer, lr_schedule = make_optimizer(spec, model, steps * spec.epochs)
+    forward = torch.compile(model) if spec.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
 
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(10):  # warm-up: cuDNN plans, allocator
-        step()
-    window_s = []
-    for _ in range(args.steps // WINDOW_STEPS):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(WINDOW_STEPS):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        window_s.append((time.perf_counter() - start) / WINDOW_STEPS)
-    median_s = statistics.median(window_s)
-    print(json.dumps({"step_time_median_s": median_s, "images_per_s": args.batch_size / median_s}))
+    windows = StepWindows(steps)
+    model.train()
+    for epoch in range(spec.epochs):
+        pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
+        sync(device)
+        windows.begin_epoch()
+        for k in range(steps):
+            x, y = pipeline.train_batch(k)
+            with autocast(spec, device):
+                loss = F.cross_entropy(
+                    forward(x).float(), y, label_smoothing=spec.optimizer.label_smoothing
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr_schedule.step()
+            if windows.due(epoch, k + 1):
+                loss.item()  # synchronises, as the trainer's progress report does
+                windows.synced(epoch, k + 1)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print_result(windows, name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""The TensorFlow trainer's training step with nothing of fwbench around it: no service, worker,
+recorder callback, sampler or stream. The reference that benchmarks/overhead.py prices the service
+against.
+
+    .venvs/tensorflow/bin/python -m benchmarks.bare_tensorflow SPEC_FILE   (see benchmarks/bare.py)
+
+The model, `model.compile` and the tf.data pipeline (gather, crop, flip, normalise of the shared
+schedule, prefetched) are the trainer's own (services/tensorflow/trainer.py). The loop is a plain
+Python loop over `model.train_function` — the compiled step that `model.fit` itself calls once per
+batch — rather than `model.fit`: fit with a batch callback converts every step's logs to floats,
+which waits for the device after every step (the friction the service's RecorderCallback pays),
+and fit without one cannot be timed in windows. So the ratio prices fwbench's callback and that
+per-step wait along with the rest of what fwbench adds (recorder, sampler, stream, worker), and
+also fit's own per-batch loop (callback dispatch, its epoch iterator), which any fit user pays.
+Like the PyTorch bare loop, this one computes no training metrics and does not evaluate.
+"""
+
+from __future__ import annotations
+
+from benchmarks.bare import StepWindows, print_result, spec_from_argv
+from services.common import data as datasets
+from services.common import schedule
+from services.tensorflow import models
+from services.tensorflow.trainer import (
+    Pipeline,
+    compile_for_training,
+    configure,
+    gpu_name,
+    resolve_device,
+)
+
+
+def main() -> None:
+    spec = spec_from_argv("tensorflow")
+    gpu = resolve_device(spec.device)
+    configure(spec, gpu)
+    dataset = datasets.load(spec.data, spec.seed)
+    pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes)
+    train_samples = len(dataset.train_labels)
+    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
+    model = models.build(spec.model, spec.seed)
+    compile_for_training(model, spec, steps * spec.epochs, with_metrics=False)
+    model.make_train_function()
+    batches = iter(pipeline.train_dataset(spec.seed, spec.epochs, spec.data.augment))
+
+    windows = StepWindows(steps)
+    for epoch in range(spec.epochs):
+        windows.begin_epoch()
+        for k in range(steps):
+            logs = model.train_function(batches)
+            if windows.due(epoch, k + 1):
+                float(logs["loss"])  # waits for the step, as the callback's logs conversion does
+                windows.synced(epoch, k + 1)
+    print_result(windows, gpu_name(gpu) if gpu else "cpu")
+
+
+if __name__ == "__main__":
+    main()

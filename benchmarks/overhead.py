@@ -1,0 +1,276 @@
+"""What does fwbench cost? The same spec trained through fwbench — service, fresh worker process,
+recorder hooks, progress syncs, the telemetry sampler at 100 ms, the gRPC stream — and by a bare
+loop of the same framework in the same environment (benchmarks/bare_<framework>.py: the trainer's
+own pipeline and step, nothing else), interleaved in one invocation.
+
+    .venvs/orchestrator/bin/python -m benchmarks.overhead                       (CPU defaults)
+    .venvs/orchestrator/bin/python -m benchmarks.overhead --frameworks pytorch \
+        --models resnet50,mobilenet_v2 --device cuda --train-limit 16000 --pairs 5
+
+Each pair runs the service and the bare loop back to back, in ABBA order (service-bare,
+bare-service, ...), so a steady drift of the host penalises neither. Both report the same
+statistic, measured the same way: the median steady-state step time from windows between device
+synchronisations after warm-up (RunEnd.step_time_median_s; benchmarks/bare.py). A pair's ratio
+service/bare is fwbench's cost at that moment; 1.00 would be a free harness. The median ratio over
+pairs is printed with its min–max and interquartile range.
+
+Every framework of services/common/frameworks.py that has a benchmarks/bare_<name>.py is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import launchers
+from orchestrator.client import TrainerClient
+from orchestrator.options import synthetic_spec
+from services.common import frameworks, schedule
+from services.common.recorder import WARMUP_STEPS
+from services.common.spec import MODELS
+
+BENCHMARKS = Path(__file__).resolve().parent
+MODES = ("default", "tuned")
+# The spec's mode arrives with the trainers' tuned mode (issue 14); until then only default exists.
+HAS_MODE = "mode" in pb.TrainSpec.DESCRIPTOR.fields_by_name
+
+
+def measurable_frameworks() -> list[str]:
+    """The registered frameworks that have a bare loop to be measured against."""
+    return [f for f in frameworks.NAMES if (BENCHMARKS / f"bare_{f}.py").exists()]
+
+
+@dataclasses.dataclass
+class Pair:
+    service_step_s: float
+    bare_step_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.service_step_s / self.bare_step_s
+
+
+@dataclasses.dataclass
+class Spread:
+    median: float
+    minimum: float
+    maximum: float
+    q1: float
+    q3: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        if len(values) == 1:
+            q1 = q3 = values[0]
+        else:
+            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(statistics.median(values), min(values), max(values), q1, q3)
+
+
+def run_service(client: TrainerClient, spec: pb.TrainSpec) -> tuple[float, str]:
+    """(steady-state median step in s, device name) of one run through the service."""
+    outcome = client.run(spec)
+    if not outcome.ok:
+        raise RuntimeError(
+            f"the {client.framework} service's run {spec.run_id} failed: {outcome.error}"
+        )
+    if not outcome.end.step_time_median_s > 0:
+        raise RuntimeError(
+            f"the {client.framework} service's run {spec.run_id} timed no steady-state step: "
+            f"every window between its syncs began within the {WARMUP_STEPS} warm-up steps; "
+            "give a larger --train-limit"
+        )
+    return outcome.end.step_time_median_s, outcome.started.device_name
+
+
+def run_bare(framework: str, spec: pb.TrainSpec, work_dir: Path) -> tuple[float, str]:
+    """(steady-state median step in s, device name) of the bare loop, in a fresh process of the
+    framework's venv (as the service's worker is)."""
+    spec_file = work_dir / f"{spec.run_id}.spec"
+    spec_file.write_bytes(spec.SerializeToString())
+    done = subprocess.run(
+        [
+            str(launchers.venv_python(framework)),
+            "-m",
+            f"benchmarks.bare_{framework}",
+            str(spec_file),
+        ],
+        cwd=launchers.ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"benchmarks/bare_{framework}.py exited with {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    result = json.loads(done.stdout.splitlines()[-1])
+    return result["step_time_median_s"], result["device_name"]
+
+
+def measure(
+    framework: str, model: str, base: pb.TrainSpec, pairs: int, work_dir: Path
+) -> tuple[list[Pair], str]:
+    """`pairs` ABBA pairs of (service, bare) for one framework and model, printed as they come."""
+    spec = pb.TrainSpec()
+    spec.CopyFrom(base)
+    spec.model.name = model
+    results: list[Pair] = []
+    with launchers.local([framework], work_dir / "logs") as launched:
+        client = TrainerClient(framework, launched.address(framework))
+        try:
+            for index in range(pairs):
+                spec.run_id = f"overhead-{framework}-{model}-{index}"
+                # ABBA: even pairs run the service first, odd pairs the bare loop first.
+                if index % 2 == 0:
+                    service_s, device = run_service(client, spec)
+                    bare_s, bare_device = run_bare(framework, spec, work_dir)
+                else:
+                    bare_s, bare_device = run_bare(framework, spec, work_dir)
+                    service_s, device = run_service(client, spec)
+                if bare_device != device:
+                    raise RuntimeError(
+                        f"the service trained on {device!r} but the bare loop on "
+                        f"{bare_device!r}: their ratio would mean nothing"
+                    )
+                pair = Pair(service_s, bare_s)
+                results.append(pair)
+                print(
+                    f"  pair {index} ({'service, bare' if index % 2 == 0 else 'bare, service'}): "
+                    f"service {service_s * 1000:8.2f} ms  bare {bare_s * 1000:8.2f} ms  "
+                    f"ratio {pair.ratio:.3f}",
+                    flush=True,
+                )
+        finally:
+            client.close()
+    return results, device
+
+
+def summary_line(framework: str, model: str, device: str, pairs: list[Pair]) -> str:
+    ratios = Spread.of([p.ratio for p in pairs])
+    service_ms = statistics.median(p.service_step_s for p in pairs) * 1000
+    bare_ms = statistics.median(p.bare_step_s for p in pairs) * 1000
+    return (
+        f"{framework} {model} ({device}): ratio service/bare median {ratios.median:.3f} "
+        f"(min–max {ratios.minimum:.3f}–{ratios.maximum:.3f}, IQR {ratios.q1:.3f}–{ratios.q3:.3f}, "
+        f"{len(pairs)} pairs); step median service {service_ms:.2f} ms, bare {bare_ms:.2f} ms"
+    )
+
+
+def base_spec(args: argparse.Namespace) -> pb.TrainSpec:
+    spec = synthetic_spec(
+        args.models[0],
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    # Set even when it equals the default: the interval measured is the one printed.
+    spec.sample_interval_ms = args.sample_interval_ms
+    if HAS_MODE:
+        spec.mode = args.mode
+    return spec
+
+
+def comma_list(choices: tuple[str, ...], what: str):
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [v for v in items if v not in choices]
+        if not items or unknown:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(unknown) or 'nothing'} given; {what} are: {', '.join(choices)}"
+            )
+        return items
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    measurable = tuple(measurable_frameworks())
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--frameworks",
+        type=comma_list(measurable, "frameworks with a benchmarks/bare_<name>.py"),
+        default=list(measurable),
+        help="comma-separated",
+    )
+    p.add_argument(
+        "--models",
+        type=comma_list(MODELS, "models"),
+        default=["mobilenet_v2"],
+        help="comma-separated",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    # Enough steps after the recorder's 10 warm-up steps for a stable median on 2 CPU cores.
+    p.add_argument("--train-limit", type=int, default=1536)
+    p.add_argument("--test-limit", type=int, default=64, help="evaluated by the service only")
+    p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--mode", choices=MODES, default="default")
+    p.add_argument(
+        "--sample-interval-ms",
+        type=int,
+        default=100,
+        help="the service's telemetry interval; 0 turns the sampler off, to price it alone",
+    )
+    args = p.parse_args(argv)
+    for name in ("batch_size", "train_limit", "test_limit", "pairs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    if args.mode != "default" and not HAS_MODE:
+        p.error(
+            f"--mode {args.mode}: this build's TrainSpec has no `mode` field yet (the trainers' "
+            "tuned mode, issue 14, is not merged); measure --mode default"
+        )
+    if args.sample_interval_ms < 0:
+        p.error(f"--sample-interval-ms must be 0 (off) or more, not {args.sample_interval_ms}")
+    # A steady-state window needs steps after the warm-up and before the epoch's last step.
+    least = (WARMUP_STEPS + 2) * args.batch_size
+    if schedule.steps_per_epoch(args.train_limit, args.batch_size) < WARMUP_STEPS + 2:
+        p.error(
+            f"--train-limit {args.train_limit} makes fewer than {WARMUP_STEPS + 2} steps of "
+            f"batch {args.batch_size}, and the first {WARMUP_STEPS} are warm-up, not timed: "
+            f"give at least {least}"
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = base_spec(args)
+    telemetry = f"every {args.sample_interval_ms} ms" if args.sample_interval_ms else "off"
+    summaries = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="fwbench-overhead-") as work:
+            for framework in args.frameworks:
+                for model in args.models:
+                    print(
+                        f"{framework} {model}, batch {args.batch_size}, {args.train_limit} "
+                        f"samples, device {args.device}, mode {args.mode}, telemetry {telemetry}:",
+                        flush=True,
+                    )
+                    pairs, device = measure(framework, model, base, args.pairs, Path(work))
+                    summaries.append(summary_line(framework, model, device, pairs))
+    except launchers.LauncherError as e:
+        print(f"benchmarks/overhead.py: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"benchmarks/overhead.py: {e}", file=sys.stderr)
+        return 1
+    finally:
+        # What was measured before a failure is still worth reading.
+        if summaries:
+            print("\n" + "\n".join(summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The benchmarks run, at tiny sizes on the CPU, and print what they promise: overhead.py a ratio
+per ABBA pair and their spread, floor.py a step time per model and a CSV the report reads. Their
+numbers are not checked here (a CPU shared with other work says nothing about fwbench's cost);
+that each number is the quotient, median or statistic it claims to be is.
+
+The batch-sweep suite files are checked to be one sweep: alike but for the batch size."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import suite
+from services.common import frameworks
+from tests.conftest import ROOT, venv_python
+
+PAIR = re.compile(
+    r"pair (\d+) \((service, bare|bare, service)\): service +([\d.]+) ms +bare +([\d.]+) ms +"
+    r"ratio ([\d.]+)"
+)
+SUMMARY = re.compile(
+    r"(\w+) mobilenet_v2 \(cpu\): ratio service/bare median ([\d.]+) \(min–max ([\d.]+)–([\d.]+), "
+    r"IQR ([\d.]+)–([\d.]+), (\d+) pairs\)"
+)
+
+
+def overhead(*args: str) -> subprocess.CompletedProcess:
+    # The orchestrator's interpreter, as a person runs it: the bare loops run in the frameworks'.
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.overhead", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.framework
+@pytest.mark.parametrize(("framework", "pairs"), [("pytorch", 2), ("tensorflow", 1)])
+def test_overhead_prints_each_pairs_ratio_in_abba_order_and_the_median_with_its_spread(
+    framework, pairs
+):
+    venv_python(framework)  # the environment exists (or the test says how to make it)
+    # 20 steps of mobilenet_v2 at batch 32: windows after the 10 warm-up steps on 2 CPU cores.
+    done = overhead(
+        "--frameworks", framework, "--models", "mobilenet_v2", "--train-limit", "640",
+        "--pairs", str(pairs),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = PAIR.findall(done.stdout)
+    assert [(int(i), order) for i, order, *_ in found] == [
+        (0, "service, bare"),
+        (1, "bare, service"),
+    ][:pairs]
+    ratios = []
+    for *_, service_ms, bare_ms, ratio in found:
+        assert float(service_ms) > 0 and float(bare_ms) > 0
+        assert float(ratio) == pytest.approx(float(service_ms) / float(bare_ms), abs=2e-3)
+        ratios.append(float(ratio))
+    summary = SUMMARY.search(done.stdout)
+    assert summary, done.stdout
+    name, median, low, high, q1, q3, count = summary.groups()
+    assert name == framework and int(count) == pairs
+    assert float(median) == pytest.approx(statistics.median(ratios), abs=2e-3)
+    assert float(low) == pytest.approx(min(ratios), abs=2e-3)
+    assert float(high) == pytest.approx(max(ratios), abs=2e-3)
+    assert float(low) <= float(q1) <= float(median) <= float(q3) <= float(high)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train-limit", "320"], "--train-limit 320 makes fewer than 12 steps of batch 32"),
+        (["--frameworks", "pytorch,jax"], "jax given; frameworks with a benchmarks/bare_<name>.py"),
+        (["--models", "resnet18"], "resnet18 given; models are: resnet50"),
+        (["--pairs", "0"], "--pairs must be at least 1, not 0"),
+    ],
+)
+def test_overhead_refuses_bad_options_before_anything_starts(args, message):
+    done = overhead(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_overhead_says_the_tuned_mode_is_not_there_yet_rather_than_measuring_default():
+    done = overhead("--mode", "tuned")
+    assert done.returncode == 2
+    assert "--mode tuned: this build's TrainSpec has no `mode` field yet" in done.stderr
+
+
+def floor(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [venv_python("pytorch"), "-m", "benchmarks.floor", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.framework
+def test_floor_without_a_gpu_exits_2_saying_it_needs_one(tmp_path):
+    done = floor("--models", "mobilenet", "--out", str(tmp_path))
+    if "needs an NVIDIA GPU" not in done.stderr and done.returncode == 0:
+        pytest.skip("this host has a GPU: floor.py measured it")
+    assert done.returncode == 2
+    assert "benchmarks.floor needs a CUDA GPU" in done.stderr
+    assert not (tmp_path / "floor.csv").exists()
+
+
+def test_the_batch_sweep_is_one_suite_per_batch_size_alike_but_for_it():
+    files = sorted((ROOT / "suites" / "batch-sweep").glob("*.yaml"))
+    suites = [suite.load(Path(f)) for f in files]
+    assert [s.spec["batch_size"] for s in suites] == [32, 64, 128, 256, 512]
+    assert len({s.name for s in suites}) == len(suites)
+    for s in suites:
+        assert s.frameworks == list(frameworks.NAMES)
+        assert {k: v for k, v in s.spec.items() if k != "batch_size"} == {
+            k: v for k, v in suites[0].spec.items() if k != "batch_size"
+        }
+        assert (s.models, s.repeats, s.spec["epochs"]) == (
+            suites[0].models,
+            suites[0].repeats,
+            suites[0].spec["epochs"],
+        )
