@@ -31,11 +31,12 @@ from rich.text import Text
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
 from orchestrator import friction, launchers, options, parity, report, results, suite
+from orchestrator.client import ClientSecurity
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
 from orchestrator.report import provenance
 from orchestrator.runner import Experiment, Interrupted, run_experiment
-from services.common import frameworks
+from services.common import frameworks, security
 from services.common import spec as specs
 from services.common.data import SYNTHETIC_TEST, SYNTHETIC_TRAIN
 
@@ -116,6 +117,23 @@ def _local_gpus(args: argparse.Namespace) -> list[str] | None:
     return [str(i) for i in range(parallel)]
 
 
+def _client_security(args: argparse.Namespace) -> ClientSecurity:
+    """TLS files and the token for remote services, checked readable before anything starts."""
+    token = os.environ.get(security.TOKEN_ENV) or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as e:
+            raise UserError(f"--token-file {args.token_file}: cannot be read ({e.strerror})") from e
+    for flag in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            raise UserError(f"--{flag.replace('_', '-')} {path}: no such file")
+    if args.tls_cert and not args.tls_ca:
+        raise UserError("--tls-cert is for mutual TLS: give the services' CA with --tls-ca too")
+    return ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, token)
+
+
 @contextlib.contextmanager
 def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: Path, spec=None):
     """The pool of services from the chosen launcher, each described once. Local services may
@@ -127,7 +145,7 @@ def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: 
             roots = [Path(spec.data.data_dir).resolve().parent]
         launch = launchers.local(wanted, log_dir, gpus=_local_gpus(args), data_roots=roots)
     else:
-        launch = launchers.remote(addresses)
+        launch = launchers.remote(addresses, _client_security(args))
     with launch as launched:
         members = Pool(launched)
         try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from services.common import security
 
 # Describe and Inspect start a worker that imports the framework (TensorFlow: ~10 s cold).
 CALL_DEADLINE_S = 300
@@ -38,12 +40,35 @@ class RunOutcome:
         return self.end is not None and not self.error
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientSecurity:
+    """How to reach services that are exposed safely (services/common/security.py): TLS with the
+    CA that signed their certificates (and a client certificate for mutual TLS), and the shared
+    token sent as `authorization: Bearer ...`. The default reaches plaintext services."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    token: str | None = None
+
+
+# Services on loopback or a private network (the local launcher, compose): no TLS, no token.
+PLAINTEXT = ClientSecurity()
+
+
 class TrainerClient:
-    def __init__(self, framework: str, address: str):
+    def __init__(self, framework: str, address: str, secured: ClientSecurity = PLAINTEXT):
         self.framework = framework
         self.address = address
         # Progress is small, but a stream can be long: no message size surprises, keepalive on.
-        self._channel = grpc.insecure_channel(address, options=[("grpc.keepalive_time_ms", 30_000)])
+        self._channel = security.channel(
+            address,
+            ca_file=secured.ca_file,
+            cert_file=secured.cert_file,
+            key_file=secured.key_file,
+            token=secured.token,
+            options=(("grpc.keepalive_time_ms", 30_000),),
+        )
         self._stub = pb_grpc.TrainerServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._call = None  # the Train call in progress

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.client import ServiceUnavailable, TrainerClient
+from orchestrator.client import PLAINTEXT, ClientSecurity, ServiceUnavailable, TrainerClient
 from orchestrator.errors import UserError
 from services.common import frameworks
 from services.common.frameworks import ROOT
@@ -53,8 +53,12 @@ class Launched:
     launcher can (the local one restarts its process) and returns its new endpoint, or None where
     it cannot (remote services restart by their own means: compose, Kubernetes)."""
 
-    def __init__(self, endpoints: list[Endpoint] | None = None):
+    def __init__(
+        self, endpoints: list[Endpoint] | None = None, secured: ClientSecurity = PLAINTEXT
+    ):
         self.endpoints: list[Endpoint] = list(endpoints or [])
+        # How clients reach these services (TLS, token); local services are plaintext on loopback.
+        self.secured = secured
 
     def address(self, framework: str) -> str:
         """The first service of a framework."""
@@ -141,8 +145,13 @@ def local(
         services.stop()
 
 
-def _wait_serving(endpoint: Endpoint, timeout_s: float, fail_fast: bool = False) -> None:
-    client = TrainerClient(endpoint.framework, endpoint.address)
+def _wait_serving(
+    endpoint: Endpoint,
+    timeout_s: float,
+    fail_fast: bool = False,
+    secured: ClientSecurity = PLAINTEXT,
+) -> None:
+    client = TrainerClient(endpoint.framework, endpoint.address, secured)
     try:
         client.wait_until_serving(timeout_s, fail_fast=fail_fast)
     except ServiceUnavailable as e:
@@ -209,12 +218,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def remote(services: dict[str, list[str]]) -> Iterator[Launched]:
+def remote(
+    services: dict[str, list[str]], secured: ClientSecurity = PLAINTEXT
+) -> Iterator[Launched]:
     """Services already running; `services` (parse_services) maps framework to HOST:PORTs."""
     endpoints = [Endpoint(f, a) for f, addresses in services.items() for a in _resolve(addresses)]
     for endpoint in endpoints:
-        _wait_serving(endpoint, REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
-    yield Launched(endpoints)
+        _wait_serving(endpoint, REMOTE_CONNECT_TIMEOUT_S, fail_fast=True, secured=secured)
+    yield Launched(endpoints, secured)
 
 
 def _resolve(addresses: list[str]) -> list[str]:

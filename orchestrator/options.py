@@ -318,6 +318,22 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         "make a pool; NAME=dns:///HOST:PORT adds every address HOST resolves to",
     )
     parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="remote services speak TLS: the CA (PEM) that signed their certificates",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM) for mutual TLS"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the services' shared token (default: $FWBENCH_TOKEN when set)",
+    )
+    parser.add_argument(
         "--parallel",
         type=positive_int,
         default=1,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import grpc
+
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.client import ServiceUnavailable, TrainerClient
-from orchestrator.launchers import REMOTE_CONNECT_TIMEOUT_S, Endpoint, Launched
+from orchestrator.launchers import REMOTE_CONNECT_TIMEOUT_S, Endpoint, Launched, LauncherError
 
 
 @dataclasses.dataclass
@@ -44,10 +46,21 @@ class Pool:
         self._launched = launched
         self.members: list[Member] = [self._member(e) for e in launched.endpoints]
 
-    @staticmethod
-    def _member(endpoint: Endpoint) -> Member:
-        client = TrainerClient(endpoint.framework, endpoint.address)
-        return Member(endpoint, client, client.describe())
+    def _member(self, endpoint: Endpoint) -> Member:
+        client = TrainerClient(endpoint.framework, endpoint.address, self._launched.secured)
+        try:
+            return Member(endpoint, client, client.describe())
+        except grpc.RpcError as e:
+            client.close()
+            hint = (
+                ": pass the service's token (--token-file or $FWBENCH_TOKEN)"
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED
+                else ""
+            )
+            raise LauncherError(
+                f"the {endpoint.framework} service at {endpoint.address} refused Describe "
+                f"({e.code().name}: {e.details()}){hint}"
+            ) from e
 
     def frameworks(self) -> list[str]:
         return list(dict.fromkeys(m.framework for m in self.members))

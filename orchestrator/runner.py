@@ -48,6 +48,10 @@ def runs(experiment: Experiment) -> Iterator[tuple[dict, pb.TrainSpec]]:
                 yield run | {"repeat": repeat}, spec
 
 
+# The contract's words for a run stopped because its service was shut down (proto: UNAVAILABLE).
+SHUTTING_DOWN = "service shutting down"
+
+
 class Interrupted(Exception):
     """Ctrl-C during the experiment: the runs in progress were cancelled on their services and
     recorded as such."""
@@ -156,6 +160,11 @@ class _Scheduler:
     def _record(self, run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> None:
         if outcome.interrupted:
             self._writer.run_finished(run | {"status": "cancelled"}, spec, outcome)
+            return
+        if outcome.code == grpc.StatusCode.UNAVAILABLE and SHUTTING_DOWN in outcome.error:
+            # The service was stopped, not broken: `--resume` runs this one again.
+            self._console.print(f"{run['run_id']}: its service shut down", markup=False)
+            self._writer.run_finished(run | {"status": "interrupted"}, spec, outcome)
             return
         if not outcome.ok:
             self._console.print(

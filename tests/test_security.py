@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common import healthcheck, security, server
-from tests.conftest import ROOT, tiny_spec, venv_python
+from tests.conftest import ROOT, fwbench, tiny_spec, venv_python
 
 TOKEN = "s3cret-token-of-32-characters-xx"
 
@@ -181,3 +181,21 @@ def test_a_short_token_is_refused():
     short = serve("--insecure", env={"FWBENCH_TOKEN": "short", "PATH": "/usr/bin:/bin"})
     assert short.returncode == 2
     assert "shorter than 16 characters" in short.stderr
+
+
+def test_fwbench_reaches_a_secured_service_with_the_ca_and_the_token(secured, pki, tmp_path):
+    # The orchestrator as users run it, against a service exposed with TLS and a token.
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    address = f"pytorch=localhost:{secured.port}"
+    remote = ["run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--launcher", "remote"]
+    remote += ["--service", address, "--tls-ca", pki["ca_pem"], "--device", "cpu"]
+    tiny = ["--train-limit", "64", "--test-limit", "32", "--epochs", "1"]
+    done = fwbench(*remote, "--token-file", token_file, *tiny, "--out", tmp_path / "ok")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    refused = fwbench(*remote, *tiny, "--out", tmp_path / "no-token")
+    output = " ".join(refused.stdout.split())
+    assert refused.returncode == 2, output
+    assert "refused Describe (UNAUTHENTICATED" in output and "--token-file" in output
+    assert not (tmp_path / "no-token").exists()
