@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import data as datasets
 from services.common.recorder import PROGRESS_INTERVAL_S, WARMUP_STEPS
 
 # The modes a bare loop reproduces; a tuned bare loop must take the trainer's tuned step as-is.
@@ -36,6 +37,8 @@ def spec_from_argv(framework: str) -> pb.TrainSpec:
     if len(sys.argv) != 2:
         raise SystemExit(f"usage: python -m benchmarks.bare_{framework} SPEC_FILE")
     spec = pb.TrainSpec.FromString(Path(sys.argv[1]).read_bytes())
+    # As the service's server does before its worker: the dataset completes the spec (its classes).
+    datasets.check(spec, [])
     mode = getattr(spec, "mode", "default") or "default"
     if mode not in BARE_MODES:
         raise SystemExit(

@@ -33,7 +33,7 @@ def main() -> None:
     spec = spec_from_argv("pytorch")
     device = resolve_device(spec.device)
     configure(spec, device)
-    dataset = datasets.load(spec.data, spec.seed)
+    dataset = datasets.load(spec)
     pipeline = Pipeline(dataset, device, spec.batch_size)
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)

@@ -34,7 +34,7 @@ def main() -> None:
     spec = spec_from_argv("tensorflow")
     gpu = resolve_device(spec.device)
     configure(spec, gpu)
-    dataset = datasets.load(spec.data, spec.seed)
+    dataset = datasets.load(spec)
     pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes)
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)

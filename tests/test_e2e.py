@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -85,7 +86,7 @@ def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.monotonic() + 120
-    while not (workers := _workers("train")) and time.monotonic() < deadline:
+    while not (workers := _workers("train", fwbench_process.pid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert workers, "no training worker appeared"
     workers[0].kill()
@@ -97,12 +98,15 @@ def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):
     assert "Runs that did not finish" in (out / "report.md").read_text()
 
 
-def _workers(mode: str) -> list[psutil.Process]:
+def _workers(mode: str, ancestor: int) -> list[psutil.Process]:
+    """Workers of this mode started by `ancestor`'s services (not anyone else's on the host)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if "services.common.worker" in cmdline and mode in cmdline:
-            found.append(process)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if ancestor in {p.pid for p in process.parents()}:
+                    found.append(process)
     return found
 
 
