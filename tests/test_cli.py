@@ -52,6 +52,7 @@ def test_service_addresses_need_the_remote_launcher_and_every_framework(tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow  # waits out the 15 s a starting container gets
 def test_nothing_listening_fails_in_seconds_and_leaves_no_results(tmp_path):
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
