@@ -31,7 +31,7 @@ from pathlib import Path
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import launchers
 from orchestrator.client import TrainerClient
-from orchestrator.options import synthetic_spec
+from orchestrator.options import csv_choice, synthetic_spec
 from services.common import frameworks, schedule
 from services.common.recorder import WARMUP_STEPS
 from services.common.spec import MODELS
@@ -177,19 +177,6 @@ def base_spec(args: argparse.Namespace) -> pb.TrainSpec:
     return spec
 
 
-def comma_list(choices: tuple[str, ...], what: str):
-    def parse(value: str) -> list[str]:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        unknown = [v for v in items if v not in choices]
-        if not items or unknown:
-            raise argparse.ArgumentTypeError(
-                f"{', '.join(unknown) or 'nothing'} given; {what} are: {', '.join(choices)}"
-            )
-        return items
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     measurable = tuple(measurable_frameworks())
     p = argparse.ArgumentParser(
@@ -197,13 +184,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--frameworks",
-        type=comma_list(measurable, "frameworks with a benchmarks/bare_<name>.py"),
+        type=csv_choice(measurable, "framework (with a benchmarks/bare_<name>.py)"),
         default=list(measurable),
         help="comma-separated",
     )
     p.add_argument(
         "--models",
-        type=comma_list(MODELS, "models"),
+        type=csv_choice(MODELS, "model"),
         default=["mobilenet_v2"],
         help="comma-separated",
     )

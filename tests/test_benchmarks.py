@@ -76,8 +76,11 @@ def test_overhead_prints_each_pairs_ratio_in_abba_order_and_the_median_with_its_
     ("args", "message"),
     [
         (["--train-limit", "320"], "--train-limit 320 makes fewer than 12 steps of batch 32"),
-        (["--frameworks", "pytorch,jax"], "jax given; frameworks with a benchmarks/bare_<name>.py"),
-        (["--models", "resnet18"], "resnet18 given; models are: resnet50"),
+        (
+            ["--frameworks", "pytorch,jax"],
+            "jax not known",
+        ),
+        (["--models", "resnet18"], "model resnet18 not known; choose from resnet50"),
         (["--pairs", "0"], "--pairs must be at least 1, not 0"),
     ],
 )
