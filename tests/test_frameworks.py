@@ -240,16 +240,35 @@ def test_cuda_without_a_gpu_is_invalid_argument_saying_what_to_use(stub, describ
 
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_tuned_mode_trains_the_same_job_to_the_same_accuracy(stub, framework):
-    # The same data, batches, optimizer and precision: accuracy agrees with the default mode's
-    # within the noise of 256 test images; the resolved settings say what tuned changed.
-    accuracy, settings = {}, {}
+def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
+    # The same data, batches, optimizer and precision. Final accuracies are not compared to each
+    # other: a compiler's reordered float sums send two SGD trajectories apart within a few
+    # steps, and after 64 steps their test accuracies differ by up to 0.16 (measured, three
+    # seeds: TensorFlow default vs XLA .83/.86, .77/.70, .86/.71; PyTorch eager vs
+    # torch.compile likewise). What must hold: both modes learn, and the first epoch's mean
+    # training loss agrees within 5 % (measured spread at most 3 %); that tuned's first steps
+    # are the same arithmetic is checked exactly below.
+    accuracy, first_epoch_loss, settings = {}, {}, {}
     for mode in ("default", "tuned"):
         spec = tiny_spec(mode=mode, epochs=2, data__train_limit=1000, data__test_limit=256)
         events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))
         settings[mode] = events[0].run_started.settings
+        epochs = [event.epoch_end for event in events if event.HasField("epoch_end")]
+        assert len(epochs) == events[-1].run_end.epochs_completed == 2
+        first_epoch_loss[mode] = epochs[0].train_loss
         accuracy[mode] = events[-1].run_end.final_test_accuracy
-        assert events[-1].run_end.epochs_completed == 2
     assert settings["tuned"]["mode"] == "tuned" and settings["default"]["mode"] == "default"
-    assert accuracy["default"] > 0.3
-    assert abs(accuracy["tuned"] - accuracy["default"]) <= 0.1, accuracy
+    assert min(accuracy.values()) > 0.5, accuracy
+    assert first_epoch_loss["tuned"] == pytest.approx(first_epoch_loss["default"], rel=0.05)
+
+
+def test_xla_in_the_tuned_mode_takes_the_same_first_steps(stub):
+    # Where tuned changes the compiler on the CPU (TensorFlow's XLA; PyTorch's tuned step needs
+    # CUDA), the first steps from the shared weights agree to float rounding: the same forward
+    # pass, loss and first update. Later steps drift apart (see above). Inspect's probe training
+    # compiles its step as train() does.
+    losses = {}
+    for mode in ("default", "tuned"):
+        request = pb.InspectRequest(spec=tiny_spec(mode=mode), probe_batch_size=8, train_steps=2)
+        losses[mode] = list(stub("tensorflow").Inspect(request, timeout=600).probe_train_losses)
+    assert losses["tuned"] == pytest.approx(losses["default"], rel=1e-4)
