@@ -16,11 +16,11 @@ import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import server
+from services.common import frameworks, server
 from services.common.spec import with_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
-FRAMEWORKS = ("pytorch", "tensorflow")
+FRAMEWORKS = frameworks.NAMES
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 

@@ -1,5 +1,5 @@
-"""Both frameworks train on the same batches: batch k of epoch e holds the same images, augmented
-the same way, in PyTorch and TensorFlow.
+"""Every framework trains on the same batches: batch k of epoch e holds the same images, augmented
+the same way, in PyTorch, TensorFlow and JAX.
 
 Each framework's own input pipeline (services/<framework>/trainer.py `Pipeline`) runs in its own
 virtualenv on a dataset prepared on disk, and the batches it cuts are compared byte for byte with
@@ -78,6 +78,21 @@ for augment in ("crop-flip", "none"):
         x, y = batches[epoch * steps]
         arrays[f"x_{augment}_e{epoch}"] = x.numpy()
         arrays[f"y_{augment}_e{epoch}"] = np.argmax(y.numpy(), axis=1)
+np.savez(out, **arrays)
+""",
+    "jax": PREAMBLE
+    + """
+from services.jax.trainer import Pipeline
+
+pipeline = Pipeline(dataset, batch_size)
+for augment in ("crop-flip", "none"):
+    for epoch in (0, 1):
+        pipeline.set_epoch(schedule.epoch_plan(seed, epoch, n, augment))
+        for k in (0, steps - 1):
+            arrays[f"u8_{augment}_e{epoch}_k{k}"] = np.asarray(pipeline.augmented(k))
+        x, y = pipeline.train_batch(0)
+        arrays[f"x_{augment}_e{epoch}"] = np.asarray(x)
+        arrays[f"y_{augment}_e{epoch}"] = np.asarray(y)
 np.savez(out, **arrays)
 """,
 }
@@ -165,9 +180,11 @@ def test_normalised_batches_and_labels_agree(small_dataset, batches, augment):
             np.testing.assert_allclose(x, reference, rtol=0, atol=1e-6, err_msg=framework)
             labels = batches[framework][f"y_{augment}_e{epoch}"]
             np.testing.assert_array_equal(labels, dataset.train_labels[plan.order])
-        np.testing.assert_allclose(
-            batches["pytorch"][f"x_{augment}_e{epoch}"],
-            batches["tensorflow"][f"x_{augment}_e{epoch}"],
-            rtol=0,
-            atol=1e-6,
-        )
+        for framework in FRAMEWORKS[1:]:
+            np.testing.assert_allclose(
+                batches[FRAMEWORKS[0]][f"x_{augment}_e{epoch}"],
+                batches[framework][f"x_{augment}_e{epoch}"],
+                rtol=0,
+                atol=1e-6,
+                err_msg=framework,
+            )
