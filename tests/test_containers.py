@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from services.common import healthcheck
+from services.common import frameworks, healthcheck
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -34,6 +34,7 @@ COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 VENV_REQUIREMENTS = {
     "services/pytorch/Dockerfile": "services/pytorch/requirements.txt",
     "services/tensorflow/Dockerfile": "services/tensorflow/requirements.txt",
+    "services/jax/Dockerfile": "services/jax/requirements.txt",
     "orchestrator/Dockerfile": "orchestrator/requirements-dev.txt",
 }
 DOCKERFILES = sorted(ROOT / path for path in VENV_REQUIREMENTS)
@@ -241,7 +242,7 @@ def test_compose_file_validates():
 def test_compose_wires_gpus_health_data_and_results():
     config = yaml.safe_load(compose_config(COMPOSE).stdout)
     services = config["services"]
-    for name in ("pytorch", "tensorflow"):
+    for name in frameworks.NAMES:
         service = services[name]
         [gpu] = service["deploy"]["resources"]["reservations"]["devices"]
         assert gpu == {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}
@@ -284,7 +285,7 @@ def test_compose_gpu_is_chosen_by_environment_variable():
         timeout=60,
     )
     config = yaml.safe_load(result.stdout)
-    for name in ("pytorch", "tensorflow"):
+    for name in frameworks.NAMES:
         [gpu] = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert gpu["device_ids"] == ["3"]
 
@@ -353,7 +354,7 @@ def test_dockerfile_copy_sources_exist(dockerfile):
     assert missing_copy_sources(dockerfile) == []
 
 
-@pytest.mark.parametrize("framework", ["pytorch", "tensorflow"])
+@pytest.mark.parametrize("framework", frameworks.NAMES)
 def test_service_images_are_non_root_healthchecked_and_pci_ordered(framework):
     steps = instructions(ROOT / "services" / framework / "Dockerfile")
     users = [a for k, a in steps if k == "USER"]
