@@ -184,9 +184,9 @@ def build(spec: pb.ModelSpec, seed: int, dtype: jnp.dtype = jnp.float32) -> Cano
         model = nnx.eval_shape(lambda: Canonical(architecture, dtype, nnx.Rngs(seed)))
         load_shared(model, architecture, seed)
         return model
-    # friction: eager, each initialiser compiles for each distinct shape (30 s for MobileNetV2 on
-    # 2 cores); under jit the whole initialisation is one program.
-    return nnx.jit(lambda: Canonical(architecture, dtype, nnx.Rngs(seed)))()
+    # friction: Flax's initialisers draw through XLA programs (threefry, truncated normal) that
+    # compile per parameter shape: ~30 s for MobileNetV2 on 2 busy cores, eager or under one jit.
+    return Canonical(architecture, dtype, nnx.Rngs(seed))
 
 
 def _weight_layer_positions(model: Canonical) -> list[tuple[int, int]]:
