@@ -66,8 +66,8 @@ class ConvBNAct(nnx.Module):
                 # friction: Flax's momentum is Keras' convention, the weight of the old statistic.
                 momentum=1 - arch.BN_MOMENTUM,
                 epsilon=arch.BN_EPSILON,
-                # friction: Flax's default variance, E[x²] - E[x]², loses digits that PyTorch's
-                # and Keras' two-pass variance keep; the parity checks see the difference.
+                # friction: Flax's default variance, E[x²] - E[x]², cancels digits where the mean
+                # is large against the spread; PyTorch and Keras compute mean((x - mean)²).
                 use_fast_variance=False,
                 dtype=dtype,
                 rngs=rngs,
