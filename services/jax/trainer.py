@@ -64,7 +64,8 @@ def _cuda_versions() -> tuple[str, str]:
 
     if cuda_versions is None or not _gpus():
         return "", ""
-    return str(cuda_versions.cuda_runtime_get_version()), str(cuda_versions.cudnn_get_version())
+    runtime = cuda_versions.cuda_runtime_get_version()  # e.g. 13000, written 13.0 as PyTorch does
+    return f"{runtime // 1000}.{runtime % 1000 // 10}", str(cuda_versions.cudnn_get_version())
 
 
 def describe() -> pb.DescribeResponse:
