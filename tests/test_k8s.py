@@ -405,25 +405,14 @@ def set_choices(copy: Path, **choices) -> None:
 
 
 def enable_components(copy: Path, *components: str, jax_replicas: int = 1) -> None:
-    """What a user uncomments in kustomization.yaml to turn components on."""
+    """What a user changes in kustomization.yaml: optional components on, JAX's pool size."""
     kustomization = yaml.safe_load((copy / "kustomization.yaml").read_text())
-    choices = {"components": [f"components/{c}" for c in components]}
-    if "jax" in components:
-        choices["replicas"] = [*kustomization["replicas"], {"name": "jax", "count": jax_replicas}]
-        field = "spec.template.spec.initContainers.[name=wait-for-pool].env.[name=JAX_REPLICAS]"
-        choices["replacements"] = [
-            *kustomization["replacements"],
-            {
-                "source": {"kind": "StatefulSet", "name": "jax", "fieldPath": "spec.replicas"},
-                "targets": [
-                    {
-                        "select": {"kind": "Job", "name": "fwbench-orchestrator"},
-                        "fieldPaths": [f"{field}.value"],
-                    }
-                ],
-            },
-        ]
-    set_choices(copy, **choices)
+    enabled = kustomization.get("components", [])
+    wanted = [f"components/{c}" for c in components if f"components/{c}" not in enabled]
+    replicas = [
+        r | {"count": jax_replicas} if r["name"] == "jax" else r for r in kustomization["replicas"]
+    ]
+    set_choices(copy, components=[*enabled, *wanted], replicas=replicas)
 
 
 # ---- the deployment as shipped ------------------------------------------------------------------
@@ -494,7 +483,7 @@ def test_replicas_set_each_pool_and_the_orchestrator_waits_for_all_of_them(tmp_p
 
 def test_images_can_come_from_another_registry(tmp_path):
     copy = copy_of_k8s(tmp_path)
-    components = ("pytorch", "tensorflow", "orchestrator")
+    components = (*frameworks.NAMES, "orchestrator")
     set_choices(
         copy,
         images=[

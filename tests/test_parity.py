@@ -1,5 +1,5 @@
-"""Model parity: the canonical models are the same in PyTorch and TensorFlow — same counts, same
-logits, same training steps from the shared initial weights — and library models report how
+"""Model parity: the canonical models are the same in PyTorch, TensorFlow and JAX — same counts,
+same logits, same training steps from the shared initial weights — and library models report how
 they differ. Through the real services; the framework-free tables and initialiser directly."""
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def test_shared_initial_weights_follow_the_seed_and_the_initialiser():
 
 @pytest.mark.framework
 @pytest.mark.parametrize("model", by_speed(architectures.ARCHITECTURES))
-def test_canonical_models_are_identical_in_both_frameworks(inspected, model):
+def test_canonical_models_are_identical_in_every_framework(inspected, model):
     reports = inspected(model)
     result = parity.compare(tiny_spec(model), reports)
     expected = architectures.counts(architectures.get(model, 10))
@@ -137,12 +137,15 @@ def test_training_steps_from_shared_weights_give_the_same_losses(inspected, mode
     # The first loss checks the training-mode forward pass (BatchNorm's batch statistics); the
     # second, one SGD update later, the gradients and the optimiser.
     compared = 1 if model in ROUNDING_SENSITIVE_UPDATES else TRAIN_STEPS
-    np.testing.assert_allclose(
-        losses["pytorch"][:compared],
-        losses["tensorflow"][:compared],
-        rtol=0,
-        atol=parity.LOSS_TOLERANCE,
-    )
+    reference, *others = FRAMEWORKS
+    for framework in others:
+        np.testing.assert_allclose(
+            losses[reference][:compared],
+            losses[framework][:compared],
+            rtol=0,
+            atol=parity.LOSS_TOLERANCE,
+            err_msg=framework,
+        )
 
 
 @pytest.mark.framework
@@ -152,15 +155,18 @@ def test_library_models_run_and_report_their_differences(inspected):
         tiny_spec("vgg19", model__architecture="library", model__init="framework"),
         inspected("vgg19", "library"),
     )
+    # JAX has no model library: its "library" model is the canonical one.
     assert {f: r.total_params for f, r in vgg.reports.items()} == {
         "pytorch": 139_611_210,
         "tensorflow": 38_947_914,
+        "jax": 38_947_914,
     }
     assert vgg.differences["dense_layers"] == {
         "pytorch": "25088→4096→4096→10",
         "tensorflow": "512→4096→4096→10",
+        "jax": "512→4096→4096→10",
     }
-    assert vgg.differences["dropout"] == {"pytorch": "0.5", "tensorflow": "none"}
+    assert vgg.differences["dropout"] == {"pytorch": "0.5", "tensorflow": "none", "jax": "none"}
     assert not vgg.counts_equal and vgg.passed and vgg.verdict == "not judged (library)"
 
     resnet = parity.compare(
@@ -170,10 +176,16 @@ def test_library_models_run_and_report_their_differences(inspected):
     assert {f: r.trainable_params for f, r in resnet.reports.items()} == {
         "pytorch": 23_528_522,
         "tensorflow": 23_555_082,
+        "jax": 23_528_522,
     }
     for key in ("resnet_variant", "bn_momentum", "bn_epsilon", "conv_bias", "initializer"):
         assert key in resnet.differences, key
-    assert resnet.differences["bn_momentum"] == {"pytorch": "0.1", "tensorflow": "0.01"}
+    assert resnet.differences["bn_momentum"] == {
+        "pytorch": "0.1",
+        "tensorflow": "0.01",
+        "jax": "0.1",
+    }
+    assert resnet.reports["jax"].properties["definition"].startswith("fwbench canonical")
 
 
 def test_parity_judges_counts_logits_and_losses():

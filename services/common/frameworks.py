@@ -125,6 +125,7 @@ FRAMEWORKS: dict[str, Framework] = {
     for f in (
         Framework("pytorch", "PyTorch", "torch", "import torch, torchvision"),
         Framework("tensorflow", "TensorFlow", "tensorflow", "import tensorflow as tf, keras"),
+        Framework("jax", "JAX", "jax", "import jax, flax, optax"),
     )
 }
 NAMES: tuple[str, ...] = tuple(FRAMEWORKS)

@@ -1,0 +1,411 @@
+"""JAX trainer: Flax NNX modules, Optax, one jit-compiled train step, the way JAX users write it.
+
+The dataset lives on the device as uint8 arrays, and each batch is cut, augmented and normalised
+inside the compiled train step from the shared batch schedule, so no host-side data loader sits
+in the measured loop. JAX dispatches asynchronously: the loop only waits for the device where the
+recorder asks for progress. The loop reads top to bottom: set up, train an epoch, evaluate,
+report.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+
+# friction: by default XLA reserves 75 % of GPU memory when the backend starts, and memory numbers
+# mean nothing; set before JAX starts its backends. XLA_PYTHON_CLIENT_PREALLOCATE=true in the
+# service's environment overrides.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import flax
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+import optax
+from flax import nnx
+
+from fwbench.v1 import trainer_pb2 as pb
+from services.common import data as datasets
+from services.common import schedule
+from services.common.spec import WEIGHT_DECAY, SpecError
+from services.jax import models
+
+FRAMEWORK = "jax"
+# torch.optim.Adam/AdamW's epsilon, which is also Optax's default: added after bias correction.
+ADAM_EPSILON = 1e-8
+COMPUTE_DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16}
+# XLA's matmul/conv precision for float32 operands. "default" lets a GPU use TF32 (or bf16 passes
+# on some hardware), so fp32 asks for "highest" explicitly.
+MATMUL_PRECISION = {
+    "fp32": "highest",
+    "tf32": "tensorfloat32",
+    "bf16": "default",
+    "fp16": "default",
+}
+# Dynamic loss scaling for fp16, as torch.amp.GradScaler's defaults.
+LOSS_SCALE_INITIAL = 2.0**16
+LOSS_SCALE_GROWTH_INTERVAL = 2000
+
+
+def _gpus() -> list[jax.Device]:
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:  # no GPU backend: no plugin, or no driver
+        return []
+
+
+def _cuda_versions() -> tuple[str, str]:
+    """The CUDA runtime and cuDNN versions of jax's CUDA plugin, or empty strings."""
+    # friction: JAX has no public API for the CUDA/cuDNN versions it runs with.
+    from jax._src.lib import cuda_versions
+
+    if cuda_versions is None or not _gpus():
+        return "", ""
+    runtime = cuda_versions.cuda_runtime_get_version()  # e.g. 13000, written 13.0 as PyTorch does
+    return f"{runtime // 1000}.{runtime % 1000 // 10}", str(cuda_versions.cudnn_get_version())
+
+
+def describe() -> pb.DescribeResponse:
+    cuda, cudnn = _cuda_versions()
+    return pb.DescribeResponse(
+        framework=FRAMEWORK,
+        framework_version=jax.__version__,
+        python_version=platform.python_version(),
+        cuda_version=cuda,
+        cudnn_version=cudnn,
+        devices=["cpu", *(f"cuda:{i} {gpu.device_kind}" for i, gpu in enumerate(_gpus()))],
+        library_versions={
+            "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+        },
+        hostname=platform.node(),
+    )
+
+
+def resolve_device(name: str) -> jax.Device:
+    gpus = _gpus()
+    if name == "cpu" or (name == "auto" and not gpus):
+        return jax.devices("cpu")[0]
+    if not gpus:
+        raise SpecError(
+            f"device: 'cuda' was requested but JAX sees no GPU (jax {jax.__version__}, "
+            f"backends: {', '.join(sorted({d.platform for d in jax.devices()}))}): a GPU needs an "
+            "NVIDIA driver and the CUDA plugin of services/jax/requirements-gpu.txt; "
+            "use device 'cpu' or 'auto'"
+        )
+    return gpus[0]
+
+
+def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
+    """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
+    # Everything below runs on `device`: the arrays created here and the compiled steps.
+    jax.config.update("jax_default_device", device)
+    # friction: JAX uses TF32 for float32 matmuls and convolutions on a GPU unless told not to.
+    precision = MATMUL_PRECISION[spec.precision]
+    jax.config.update("jax_default_matmul_precision", precision)
+    tf32 = spec.precision == "tf32"
+    settings = {
+        "device": "cpu" if device.platform == "cpu" else f"cuda:{device.id}",
+        "precision": spec.precision,
+        "tf32_matmul": str(tf32).lower(),
+        "tf32_conv": str(tf32).lower(),
+        "matmul_precision": precision,
+        "compute_dtype": jnp.dtype(COMPUTE_DTYPES.get(spec.precision, jnp.float32)).name,
+        "loss_scale": "dynamic" if spec.precision == "fp16" else "none",
+        # friction: JAX has no eager training loop worth measuring: every run is jit-compiled,
+        # and the spec's compile=false cannot be honoured.
+        "compile": "xla (nnx.jit)" if spec.compile else "xla (nnx.jit; JAX always compiles)",
+        "mode": spec.mode,
+        # Tuned changes nothing here: the default step is already one XLA program with donated
+        # buffers, dispatched asynchronously, and the batches are cut on the device.
+        "cudnn_benchmark": "always (XLA autotunes)",
+        "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
+        "input_pipeline": "on the device, cut inside the compiled train step",
+        # XLA's CPU backend uses every schedulable core.
+        "threads": str(len(os.sched_getaffinity(0))),
+    }
+    if device.platform != "cpu":
+        settings["xla_preallocate"] = os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"]
+    return settings
+
+
+class Pipeline:
+    """The dataset on the device and the batches of the shared schedule, cut there.
+
+    The cutting is jit-compiled functions of the batch's start (a traced scalar), so one program
+    serves every batch of a size; only the short last batch of an epoch is a second shape.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, batch_size: int):
+        self.batch_size = batch_size
+        self.train_samples = len(dataset.train_labels)
+        pad = schedule.PAD
+        # Padded once, so that every crop is a pure gather.
+        padding = ((0, 0), (pad, pad), (pad, pad), (0, 0))
+        self.train_padded = jnp.pad(jnp.asarray(dataset.train_images), padding)
+        self.train_labels = jnp.asarray(dataset.train_labels)
+        self.test_images = jnp.asarray(dataset.test_images)
+        self.test_labels = jnp.asarray(dataset.test_labels)
+        self.mean = jnp.asarray(dataset.mean, jnp.float32)
+        self.std = jnp.asarray(dataset.std, jnp.float32)
+
+    def set_epoch(self, plan: schedule.EpochPlan) -> None:
+        # One upload per epoch: int [4, N] of order, dy, dx and flip.
+        self.plan = jnp.asarray(np.stack([plan.order, plan.dy, plan.dx, plan.flip]))
+
+    def size(self, k: int) -> int:
+        return min(self.batch_size, self.train_samples - k * self.batch_size)
+
+    def augmented(self, k: int) -> jax.Array:
+        """Batch k of the epoch as uint8 NHWC, after crop and flip."""
+        return _augmented(self.train_padded, self.plan, k * self.batch_size, self.size(k))
+
+    def train_batch(self, k: int) -> tuple[jax.Array, jax.Array]:
+        start, size = k * self.batch_size, self.size(k)
+        order = _batch_order(self.plan, start, size)
+        images = normalise(self.augmented(k), self.mean, self.std)
+        return images, self.train_labels[order]
+
+    def test_batches(self):
+        for start in range(0, len(self.test_labels), self.batch_size):
+            end = start + self.batch_size
+            yield (
+                normalise(self.test_images[start:end], self.mean, self.std),
+                self.test_labels[start:end],
+            )
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _augmented(padded: jax.Array, plan: jax.Array, start, size: int) -> jax.Array:
+    order, dy, dx, flip = jax.lax.dynamic_slice_in_dim(plan, start, size, axis=1)
+    rows, cols = schedule.crop_indices(dy, dx, flip, jnp.arange(schedule.SIZE))
+    batch = jnp.arange(size)[:, None, None]
+    return padded[order][batch, rows[:, :, None], cols[:, None, :]]
+
+
+@jax.jit
+def normalise(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    return (images.astype(jnp.float32) / 255 - mean) / std
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _batch_order(plan: jax.Array, start, size: int) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(plan[0], start, size)
+
+
+def make_optimizer(spec: pb.TrainSpec, total_steps: int) -> optax.GradientTransformation:
+    o = spec.optimizer
+    # Both schedules are per step; Optax's cosine decay to 0 equals PyTorch's CosineAnnealingLR.
+    learning_rate = (
+        optax.cosine_decay_schedule(o.learning_rate, decay_steps=total_steps)
+        if o.lr_schedule == "cosine"
+        else o.learning_rate
+    )
+    if o.name == "adamw":
+        return optax.adamw(learning_rate, eps=ADAM_EPSILON, weight_decay=o.weight_decay)
+    if o.name == "sgd":
+        transform = optax.sgd(learning_rate, momentum=o.momentum or None, nesterov=o.nesterov)
+    else:
+        transform = optax.adam(learning_rate, eps=ADAM_EPSILON)
+    # Coupled L2, as torch.optim.SGD and Adam apply weight_decay: l2 * w added to the gradient
+    # before the optimiser sees it.
+    return optax.chain(optax.add_decayed_weights(o.weight_decay), transform)
+
+
+def with_overflow_skip(spec: pb.TrainSpec, transform: optax.GradientTransformation):
+    """Under fp16 loss scaling, an update whose gradients overflowed is skipped, never applied."""
+    if spec.precision != "fp16":
+        return transform
+    return optax.apply_if_finite(transform, max_consecutive_errors=np.iinfo(np.int32).max)
+
+
+def new_optimizer(model, transform: optax.GradientTransformation) -> nnx.Optimizer:
+    """An Optimizer over model's parameters, its state made by one compiled program."""
+    # friction: eager, Optax's init compiles a tiny program per distinct parameter shape (3.5 s
+    # for MobileNetV2 on 2 cores, against 0.7 s under jit).
+    return nnx.jit(lambda model: nnx.Optimizer(model, transform, wrt=nnx.Param))(model)
+
+
+def loss_fn(model, images, labels, label_smoothing: float):
+    logits = model(images).astype(jnp.float32)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean(), logits
+
+
+class LossScale(nnx.Variable):
+    """fp16's dynamic loss scale and the number of finite steps since it last changed."""
+
+
+@functools.partial(nnx.jit, static_argnames="label_smoothing", donate_argnums=(0, 1))
+def train_step(model, optimizer, scale, images, labels, label_smoothing):
+    """One update of model: (the loss before it, correct predictions)."""
+    if scale is None:
+        grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+        (loss, logits), grads = grad_fn(model, images, labels, label_smoothing)
+    else:
+        loss, logits, grads = scaled_gradients(model, scale, images, labels, label_smoothing)
+    optimizer.update(model, grads)
+    return loss, (logits.argmax(-1) == labels).sum()
+
+
+def scaled_gradients(model, scale, images, labels, label_smoothing):
+    """fp16 gradients with dynamic loss scaling, as torch.amp.GradScaler: where they overflow,
+    the update is skipped (make_optimizer's apply_if_finite) and the scale halves; after
+    LOSS_SCALE_GROWTH_INTERVAL finite steps it doubles."""
+
+    # friction: neither JAX nor Optax scales losses; fp16 training needs this by hand.
+    def scaled_loss(model):
+        loss, logits = loss_fn(model, images, labels, label_smoothing)
+        return loss * scale[...][0], (loss, logits)
+
+    grads, (loss, logits) = nnx.grad(scaled_loss, has_aux=True)(model)
+    value, finite_steps = scale[...]
+    grads = jax.tree.map(lambda g: g / value, grads)
+    finite = jnp.all(jnp.stack([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+    finite_steps = jnp.where(finite, finite_steps + 1, 0)
+    grow = finite_steps >= LOSS_SCALE_GROWTH_INTERVAL
+    value = jnp.where(finite, jnp.where(grow, value * 2, value), value / 2)
+    scale[...] = jnp.stack([value, jnp.where(grow, 0, finite_steps)])
+    return loss, logits, grads
+
+
+@nnx.jit
+def predict(model, images):
+    return model(images).astype(jnp.float32)
+
+
+@nnx.jit
+def eval_step(model, images, labels):
+    logits = predict(model, images)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+    return loss, (logits.argmax(-1) == labels).sum()
+
+
+def evaluate(model, pipeline: Pipeline) -> tuple[float, float]:
+    model.eval()
+    loss_sum = correct = 0
+    for x, y in pipeline.test_batches():
+        loss, right = eval_step(model, x, y)
+        loss_sum, correct = loss_sum + loss, correct + right
+    model.train()
+    count = len(pipeline.test_labels)
+    return float(loss_sum) / count, int(correct) / count  # float() waits for the device
+
+
+def peak_memory_bytes(device: jax.Device) -> int | None:
+    stats = device.memory_stats()  # None on the CPU
+    return stats.get("peak_bytes_in_use") if stats else None
+
+
+def train(spec: pb.TrainSpec, recorder) -> None:
+    device = resolve_device(spec.device)
+    settings = configure(spec, device)
+
+    start = time.perf_counter()
+    dataset = datasets.load(spec)
+    pipeline = Pipeline(dataset, spec.batch_size)
+    jax.block_until_ready(pipeline.train_padded)
+    data_load_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    train_samples = len(dataset.train_labels)
+    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
+    dtype = COMPUTE_DTYPES.get(spec.precision, jnp.float32)
+    model = models.build(spec.model, spec.seed, dtype)
+    transform = with_overflow_skip(spec, make_optimizer(spec, steps * spec.epochs))
+    optimizer = new_optimizer(model, transform)
+    scale = LossScale(jnp.array([LOSS_SCALE_INITIAL, 0.0])) if spec.precision == "fp16" else None
+    jax.block_until_ready(nnx.state((model, optimizer)))
+    build_s = time.perf_counter() - start
+
+    recorder.run_started(
+        framework_version=jax.__version__,
+        device_name="cpu" if device.platform == "cpu" else device.device_kind,
+        cuda_device_index=None if device.platform == "cpu" else device.id,
+        train_samples=train_samples,
+        test_samples=len(dataset.test_labels),
+        steps_per_epoch=steps,
+        data_load_s=data_load_s,
+        build_s=build_s,
+        settings=settings | {"data": dataset.description},
+    )
+
+    smoothing = spec.optimizer.label_smoothing
+    recorder.train_begin()
+    for epoch in range(spec.epochs):
+        pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
+        epoch_start = time.perf_counter()
+        # Sums stay on the device: reading them every step would synchronise every step.
+        loss_sum = correct = window_loss = 0
+        window_steps = 0
+        for k in range(steps):
+            x, y = pipeline.train_batch(k)
+            # friction: a short last batch is a new shape, so XLA compiles the step once more,
+            # inside the first epoch's last step.
+            loss, right = train_step(model, optimizer, scale, x, y, smoothing)
+            loss_sum, correct = loss_sum + loss * len(y), correct + right
+            window_loss, window_steps = window_loss + loss, window_steps + 1
+            if recorder.step_end(epoch, k + 1):
+                recorder.progress(
+                    epoch, k + 1, float(jax.block_until_ready(window_loss)) / window_steps
+                )
+                if recorder.diverged:
+                    break
+                window_loss, window_steps = 0, 0
+        if recorder.diverged:
+            # Training further on NaN/inf weights would measure nothing: what was measured stays.
+            break
+        # The epoch's last step always reports, so the device is synchronised here.
+        train_time_s = time.perf_counter() - epoch_start
+
+        eval_start = time.perf_counter()
+        test_loss, test_accuracy = evaluate(model, pipeline)
+        eval_time_s = time.perf_counter() - eval_start
+        recorder.epoch_end(
+            epoch,
+            train_loss=float(loss_sum) / train_samples,
+            train_accuracy=int(correct) / train_samples,
+            test_loss=test_loss,
+            test_accuracy=test_accuracy,
+            train_time_s=train_time_s,
+            eval_time_s=eval_time_s,
+        )
+
+    recorder.run_end(peak_framework_mem_bytes=peak_memory_bytes(device))
+
+
+def probe_train_losses(model, spec: pb.TrainSpec, probe: jax.Array, steps: int) -> list[float]:
+    """The losses of `steps` training steps on the probe batch, taken as train() takes them."""
+    labels = jnp.asarray(datasets.probe_labels(spec.seed, len(probe), spec.model.num_classes))
+    optimizer = new_optimizer(model, make_optimizer(spec, steps))
+    smoothing = spec.optimizer.label_smoothing
+    model.train()
+    return [
+        float(train_step(model, optimizer, None, probe, labels, smoothing)[0]) for _ in range(steps)
+    ]
+
+
+def inspect(request: pb.InspectRequest) -> pb.ModelReport:
+    """Model size, probe logits and probe training losses, on the CPU in fp32 (logits in eval
+    mode) so that frameworks compare the same arithmetic."""
+    spec = request.spec
+    jax.config.update("jax_default_device", jax.devices("cpu")[0])
+    jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION["fp32"])
+    model = models.build(spec.model, spec.seed)
+    probe = jnp.asarray(datasets.probe_batch(spec.seed, request.probe_batch_size))
+    model.eval()
+    logits = predict(model, probe)
+    description = models.describe(model, spec.model)
+    return pb.ModelReport(
+        framework=FRAMEWORK,
+        model=spec.model.name,
+        probe_logits=np.asarray(logits).ravel().tolist(),
+        probe_batch_size=request.probe_batch_size,
+        probe_train_losses=probe_train_losses(model, spec, probe, request.train_steps),
+        **description,
+    )

@@ -1,0 +1,95 @@
+"""What only the JAX service has to get right, through its real service: Optax transforms with
+torch.optim's semantics (checked by the losses of training steps from the shared weights, against
+PyTorch), and the knobs JAX resolves its own way (it always compiles; fp32 means XLA's 'highest'
+matmul precision; bf16 and fp16 compute in half precision on float32 parameters)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import parity
+from tests.conftest import tiny_spec
+
+# Every test here talks to the JAX service (and PyTorch's).
+pytestmark = pytest.mark.framework
+
+PROBE_BATCH = 32
+# Three steps: the losses of steps 2 and 3 follow the first two updates, so that momentum,
+# Nesterov, the schedule's second learning rate and weight decay all shape them.
+TRAIN_STEPS = 3
+# Each optimiser with what tells it apart: weight decay large enough to move the loss where it is
+# applied wrongly (coupled vs decoupled, before vs after the optimiser's own transform).
+OPTIMIZERS = {
+    "sgd-nesterov-l2-cosine-smoothing": {
+        "optimizer__name": "sgd",
+        "optimizer__learning_rate": 0.05,
+        "optimizer__nesterov": True,
+        "optimizer__weight_decay": 0.05,
+        "optimizer__lr_schedule": "cosine",
+        "optimizer__label_smoothing": 0.1,
+    },
+    "adam-coupled-l2": {
+        "optimizer__name": "adam",
+        "optimizer__learning_rate": 1e-3,
+        "optimizer__weight_decay": 0.5,
+    },
+    "adamw-decoupled": {
+        "optimizer__name": "adamw",
+        "optimizer__learning_rate": 1e-3,
+        "optimizer__weight_decay": 0.5,
+    },
+}
+
+
+def train_events(stub, **overrides) -> list[pb.TrainEvent]:
+    spec = tiny_spec(**overrides)
+    return [
+        event
+        for event in stub("jax").Train(pb.TrainRequest(spec=spec), timeout=600)
+        if event.WhichOneof("event") != "telemetry"
+    ]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optax_steps_match_torch_optim(stub, optimizer):
+    spec = tiny_spec("mobilenet_v2", **OPTIMIZERS[optimizer])
+    request = pb.InspectRequest(spec=spec, probe_batch_size=PROBE_BATCH, train_steps=TRAIN_STEPS)
+    losses = {
+        framework: list(stub(framework).Inspect(request, timeout=600).probe_train_losses)
+        for framework in ("pytorch", "jax")
+    }
+    assert len(losses["jax"]) == TRAIN_STEPS
+    assert losses["jax"][-1] < losses["jax"][0]
+    np.testing.assert_allclose(losses["jax"], losses["pytorch"], rtol=0, atol=parity.LOSS_TOLERANCE)
+
+
+def test_fp32_is_strict_and_compile_false_still_compiles(stub):
+    events = train_events(stub, compile=False)
+    settings = events[0].run_started.settings
+    assert settings["matmul_precision"] == "highest"
+    assert settings["tf32_matmul"] == settings["tf32_conv"] == "false"
+    assert settings["compute_dtype"] == "float32"
+    # The spec's choice is recorded as not applicable, never silently replaced.
+    assert settings["compile"] == "xla (nnx.jit; JAX always compiles)"
+    end = events[-1].run_end
+    assert end.first_step_s > 0 and end.epochs_completed == 1
+
+
+@pytest.mark.parametrize(
+    ("precision", "compute_dtype", "loss_scale"),
+    [("bf16", "bfloat16", "none"), ("fp16", "float16", "dynamic")],
+)
+def test_half_precision_trains_with_finite_losses(stub, precision, compute_dtype, loss_scale):
+    events = train_events(stub, precision=precision)
+    settings = events[0].run_started.settings
+    assert (settings["compute_dtype"], settings["loss_scale"]) == (compute_dtype, loss_scale)
+    assert settings["matmul_precision"] == "default"
+    [epoch] = [e.epoch_end for e in events if e.WhichOneof("event") == "epoch_end"]
+    assert math.isfinite(epoch.train_loss) and math.isfinite(epoch.test_loss)
+    # Cross-entropy of 10 classes starts near ln 10; a broken half-precision path (overflowing
+    # logits, unscaled gradients applied) lands far from it.
+    assert abs(epoch.train_loss - math.log(10)) < 1.0
