@@ -4,6 +4,7 @@ real gRPC server with workers in its own virtualenv (.venvs/pytorch, .venvs/tens
 from __future__ import annotations
 
 import json
+import math
 
 import grpc
 import pytest
@@ -241,25 +242,28 @@ def test_cuda_without_a_gpu_is_invalid_argument_saying_what_to_use(stub, describ
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
-    # The same data, batches, optimizer and precision. Final accuracies are not compared to each
-    # other: a compiler's reordered float sums send two SGD trajectories apart within a few
-    # steps, and after 64 steps their test accuracies differ by up to 0.16 (measured, three
-    # seeds: TensorFlow default vs XLA .83/.86, .77/.70, .86/.71; PyTorch eager vs
-    # torch.compile likewise). What must hold: both modes learn, and the first epoch's mean
-    # training loss agrees within 5 % (measured spread at most 3 %); that tuned's first steps
-    # are the same arithmetic is checked exactly below.
-    accuracy, first_epoch_loss, settings = {}, {}, {}
+    # The same data, batches, optimizer and precision. Compiled programs sum floats in another
+    # order, and SGD amplifies that: at the default learning rate this tiny synthetic job is
+    # chaotic (JAX's default and tuned steps agree to 1e-6 for four steps, yet end at test
+    # accuracy .90 vs .50; TensorFlow with and without XLA .83/.86, .77/.70, .86/.71 over three
+    # seeds). At a gentle learning rate the trajectories stay close enough to compare losses.
+    loss, settings = {}, {}
     for mode in ("default", "tuned"):
-        spec = tiny_spec(mode=mode, epochs=2, data__train_limit=1000, data__test_limit=256)
+        spec = tiny_spec(
+            mode=mode, epochs=2, optimizer__learning_rate=0.002,
+            data__train_limit=1000, data__test_limit=256,
+        )  # fmt: skip
         events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))
         settings[mode] = events[0].run_started.settings
         epochs = [event.epoch_end for event in events if event.HasField("epoch_end")]
         assert len(epochs) == events[-1].run_end.epochs_completed == 2
-        first_epoch_loss[mode] = epochs[0].train_loss
-        accuracy[mode] = events[-1].run_end.final_test_accuracy
+        loss[mode] = (epochs[0].train_loss, epochs[-1].test_loss)
     assert settings["tuned"]["mode"] == "tuned" and settings["default"]["mode"] == "default"
-    assert min(accuracy.values()) > 0.5, accuracy
-    assert first_epoch_loss["tuned"] == pytest.approx(first_epoch_loss["default"], rel=0.05)
+    # Both learned (chance is ln 10 = 2.30), and they agree: first-epoch training loss within
+    # 3 %, final test loss within 10 %.
+    assert all(test_loss < math.log(10) - 0.1 for _, test_loss in loss.values()), loss
+    assert loss["tuned"][0] == pytest.approx(loss["default"][0], rel=0.03), loss
+    assert loss["tuned"][1] == pytest.approx(loss["default"][1], rel=0.10), loss
 
 
 def test_xla_in_the_tuned_mode_takes_the_same_first_steps(stub):

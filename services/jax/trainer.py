@@ -121,6 +121,11 @@ def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
         # and the spec's compile=false cannot be honoured.
         "compile": "xla (nnx.jit)" if spec.compile else "xla (nnx.jit; JAX always compiles)",
         "mode": spec.mode,
+        "train_step": (
+            "functional: jax.jit over nnx.split state, batch cut in the step"
+            if spec.mode == "tuned"
+            else "nnx.jit"
+        ),
         # Tuned changes nothing here: the default step is already one XLA program with donated
         # buffers, dispatched asynchronously, and the batches are cut on the device.
         "cudnn_benchmark": "always (XLA autotunes)",
@@ -241,8 +246,7 @@ class LossScale(nnx.Variable):
     """fp16's dynamic loss scale and the number of finite steps since it last changed."""
 
 
-@functools.partial(nnx.jit, static_argnames="label_smoothing", donate_argnums=(0, 1))
-def train_step(model, optimizer, scale, images, labels, label_smoothing):
+def update(model, optimizer, scale, images, labels, label_smoothing):
     """One update of model: (the loss before it, correct predictions)."""
     if scale is None:
         grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
@@ -251,6 +255,62 @@ def train_step(model, optimizer, scale, images, labels, label_smoothing):
         loss, logits, grads = scaled_gradients(model, scale, images, labels, label_smoothing)
     optimizer.update(model, grads)
     return loss, (logits.argmax(-1) == labels).sum()
+
+
+# Default: the step as Flax's guides write it, nnx.jit over the objects themselves. nnx.jit walks
+# the model's object graph in Python on every call ("Performance considerations" in Flax's docs).
+train_step = nnx.jit(update, static_argnames="label_smoothing", donate_argnums=(0, 1))
+
+
+class FunctionalStep:
+    """Tuned: Flax's documented remedy for that walk, a functional training loop. The model and
+    optimizer are split once into a graph definition and a pytree of arrays; one jax.jit program
+    per batch shape takes the state (donated), cuts batch k from the epoch plan on the device,
+    updates, and adds to the epoch's sums, so a step is one dispatch of one program. The objects
+    are brought up to date (sync) before anything reads them."""
+
+    def __init__(self, objects: tuple, pipeline: Pipeline, label_smoothing: float):
+        self.objects = objects
+        self.graphdef, self.state = nnx.split(objects)
+        self.pipeline = pipeline
+        self.label_smoothing = label_smoothing
+        self.zero_sums()
+
+    def zero_sums(self) -> None:
+        # Epoch loss sum, epoch correct count, loss sum since the last progress report.
+        self.sums = (jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.zeros(()))
+
+    def __call__(self, k: int) -> None:
+        p = self.pipeline
+        self.state, self.sums = _functional_step(
+            self.graphdef, self.state, self.sums, p.train_padded, p.train_labels, p.plan,
+            p.mean, p.std, k * p.batch_size, p.size(k), self.label_smoothing,
+        )  # fmt: skip
+
+    def take_window_loss(self) -> jax.Array:
+        loss_sum, correct, window_loss = self.sums
+        self.sums = (loss_sum, correct, jnp.zeros(()))
+        return window_loss
+
+    def sync(self) -> None:
+        nnx.update(self.objects, self.state)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("size", "label_smoothing"), donate_argnames=("state", "sums")
+)
+def _functional_step(
+    graphdef, state, sums, padded, labels, plan, mean, std, start, size, label_smoothing
+):
+    model, optimizer, *scale = nnx.merge(graphdef, state)
+    order = jax.lax.dynamic_slice_in_dim(plan[0], start, size)
+    images = normalise(_augmented(padded, plan, start, size), mean, std)
+    loss, right = update(
+        model, optimizer, *(scale or [None]), images, labels[order], label_smoothing
+    )
+    loss_sum, correct, window_loss = sums
+    sums = (loss_sum + loss * size, correct + right, window_loss + loss)
+    return nnx.state((model, optimizer, *scale)), sums
 
 
 def scaled_gradients(model, scale, images, labels, label_smoothing):
@@ -336,6 +396,8 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     )
 
     smoothing = spec.optimizer.label_smoothing
+    objects = (model, optimizer) if scale is None else (model, optimizer, scale)
+    functional = FunctionalStep(objects, pipeline, smoothing) if spec.mode == "tuned" else None
     recorder.train_begin()
     for epoch in range(spec.epochs):
         pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
@@ -343,20 +405,31 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         # Sums stay on the device: reading them every step would synchronise every step.
         loss_sum = correct = window_loss = 0
         window_steps = 0
+        if functional:
+            functional.zero_sums()
         for k in range(steps):
-            x, y = pipeline.train_batch(k)
             # friction: a short last batch is a new shape, so XLA compiles the step once more,
             # inside the first epoch's last step.
-            loss, right = train_step(model, optimizer, scale, x, y, smoothing)
-            loss_sum, correct = loss_sum + loss * len(y), correct + right
-            window_loss, window_steps = window_loss + loss, window_steps + 1
+            if functional:
+                functional(k)
+            else:
+                x, y = pipeline.train_batch(k)
+                loss, right = train_step(model, optimizer, scale, x, y, smoothing)
+                loss_sum, correct = loss_sum + loss * len(y), correct + right
+                window_loss = window_loss + loss
+            window_steps += 1
             if recorder.step_end(epoch, k + 1):
+                if functional:
+                    window_loss = functional.take_window_loss()
                 recorder.progress(
                     epoch, k + 1, float(jax.block_until_ready(window_loss)) / window_steps
                 )
                 if recorder.diverged:
                     break
                 window_loss, window_steps = 0, 0
+        if functional:
+            functional.sync()
+            loss_sum, correct, _ = functional.sums
         if recorder.diverged:
             # Training further on NaN/inf weights would measure nothing: what was measured stays.
             break
