@@ -14,8 +14,10 @@ setup:
 	scripts/setup-env orchestrator
 	for framework in $(FRAMEWORKS); do scripts/setup-env $$framework || exit 1; done
 
+# `make demo DEMO_FRAMEWORKS=pytorch,tensorflow,jax` compares all three.
+DEMO_FRAMEWORKS ?= pytorch,tensorflow
 demo: setup
-	$(ORCH)/fwbench run --frameworks pytorch,tensorflow --models mobilenet_v2 \
+	$(ORCH)/fwbench run --frameworks $(DEMO_FRAMEWORKS) --models mobilenet_v2 \
 	  --dataset synthetic --train-limit 1024 --test-limit 256 --epochs 2 --batch-size 32 \
 	  --out results/demo --overwrite
 
