@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator import cli, options
 from services.common import data as datasets
+from services.common import frameworks
 from services.common import spec as specs
 from tests.conftest import fwbench
 
@@ -46,7 +47,9 @@ def test_service_addresses_need_the_remote_launcher_and_every_framework(tmp_path
     assert "--service is for --launcher remote" in refused(
         "run", "--service", "pytorch=localhost:1", "--out", out
     )
-    assert "needs an address for tensorflow: pass --service tensorflow=HOST:PORT" in refused(
+    others = [name for name in frameworks.NAMES if name != "pytorch"]
+    flags = " ".join(f"--service {name}=HOST:PORT" for name in others)
+    assert f"needs an address for {', '.join(others)}: pass {flags}" in refused(
         "run", "--launcher", "remote", "--service", "pytorch=localhost:1", "--out", out
     )
     assert not out.exists()

@@ -42,7 +42,7 @@ def test_seed_suite_is_the_seed_experiment():
     [
         ("name: x\nframeworks: [pytorch]\nmodel: [vgg19]\n", "model: unknown key (did you mean"),
         ("name: x\nmodels: [vgg19]\n", "frameworks: required"),
-        ("name: x\nframeworks: [jax]\nmodels: [vgg19]\n", "frameworks: 'jax' is not one of"),
+        ("name: x\nframeworks: [mxnet]\nmodels: [vgg19]\n", "frameworks: 'mxnet' is not one of"),
         ("name: x\nframeworks: [pytorch]\nmodels: [vgg16]\n", "(did you mean 'vgg19'?)"),
         ("name: x\nframeworks: pytorch\nmodels: [vgg19]\n", "frameworks: expected a non-empty"),
         (VALID + "repeats: 0\n", "repeats: expected an integer >= 1, got 0"),
