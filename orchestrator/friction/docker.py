@@ -113,9 +113,10 @@ def image_layers(engine: str, image: str) -> list[tuple[int, str]]:
     return layers
 
 
-def seconds_to_serving(engine: str, image: str) -> float:
-    """From `run -d` of the image to its healthcheck command answering SERVING, polled through
-    `exec` (about 0.3 s a poll on podman, which bounds the resolution)."""
+def seconds_to_serving(engine: str, image: str) -> tuple[float, str]:
+    """(seconds, "") from `run -d` of the image to its healthcheck command answering SERVING,
+    polled through `exec` (about 0.3 s a poll on podman, which bounds the resolution); (nan, why)
+    when the container stops first, with its log's tail, or SERVING_TIMEOUT_S passes."""
     name = f"fwbench-friction-{os.getpid()}"
     start = time.perf_counter()
     subprocess.run([engine, "run", "-d", "--name", name, image], capture_output=True, check=True)
@@ -130,10 +131,19 @@ def seconds_to_serving(engine: str, image: str) -> float:
             "127.0.0.1:50051",
         ]
         while subprocess.run(probe, capture_output=True).returncode != 0:
+            running = subprocess.run(
+                [engine, "inspect", "--format", "{{.State.Running}}", name],
+                capture_output=True,
+                text=True,
+            )
+            if running.stdout.strip() != "true":
+                logs = subprocess.run([engine, "logs", name], capture_output=True, text=True)
+                said = output_tail(logs.stdout + logs.stderr, 3)
+                return math.nan, f"FAILED: the container stopped before SERVING: {said}"
             if time.perf_counter() - start > SERVING_TIMEOUT_S:
-                return math.nan
+                return math.nan, f"FAILED: not SERVING after {SERVING_TIMEOUT_S} s"
             time.sleep(0.1)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, ""
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True)
 
@@ -185,12 +195,15 @@ def measure_docker(frameworks: list[Subject], console: Console) -> list[Row]:
                     "bytes",
                     "sum of pip's `Downloading … (size)` lines of the cold build",
                 ),
+            ]
+            serving_s, failure = seconds_to_serving(engine, image)
+            rows.append(
                 Row(
                     name,
                     "up_to_serving_s",
-                    round(seconds_to_serving(engine, image), 2),
+                    round(serving_s, 2),
                     "s",
-                    f"{engine} run -d → healthcheck SERVING",
-                ),
-            ]
+                    failure or f"{engine} run -d → healthcheck SERVING",
+                )
+            )
     return rows
