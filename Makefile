@@ -3,7 +3,7 @@
 #   make test   lint, format check and the test suite (everything but the `gpu` marker)
 #   make check  lint and the fast tier: pure logic, no framework started (under 90 s)
 #   make test-containers  build the images and run the compose stack for real (root, Debian 12;
-#                         scripts/compose-e2e: ~10 min cold, ~34 GB peak, leaves nothing behind)
+#                         scripts/compose-e2e: ~12 min cold, ~33 GB peak, leaves nothing behind)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 # The frameworks' list lives in one place (services/common/frameworks.py).

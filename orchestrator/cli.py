@@ -124,11 +124,18 @@ def _client_security(args: argparse.Namespace) -> ClientSecurity:
         try:
             token = args.token_file.read_text().strip()
         except OSError as e:
-            raise UserError(f"--token-file {args.token_file}: cannot be read ({e.strerror})") from e
-    for flag in ("tls_ca", "tls_cert", "tls_key"):
+            raise UserError(
+                f"--token-file (or ${options.TOKEN_FILE_ENV}) {args.token_file}: cannot be read "
+                f"({e.strerror})"
+            ) from e
+    for flag, env in (
+        ("tls_ca", f" (or ${options.TLS_CA_ENV})"),
+        ("tls_cert", ""),
+        ("tls_key", ""),
+    ):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
-            raise UserError(f"--{flag.replace('_', '-')} {path}: no such file")
+            raise UserError(f"--{flag.replace('_', '-')}{env} {path}: no such file")
     if args.tls_cert and not args.tls_ca:
         raise UserError("--tls-cert is for mutual TLS: give the services' CA with --tls-ca too")
     return ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, token)

@@ -145,6 +145,11 @@ class TrainerClient:
         except KeyboardInterrupt:
             stream.cancel()
             self._cancelled = True
+        except Exception:
+            # on_event failed (results cannot be written): nobody reads the rest, so the service
+            # stops the run and frees its slot now.
+            stream.cancel()
+            raise
         finally:
             self._call = None
         if self._cancelled and outcome.end is None:

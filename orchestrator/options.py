@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +20,19 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
 from orchestrator.errors import UserError
 from services.common import data as dataset_format
-from services.common import frameworks
+from services.common import frameworks, security
 from services.common import spec as specs
 
 # What --dataset means when it is not given: the only source that needs nothing on disk.
 DEFAULT_DATASET = "synthetic"
+# Where --tls-ca and --token-file come from when not given.
+TLS_CA_ENV = security.TLS_CA_ENV
+TOKEN_FILE_ENV = "FWBENCH_TOKEN_FILE"
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def _whole_number(value: str, minimum: int) -> int:
@@ -317,11 +326,15 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         help="address of a running service (with --launcher remote); several for one framework "
         "make a pool; NAME=dns:///HOST:PORT adds every address HOST resolves to",
     )
+    # From the environment too, so that a compose override (docker-compose.tls.yml) secures
+    # whatever command the orchestrator's container runs; a flag given wins.
     parser.add_argument(
         "--tls-ca",
         type=Path,
+        default=_env_path(TLS_CA_ENV),
         metavar="FILE",
-        help="remote services speak TLS: the CA (PEM) that signed their certificates",
+        help="remote services speak TLS: the CA (PEM) that signed their certificates "
+        f"(default: ${TLS_CA_ENV} when set)",
     )
     parser.add_argument(
         "--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM) for mutual TLS"
@@ -331,7 +344,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-file",
         type=Path,
         metavar="FILE",
-        help="file holding the services' shared token (default: $FWBENCH_TOKEN when set)",
+        default=_env_path(TOKEN_FILE_ENV),
+        help=f"file holding the services' shared token (default: ${TOKEN_FILE_ENV} when set, "
+        "else the token in $FWBENCH_TOKEN)",
     )
     parser.add_argument(
         "--parallel",

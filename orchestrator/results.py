@@ -15,6 +15,8 @@ A field added to the proto is a column without an edit here.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -136,6 +138,26 @@ class ResultsExist(UserError):
     pass
 
 
+class ResultsWriteError(OSError):
+    """A result file could not be written (a full disk, a quota, a folder taken away): names the
+    file and keeps what was written before it, which `--resume` builds on."""
+
+    def __init__(self, path: Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        if self.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            remedy = "free space there (or ask for a larger quota)"
+        else:
+            remedy = "make it writable again"
+        return (
+            f"cannot write {self.path}: {self.strerror}. The runs were stopped; everything "
+            f"written before is kept in {self.path.parent} (events.jsonl holds every finished "
+            f"run): {remedy}, then `fwbench run --resume {self.path.parent}` runs the rest"
+        )
+
+
 def check_free(out_dir: Path, overwrite: bool) -> list[Path]:
     """The result files already in out_dir; a ResultsExist unless overwrite allows replacing
     them. Called before any service starts, and again by the writer."""
@@ -165,6 +187,16 @@ class ResultsWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._journal = open(self.dir / "events.jsonl", "a")  # noqa: SIM115 - open for the session
         self._runs: list[dict] = []
+        self._failed = False
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path):
+        """A ResultsWriteError naming path for any OSError while writing it."""
+        try:
+            yield
+        except OSError as e:
+            self._failed = True
+            raise ResultsWriteError(path, e) from e
 
     @classmethod
     def resume(cls, out_dir: Path) -> ResultsWriter:
@@ -182,11 +214,14 @@ class ResultsWriter:
         return writer
 
     def write_context(self, context: dict) -> None:
-        (self.dir / "context.json").write_text(json.dumps(context, indent=2, default=str) + "\n")
+        path = self.dir / "context.json"
+        with self._writing(path):
+            path.write_text(json.dumps(context, indent=2, default=str) + "\n")
 
     def _record(self, record: dict) -> None:
-        self._journal.write(json.dumps(record) + "\n")
-        self._journal.flush()
+        with self._writing(self.dir / "events.jsonl"):
+            self._journal.write(json.dumps(record) + "\n")
+            self._journal.flush()
 
     def run_begins(self, run: dict, spec: pb.TrainSpec) -> None:
         """Journals the run's identity and spec, so that its events can be replayed alone."""
@@ -211,7 +246,8 @@ class ResultsWriter:
 
     def _append(self, name: str, rows: list[dict]) -> None:
         path = self.dir / name
-        pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
+        with self._writing(path):
+            pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
 
     def run_finished(self, run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
         """Adds the run's row to runs.csv; `run["status"]`, when set, overrides ok/failed."""
@@ -223,8 +259,13 @@ class ResultsWriter:
         self._runs.append(row)
         # Written beside and renamed over: a kill mid-write never leaves half a runs.csv.
         partial = self.dir / "runs.csv.partial"
-        pd.DataFrame(self._runs, columns=list(RUN_COLUMNS)).to_csv(partial, index=False)
-        os.replace(partial, self.dir / "runs.csv")
+        with self._writing(self.dir / "runs.csv"):
+            try:
+                pd.DataFrame(self._runs, columns=list(RUN_COLUMNS)).to_csv(partial, index=False)
+                os.replace(partial, self.dir / "runs.csv")
+            except OSError:
+                partial.unlink(missing_ok=True)  # the last whole runs.csv stays
+                raise
         return row
 
     @property
@@ -267,7 +308,14 @@ class ResultsWriter:
             self.run_finished(run | {"status": "interrupted"}, spec, outcome)
 
     def close(self) -> None:
-        self._journal.close()
+        try:
+            self._journal.close()
+        except OSError:
+            # After a failed write, closing flushes the same cut-short line again and fails the
+            # same way; that error is already on its way up, and the journal's reader skips the
+            # cut line.
+            if not self._failed:
+                raise
 
 
 def read_journal(path: Path) -> Iterator[dict]:

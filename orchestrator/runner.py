@@ -24,7 +24,7 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.client import RunOutcome
 from orchestrator.options import for_model
 from orchestrator.pool import Member, Pool
-from orchestrator.results import ResultsWriter
+from orchestrator.results import ResultsWriteError, ResultsWriter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,11 @@ class _Scheduler:
                     done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
                     for future in done:
                         self._finished(running.pop(future), future.result())
+            except ResultsWriteError:
+                # Nothing more can be recorded: stop the runs still going rather than wait for them.
+                for member, *_ in running.values():
+                    member.client.cancel()
+                raise
             except KeyboardInterrupt:
                 # Worker threads never see Ctrl-C: cancel their calls; each records its run.
                 for member, *_ in running.values():

@@ -32,6 +32,8 @@ from tests.conftest import ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 COMPOSE_CI = ROOT / "ci" / "docker-compose.ci.yml"
+COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
+COMPOSE_CI_TLS = ROOT / "ci" / "docker-compose.ci-tls.yml"
 # Dockerfile -> the requirements file scripts/setup-env builds that component's venv from.
 VENV_REQUIREMENTS = {
     str(f.dockerfile.relative_to(ROOT)): str(f.requirements.relative_to(ROOT))
@@ -317,17 +319,32 @@ _ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
 
 
 def _apply_override(base: dict, override: dict) -> dict:
-    """Compose's merge for what the CPU override uses: mappings merge, `!reset` removes the key,
-    anything else replaces (as `command` does in Compose)."""
+    """Compose's merge for what the overrides use: mappings merge, `!reset` removes the key,
+    `volumes` lists merge by mount target, anything else replaces (as `command` does)."""
     merged = dict(base)
     for key, value in override.items():
         if value is RESET:
             merged.pop(key, None)
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _apply_override(merged[key], value)
+        elif key == "volumes" and isinstance(value, list) and isinstance(merged.get(key), list):
+            targets = {v.split(":")[1] for v in value}
+            merged[key] = [v for v in merged[key] if v.split(":")[1] not in targets] + value
         else:
             merged[key] = value
     return merged
+
+
+def _merged_config(tmp_path: Path, *overrides: Path) -> dict:
+    """docker-compose.yml with the overrides applied, validated by docker-compose: its services."""
+    merged = yaml.safe_load(compose_config(COMPOSE).stdout)
+    for override in overrides:
+        merged = _apply_override(merged, yaml.load(override.read_text(), Loader=_ComposeLoader))
+    merged_path = tmp_path / "docker-compose.yml"
+    merged_path.write_text(yaml.safe_dump(merged))
+    result = compose_config(merged_path)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
 
 
 def test_cpu_override_removes_the_gpu_and_still_validates(tmp_path):
@@ -527,3 +544,90 @@ def test_copy_check_fails_on_a_broken_copy(tmp_path, line, problem):
     broken.write_text(text.replace("USER 10001:10001", line + "\nUSER 10001:10001", 1))
     problems = missing_copy_sources(broken)
     assert any(problem in p for p in problems), problems
+
+
+def _options(command: list[str]) -> dict[str, str]:
+    return {command[i]: command[i + 1] for i in range(len(command) - 1) if command[i][:2] == "--"}
+
+
+def test_tls_override_secures_every_service_and_the_orchestrator(tmp_path):
+    services = _merged_config(tmp_path, COMPOSE_CPU, COMPOSE_TLS)
+    for name in frameworks.NAMES:
+        service = services[name]
+        option = _options(service["command"])
+        assert option["--framework"] == name and option["--host"] == "0.0.0.0"
+        assert option["--tls-cert"] == "/certs/server.pem"
+        assert option["--tls-key"] == "/certs/server.key"
+        assert option["--token-file"] == "/certs/token"
+        assert "--insecure" not in service["command"]
+        assert {"data:/data:ro", "certs:/certs:ro"} <= set(service["volumes"])
+        assert service["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+        # The healthcheck stays compose's; it finds the CA in the environment.
+        assert service["environment"]["FWBENCH_TLS_CA"] == "/certs/ca.pem"
+        assert service["healthcheck"]["test"][-1] == "127.0.0.1:50051"
+        assert "ports" not in service
+    orchestrator = services["orchestrator"]
+    assert orchestrator["environment"] == {
+        "FWBENCH_TLS_CA": "/certs/ca.pem",
+        "FWBENCH_TOKEN_FILE": "/certs/token",
+    }
+    assert {"data:/data:ro", "certs:/certs:ro"} <= set(orchestrator["volumes"])
+    assert orchestrator["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+    # The CPU override's suite still runs, now over TLS.
+    assert orchestrator["command"][:3] == ["fwbench", "suite", "suites/seed.yaml"]
+    certs = services["certs"]
+    assert certs["image"] == orchestrator["image"] and "build" not in certs
+    assert certs["volumes"] == ["certs:/certs:rw"]
+    script = certs["command"][-1]
+    assert "services.common.frameworks names" in script and "token_urlsafe(32)" in script
+    assert "rm -f ca.key" in script  # the CA signs once, then its key is gone
+
+
+def test_tls_certs_job_makes_what_the_services_and_the_orchestrator_read(tmp_path):
+    # The job's own script, run here with the host's openssl and the registry: a CA, a server
+    # certificate naming every service and 127.0.0.1, a key and a token only their owner's group
+    # reads, and a second run that keeps them.
+    config = yaml.load(COMPOSE_TLS.read_text(), Loader=_ComposeLoader)
+    script = config["services"]["certs"]["command"][-1].replace("$$", "$")
+    script = script.replace("cd /certs", f"cd {tmp_path}")
+    env = os.environ | {"PYTHONPATH": str(ROOT)}  # the image's
+    done = subprocess.run(["sh", "-euc", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ca.pem", "server.key", "server.pem", "token",
+    ]  # fmt: skip
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"ca.pem": 0o644, "server.pem": 0o644, "server.key": 0o600, "token": 0o640}
+    names = subprocess.run(
+        ["openssl", "x509", "-in", tmp_path / "server.pem", "-noout", "-ext", "subjectAltName"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in frameworks.NAMES:
+        assert f"DNS:{name}" in names
+    assert "IP Address:127.0.0.1" in names
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", tmp_path / "ca.pem", tmp_path / "server.pem"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    token = (tmp_path / "token").read_text()
+    assert len(token.strip()) >= 32
+    assert subprocess.run(["sh", "-euc", script], env=env, check=True).returncode == 0
+    assert (tmp_path / "token").read_text() == token
+
+
+def test_ci_tls_pass_runs_through_one_service_with_tls(tmp_path):
+    services = _merged_config(tmp_path, COMPOSE_CPU, COMPOSE_CI, COMPOSE_TLS, COMPOSE_CI_TLS)
+    option = _options(services["orchestrator"]["command"])
+    assert option["--out"].startswith("/results/compose-e2e/run/tls-")
+    assert services["orchestrator"]["environment"]["FWBENCH_TLS_CA"] == "/certs/ca.pem"
+    assert "--tls-cert" in services["pytorch"]["command"]
+
+
+@pytest.mark.parametrize("framework", frameworks.NAMES)
+def test_each_image_starts_as_compose_starts_it(framework):
+    # `docker run IMAGE` (fwbench friction --mode docker does) must start the service that
+    # compose starts: a CMD without --insecure on 0.0.0.0 would exit at once.
+    [cmd] = [a for k, a in instructions(ROOT / "services" / framework / "Dockerfile") if k == "CMD"]
+    compose = yaml.safe_load(COMPOSE.read_text())["services"][framework]["command"]
+    assert yaml.safe_load(cmd) == compose

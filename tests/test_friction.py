@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from orchestrator import cli, friction
+from orchestrator.friction.docker import history_layers
 from tests.conftest import ROOT, venv_python
 
 # "beta" crashes (SIGSEGV) when imported after "alpha", as TensorFlow then torchvision does:
@@ -224,3 +225,16 @@ def test_friction_table_lays_out_models_and_orders_as_rows():
         ["time to first step, s · resnet50", "3.0", "—", ""],
         ["one process: imports + a step · tensorflow then pytorch", "", "", "crashed"],
     ]
+
+
+def test_docker_mode_reads_layer_bytes_from_each_engines_history():
+    # podman 4.3 prints `{{.Size}}` for people ("0 B") whatever --human says: its JSON is read.
+    podman = (
+        '[{"size": 0, "CreatedBy": "/bin/sh -c #(nop) CMD [\\"python\\"]"},'
+        ' {"size": 4837056000, "CreatedBy": "/bin/sh -c python3 -m venv /opt/venv  && pip"}]'
+    )
+    assert history_layers("podman", podman) == [
+        (4837056000, "/bin/sh -c python3 -m venv /opt/venv && pip")
+    ]
+    docker = "0\t/bin/sh -c #(nop) CMD\n142059520\t/bin/sh -c apt-get update\n"
+    assert history_layers("docker", docker) == [(142059520, "/bin/sh -c apt-get update")]

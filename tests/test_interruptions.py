@@ -4,16 +4,19 @@ recovered from the journal by `fwbench report`. Real processes, real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
+from orchestrator.results import read_journal
 from tests.conftest import ROOT, fwbench
 
 pytestmark = [pytest.mark.framework, pytest.mark.slow]
@@ -118,3 +121,65 @@ def test_a_service_that_dies_mid_suite_takes_only_its_run(tmp_path: Path):
     assert list(runs["status"]) == ["failed", "ok"]
     assert runs.loc[0, "error"].startswith("UNAVAILABLE")
     assert re.search(r"the pytorch@127\.0\.0\.1:\d+ service died and serves again", output)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of size_bytes mounted on path, a disk the test can fill; skips where mounting is
+    not allowed (it needs root)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill ({mounted.stderr.strip()}): needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def begun(out: Path) -> list[str]:
+    """The runs whose spec the journal holds, in order."""
+    return [r["run_id"] for r in read_journal(out / "events.jsonl") if "spec" in r]
+
+
+def fill(disk: Path) -> Path:
+    """Writes zeros into disk until it is full; returns the file that holds them."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as file, contextlib.suppress(OSError):  # ENOSPC
+        while True:
+            file.write(bytes(1 << 16))
+    return filler
+
+
+def test_a_full_disk_stops_the_runs_naming_the_file_and_keeps_what_was_written(tmp_path: Path):
+    with small_disk(tmp_path / "disk", 16 << 20) as disk:
+        out = disk / "out"
+        run = start(
+            "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
+            "--train-limit", "1024", "--test-limit", "64", "--epochs", "2", "--out", out,
+        )  # fmt: skip
+        # The first run is recorded and the second has begun.
+        wait_for(lambda: (out / "runs.csv").exists() and len(begun(out)) == 2)
+        journal = (out / "events.jsonl").read_bytes()
+        runs = (out / "runs.csv").read_bytes()
+        filler = fill(disk)  # while the second run trains
+        output, _ = run.communicate(timeout=300)
+        assert run.returncode == 2, output
+        assert f"cannot write {out}/" in output and "No space left on device" in output, output
+        assert f"`fwbench run --resume {out}` runs the rest" in output
+        wait_for(lambda: not training_workers(), timeout_s=10)
+        # What was written before the disk filled is all there, unchanged.
+        assert (out / "events.jsonl").read_bytes().startswith(journal)
+        assert (out / "runs.csv").read_bytes() == runs
+        assert not (out / "runs.csv.partial").exists()
+        assert (out / "context.json").exists()
+
+        # With room again, the journal gives back the finished run and the one cut short.
+        filler.unlink()
+        rebuilt = fwbench("report", out, timeout_s=120)
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert list(pd.read_csv(out / "runs.csv")["status"]) == ["ok", "interrupted"]

@@ -199,3 +199,42 @@ def test_fwbench_reaches_a_secured_service_with_the_ca_and_the_token(secured, pk
     assert refused.returncode == 2, output
     assert "refused Describe (UNAUTHENTICATED" in output and "--token-file" in output
     assert not (tmp_path / "no-token").exists()
+
+
+def test_the_healthcheck_reads_the_ca_from_the_environment(secured, pki):
+    # docker-compose.tls.yml keeps compose's healthcheck command and sets $FWBENCH_TLS_CA.
+    check = [venv_python("pytorch"), "-m", "services.common.healthcheck"]
+    check += [f"127.0.0.1:{secured.port}", "--server-name", "localhost"]
+    said = {
+        name: subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=30, env=env)
+        for name, env in (("with", {security.TLS_CA_ENV: str(pki["ca_pem"])}), ("without", {}))
+    }
+    assert said["with"].returncode == 0 and "SERVING" in said["with"].stdout, said["with"]
+    assert said["without"].returncode == 1 and "UNAVAILABLE" in said["without"].stdout
+
+
+def test_fwbench_takes_the_ca_and_the_token_file_from_the_environment(secured, pki, tmp_path):
+    # What docker-compose.tls.yml gives the orchestrator's container, whatever command it runs.
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    command = [ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench", "run", "--launcher", "remote"]
+    command += ["--service", f"pytorch=localhost:{secured.port}", "--frameworks", "pytorch"]
+    command += ["--models", "mobilenet_v2", "--train-limit", "64", "--test-limit", "32"]
+    command += ["--epochs", "1", "--device", "cpu"]
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "1000", security.TLS_CA_ENV: str(pki["ca_pem"])}
+    done = subprocess.run(
+        [*command, "--out", tmp_path / "ok"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=env | {"FWBENCH_TOKEN_FILE": str(token_file)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    missing = subprocess.run(
+        [*command, "--out", tmp_path / "missing"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=env | {"FWBENCH_TOKEN_FILE": str(tmp_path / "nowhere")},
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert f"--token-file (or $FWBENCH_TOKEN_FILE) {tmp_path / 'nowhere'}: cannot be read" in (
+        " ".join(missing.stdout.split())
+    )

@@ -4,12 +4,16 @@ real gRPC server with real PyTorch workers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psutil
@@ -20,6 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common import server
+from services.common.worker import own_cgroups
 from tests.conftest import ROOT, tiny_spec, venv_python
 from tests.test_spec import prepared
 
@@ -330,3 +335,92 @@ def test_a_worker_out_of_host_memory_is_resource_exhausted_naming_it(tmp_path):
     finally:
         channel.close()
         service.stop()
+
+
+# A memory limit that a small PyTorch run fits in (import, model, batch 32: under 1 GB here) and
+# a batch whose first activations alone exceed it (MobileNetV2 at 4096 images: many GB).
+OOM_LIMIT_BYTES = 1536 << 20
+OOM_BATCH_SIZE = 4096
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
+    """A memory cgroup of its own under this process's, limited to limit_bytes without swap, as a
+    container's memory limit is; skips the test where cgroups cannot be made (not root, no memory
+    controller, a v2 parent that delegates none)."""
+    own = own_cgroups()
+    name = f"fwbench-test-oom-{os.getpid()}"
+    if "memory" in own:  # v1
+        cgroup = Path("/sys/fs/cgroup/memory") / own["memory"] / name
+        limits = {"memory.limit_in_bytes": limit_bytes}
+    else:  # v2: the parent must hand the memory controller to its children
+        cgroup = Path("/sys/fs/cgroup") / own.get("", "") / name
+        limits = {"memory.max": limit_bytes, "memory.swap.max": 0}
+    try:
+        cgroup.mkdir()
+    except OSError as e:
+        pytest.skip(
+            f"cannot make a memory cgroup at {cgroup} ({e.strerror}): needs root and cgroups"
+        )
+    try:
+        try:
+            for file, value in limits.items():
+                (cgroup / file).write_text(str(value))
+        except OSError as e:
+            pytest.skip(f"cannot limit memory in {cgroup} ({e.strerror}): no memory controller")
+        yield cgroup
+    finally:
+        # A killed worker leaves the cgroup a moment after its exit status is read.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                cgroup.rmdir()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+def test_a_worker_the_oom_killer_ends_names_sigkill_and_the_service_trains_the_next(tmp_path):
+    # Each worker starts in a memory cgroup of its own, as under a container's memory limit: a
+    # batch too large for it gets the worker SIGKILLed by the kernel's OOM killer (no Python
+    # MemoryError, nothing the worker could catch); a small run then trains. The server stays
+    # outside: with the server in the same cgroup, this kernel killed the server too, 5 ms after
+    # the worker, before the worker's memory was freed (docs/security.md).
+    with memory_cgroup(OOM_LIMIT_BYTES) as cgroup:
+        limited = tmp_path / "python"
+        limited.write_text(
+            f'#!/bin/sh\necho $$ > {cgroup}/cgroup.procs\nexec {venv_python("pytorch")} "$@"\n'
+        )
+        limited.chmod(0o755)
+        service = server.start("pytorch", python=str(limited))
+        channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+        try:
+            trainer = pb_grpc.TrainerServiceStub(channel)
+            huge = tiny_spec(run_id="huge", batch_size=OOM_BATCH_SIZE)
+            huge.data.train_limit = OOM_BATCH_SIZE
+            with pytest.raises(grpc.RpcError) as error:
+                list(trainer.Train(pb.TrainRequest(spec=huge), timeout=300))
+            # RESOURCE_EXHAUSTED where the server can read the OOM count of the worker's cgroup
+            # (its own), else INTERNAL; either way the signal is named.
+            assert error.value.code() in (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.INTERNAL,
+            ), error.value.details()
+            assert "SIGKILL" in error.value.details()
+            assert int(_oom_kills(cgroup)) >= 1  # it was the OOM killer, not anything else
+            events = list(trainer.Train(pb.TrainRequest(spec=tiny_spec(run_id="small"))))
+            assert events[-1].WhichOneof("event") == "run_end"
+            assert events[-1].run_end.status == "ok"
+        finally:
+            channel.close()
+            service.stop()
+
+
+def _oom_kills(cgroup: Path) -> str:
+    for file in ("memory.oom_control", "memory.events"):
+        if (cgroup / file).exists():
+            counts = dict(line.split() for line in (cgroup / file).read_text().splitlines())
+            return counts["oom_kill"]
+    raise AssertionError(f"no OOM counter in {cgroup}")

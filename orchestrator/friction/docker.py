@@ -5,6 +5,7 @@ the time from starting a container to its gRPC health answering SERVING."""
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import re
@@ -90,32 +91,33 @@ def image_build(engine: str, image: str, dockerfile: str, cache: bool, status) -
 
 def image_layers(engine: str, image: str) -> list[tuple[int, str]]:
     """(bytes, instruction) of each layer that holds files, newest first."""
-    result = subprocess.run(
-        [
-            engine,
-            "history",
-            "--no-trunc",
-            "--human=false",
-            "--format",
-            "{{.Size}}\t{{.CreatedBy}}",
-            image,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    layers = []
-    for line in result.stdout.splitlines():
-        size, _, created_by = line.partition("\t")
-        if int(size) > 0:
-            layers.append((int(size), " ".join(created_by.split())[:80]))
-    return layers
+    # podman (4.3) formats `{{.Size}}` for people whatever --human says ("0 B", "4.84 GB"); its
+    # JSON has bytes. Docker's template with --human=false has bytes, its JSON a person's size.
+    if engine == "podman":
+        command = [engine, "history", "--no-trunc", "--format", "json", image]
+    else:
+        command = [engine, "history", "--no-trunc", "--human=false"]
+        command += ["--format", "{{.Size}}\t{{.CreatedBy}}", image]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    return history_layers(engine, result.stdout)
 
 
-def seconds_to_serving(engine: str, image: str) -> float:
-    """From `run -d` of the image to its healthcheck command answering SERVING, polled through
-    `exec` (about 0.3 s a poll on podman, which bounds the resolution)."""
+def history_layers(engine: str, history: str) -> list[tuple[int, str]]:
+    """(bytes, instruction) of the layers with files, from image_layers' `history` output."""
+    if engine == "podman":
+        entries = [(e["size"], e.get("CreatedBy", "")) for e in json.loads(history)]
+    else:
+        entries = []
+        for line in history.splitlines():
+            size, _, created_by = line.partition("\t")
+            entries.append((int(size), created_by))
+    return [(size, " ".join(by.split())[:80]) for size, by in entries if size > 0]
+
+
+def seconds_to_serving(engine: str, image: str) -> tuple[float, str]:
+    """(seconds, "") from `run -d` of the image to its healthcheck command answering SERVING,
+    polled through `exec` (about 0.3 s a poll on podman, which bounds the resolution); (nan, why)
+    when the container stops first, with its log's tail, or SERVING_TIMEOUT_S passes."""
     name = f"fwbench-friction-{os.getpid()}"
     start = time.perf_counter()
     subprocess.run([engine, "run", "-d", "--name", name, image], capture_output=True, check=True)
@@ -130,10 +132,19 @@ def seconds_to_serving(engine: str, image: str) -> float:
             "127.0.0.1:50051",
         ]
         while subprocess.run(probe, capture_output=True).returncode != 0:
+            running = subprocess.run(
+                [engine, "inspect", "--format", "{{.State.Running}}", name],
+                capture_output=True,
+                text=True,
+            )
+            if running.stdout.strip() != "true":
+                logs = subprocess.run([engine, "logs", name], capture_output=True, text=True)
+                said = output_tail(logs.stdout + logs.stderr, 3)
+                return math.nan, f"FAILED: the container stopped before SERVING: {said}"
             if time.perf_counter() - start > SERVING_TIMEOUT_S:
-                return math.nan
+                return math.nan, f"FAILED: not SERVING after {SERVING_TIMEOUT_S} s"
             time.sleep(0.1)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, ""
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True)
 
@@ -151,13 +162,18 @@ def measure_docker(frameworks: list[Subject], console: Console) -> list[Row]:
             image, dockerfile = compose[name]["image"], compose[name]["build"]["dockerfile"]
             rows += code_rows(name)
             rows.append(Row(name, "engine", f"{engine} {version}", "", "the container engine"))
-            cold, downloaded = image_build(engine, image, dockerfile, False, status)
+            # The cold build gets a tag of its own, removed once the warm one has the image's:
+            # the warm build may reuse older cached layers, and the cold image would be left
+            # behind untagged, gigabytes of them per framework.
+            cold_image = f"{image.rpartition(':')[0]}:friction-cold"
+            cold, downloaded = image_build(engine, cold_image, dockerfile, False, status)
             if not cold.ok:
                 rows.append(
                     Row(name, "build_s", round(cold.seconds, 1), "s", f"FAILED: {cold.output_tail}")
                 )
                 continue
             warm, _ = image_build(engine, image, dockerfile, True, status)
+            subprocess.run([engine, "rmi", cold_image], capture_output=True, timeout=600)
             size = subprocess.run(
                 [engine, "image", "inspect", "--format", "{{.Size}}", image],
                 capture_output=True,
@@ -185,12 +201,15 @@ def measure_docker(frameworks: list[Subject], console: Console) -> list[Row]:
                     "bytes",
                     "sum of pip's `Downloading … (size)` lines of the cold build",
                 ),
+            ]
+            serving_s, failure = seconds_to_serving(engine, image)
+            rows.append(
                 Row(
                     name,
                     "up_to_serving_s",
-                    round(seconds_to_serving(engine, image), 2),
+                    round(serving_s, 2),
                     "s",
-                    f"{engine} run -d → healthcheck SERVING",
-                ),
-            ]
+                    failure or f"{engine} run -d → healthcheck SERVING",
+                )
+            )
     return rows

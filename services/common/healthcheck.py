@@ -1,6 +1,6 @@
 """Container health: `python -m services.common.healthcheck [HOST:PORT] [--ca-file PEM
 [--server-name NAME]]` exits 0 when the service answers SERVING on the standard grpc.health.v1
-service, 1 otherwise.
+service, 1 otherwise. --ca-file defaults to $FWBENCH_TLS_CA.
 
 The Dockerfiles' HEALTHCHECK and docker-compose.yml run it inside each service container. It
 imports no framework and no generated code, so a check costs a fraction of a second. Health needs
@@ -11,6 +11,7 @@ name the address checked, e.g. 127.0.0.1 inside the container).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,15 @@ def check(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Exit 0 when a fwbench service is SERVING.")
     parser.add_argument("address", nargs="?", default=DEFAULT_ADDRESS)
-    parser.add_argument("--ca-file", type=Path, help="CA of the service's TLS certificate")
+    # From the environment too, so that one healthcheck command serves a plaintext service and,
+    # under docker-compose.tls.yml, a TLS one.
+    ca_file = os.environ.get(security.TLS_CA_ENV)
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=Path(ca_file) if ca_file else None,
+        help=f"CA of the service's TLS certificate (default: ${security.TLS_CA_ENV} when set)",
+    )
     parser.add_argument("--server-name", help="the name its certificate gives")
     args = parser.parse_args(argv)
     serving, said = check(args.address, args.ca_file, args.server_name)

@@ -20,6 +20,9 @@ from pathlib import Path
 import grpc
 
 TOKEN_ENV = "FWBENCH_TOKEN"
+# The CA that signed the services' certificates, for clients that are not told otherwise: the
+# healthcheck inside a service container, the orchestrator (docker-compose.tls.yml sets it).
+TLS_CA_ENV = "FWBENCH_TLS_CA"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 

@@ -37,11 +37,9 @@ from services.common import frameworks
 EVENT, RESPONSE, ERROR = b"E", b"R", b"X"
 _HEADER = struct.Struct(">cI")
 STDERR_TAIL_LINES = 30
-# Where the kernel counts OOM kills of this process's memory cgroup (v2, then v1).
-OOM_COUNTERS = (
-    (Path("/sys/fs/cgroup/memory.events"), "oom_kill"),
-    (Path("/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill"),
-)
+# Where the kernel counts OOM kills of a memory cgroup: (hierarchy, file, key), cgroup v2 then v1.
+OOM_COUNTERS = (("", "memory.events", "oom_kill"), ("memory", "memory.oom_control", "oom_kill"))
+CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
 
 class WorkerError(Exception):
@@ -163,16 +161,50 @@ class Sink:
 
 
 def oom_kills() -> int | None:
-    """How many processes the kernel's OOM killer has ended in this memory cgroup; None when no
-    counter can be read (then an OOM kill reads as a SIGKILL, INTERNAL)."""
-    for path, key in OOM_COUNTERS:
-        try:
-            for line in path.read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-        except (OSError, ValueError):
+    """How many processes the kernel's OOM killer has ended in this process's memory cgroup (the
+    worker's, which it inherits); None when no counter can be read (then an OOM kill reads as a
+    SIGKILL, INTERNAL). cgroup v1 counts a kill only in the victim's own cgroup, never in its
+    parents, so the counter read is that of the cgroup /proc/self/cgroup names; inside a container
+    that path may not exist under the mount, whose root is then the container's own cgroup."""
+    own = own_cgroups()
+    for hierarchy, file, key in OOM_COUNTERS:
+        if hierarchy not in own:
             continue
+        # v2 is mounted on /sys/fs/cgroup, or on its unified/ beside v1 (the hybrid layout).
+        mounts = (
+            [CGROUP_MOUNT / hierarchy] if hierarchy else [CGROUP_MOUNT, CGROUP_MOUNT / "unified"]
+        )
+        for mount in mounts:
+            for directory in (mount / own[hierarchy], mount):
+                count = _counter(directory / file, key)
+                if count is not None:
+                    return count
+    return None
+
+
+def own_cgroups() -> dict[str, str]:
+    """This process's cgroup in each hierarchy, relative to its mount: {"": v2 path, "memory": v1
+    memory path, ...}; {} when /proc/self/cgroup cannot be read."""
+    try:
+        memberships = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return {}
+    own = {}
+    for line in memberships:
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path.lstrip("/")
+    return own
+
+
+def _counter(path: Path, key: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
     return None
 
 
