@@ -313,7 +313,12 @@ def cmd_suite(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     # The file is kept beside the results it produced.
-    return cmd_run(run_args, console, extra_files={"suite.yaml": args.file})
+    code = cmd_run(run_args, console, extra_files={"suite.yaml": args.file})
+    if run_args.debug_probe is None or code == 130:
+        return code
+    out = run_args.resume or run_args.out
+    probe_args = argparse.Namespace(**vars(run_args) | vars(run_args.debug_probe))
+    return max(code, run_debug_probes(probe_args, out, console))
 
 
 DEBUG_DESCRIPTION = """Injects each probe, one at a time, into the same small training job in every
@@ -324,39 +329,6 @@ arrive and DIR/report.md/html. Probes:
 """ + "\n".join(f"  {p.name}: {p.description}" for p in debug.PROBES.values())
 
 
-def add_debug_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
-    launch options: which frameworks, probes and modes, and the small job's spec."""
-    parser.add_argument(
-        "--frameworks",
-        type=options.csv_choice(frameworks.NAMES, "framework"),
-        default=list(frameworks.NAMES),
-        help=f"comma-separated (default: {','.join(frameworks.NAMES)})",
-    )
-    parser.add_argument(
-        "--probes",
-        type=options.csv_choice(debug.NAMES, "probe"),
-        default=list(debug.NAMES),
-        help=f"comma-separated, out of {','.join(debug.NAMES)} (default: all)",
-    )
-    parser.add_argument(
-        "--modes",
-        type=options.csv_choice(debug.EXECUTIONS, "mode"),
-        default=list(debug.EXECUTIONS),
-        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
-        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
-    )
-    parser.add_argument(
-        "--model",
-        choices=specs.MODELS,
-        default=debug_probes.JOB_DEFAULTS["model"],
-        help="the small job's model (default: %(default)s)",
-    )
-    options.add_spec_arguments(
-        parser, {k: v for k, v in debug_probes.JOB_DEFAULTS.items() if k != "model"}
-    )
-
-
 def debug_spec(args: argparse.Namespace) -> pb.TrainSpec:
     spec = options.for_model(options.build_spec(args), args.model)
     spec.run_id = "debug-probe"
@@ -365,7 +337,12 @@ def debug_spec(args: argparse.Namespace) -> pb.TrainSpec:
 
 
 def cmd_debug_probe(args: argparse.Namespace, console: Console) -> int:
-    out = _results_dir(args.out)
+    return run_debug_probes(args, _results_dir(args.out), console)
+
+
+def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> int:
+    """The probes of args on every framework; debug.csv and the report in out (a suite's
+    results directory keeps its context.json: the training runs' own)."""
     spec = debug_spec(args)
     _check_device(args, spec)
     addresses = _service_arguments(args, args.frameworks)
@@ -393,7 +370,8 @@ def cmd_debug_probe(args: argparse.Namespace, console: Console) -> int:
                 for m in pool.members
             },
         }
-        (out / "context.json").write_text(json.dumps(context, indent=2))
+        if not (out / "context.json").exists():
+            (out / "context.json").write_text(json.dumps(context, indent=2))
         failed = debug_probes.probe(pool.clients(), spec, args.probes, args.modes, writer, show)
     if writer.rows:
         console.print(debug_probes.table(pd.read_csv(writer.path)))
@@ -542,7 +520,7 @@ def parser() -> argparse.ArgumentParser:
         description=DEBUG_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_debug_arguments(dbg)
+    debug_probes.add_arguments(dbg)
     dbg.add_argument("--out", type=Path, required=True, help="for debug.csv and the report")
     options.add_launch_arguments(dbg)
     dbg.set_defaults(handler=cmd_debug_probe)

@@ -10,6 +10,7 @@ error message verbatim.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import grpc
@@ -18,15 +19,18 @@ from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import options
 from orchestrator.client import TrainerClient
 from orchestrator.report import Section
 from orchestrator.report.document import table as markdown_table
 from orchestrator.results import columns, scalar_fields
 from services.common import debug as probes
 from services.common import frameworks
+from services.common import spec as specs
 
 CSV_NAME = "debug.csv"
-COLUMNS = dict(scalar_fields(pb.ProbeResult.DESCRIPTOR))
+# results.py leaves `framework` to its run keys; here it is the first column.
+COLUMNS = {"framework": "framework"} | dict(scalar_fields(pb.ProbeResult.DESCRIPTOR))
 # The small job every probe breaks, where the person running it did not say otherwise: a few
 # steps show every probe's effect, and the first step's tracing dominates them.
 JOB_DEFAULTS = {
@@ -44,6 +48,37 @@ OUTCOME_TEXT = {
     "nan": "NaN found by fwbench",
     "crash": "crash",
 }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
+    launch options: which frameworks, probes and modes, and the small job's spec."""
+    parser.add_argument(
+        "--frameworks",
+        type=options.csv_choice(frameworks.NAMES, "framework"),
+        default=list(frameworks.NAMES),
+        help=f"comma-separated (default: {','.join(frameworks.NAMES)})",
+    )
+    parser.add_argument(
+        "--probes",
+        type=options.csv_choice(probes.NAMES, "probe"),
+        default=list(probes.NAMES),
+        help=f"comma-separated, out of {','.join(probes.NAMES)} (default: all)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=options.csv_choice(probes.EXECUTIONS, "mode"),
+        default=list(probes.EXECUTIONS),
+        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
+        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=specs.MODELS,
+        default=JOB_DEFAULTS["model"],
+        help="the small job's model (default: %(default)s)",
+    )
+    options.add_spec_arguments(parser, {k: v for k, v in JOB_DEFAULTS.items() if k != "model"})
 
 
 class DebugWriter:
