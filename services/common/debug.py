@@ -58,6 +58,11 @@ class Probe:
     clues: Callable[[pb.TrainSpec], tuple[str, ...]]
 
 
+def _all(*patterns: str) -> str:
+    """A regular expression that matches where every one of patterns does, anywhere."""
+    return "(?s)" + "".join(f"(?=.*{p})" for p in patterns)
+
+
 def _head(spec) -> str:
     return architectures.get(spec.model.name, spec.model.num_classes).units[-1].name
 
@@ -98,11 +103,8 @@ PROBES = {
             "channel_order",
             "the batch is fed in the other layout: NHWC where the model takes NCHW, or NCHW "
             "where it takes NHWC",
-            lambda s: (
-                rf"\b{_stem(s)}\b",
-                r"\b32 channels\b",
-                r"\b3, ?32, ?32\b|\b32, ?32, ?3\b",
-            ),
+            # The numbers of the probe: 32 (the size the model took for channels) and 3.
+            lambda s: (rf"\b{_stem(s)}\b", _all(r"\b32\b", r"\b3\b")),
         ),
     )
 }
