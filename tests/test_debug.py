@@ -151,8 +151,9 @@ def test_a_bad_mode_is_a_clear_error(tmp_path):
 
 
 def by_speed(names):
-    """TensorFlow traces the job again in each probe's fresh worker (~15 s on 2 cores): slow."""
-    return [pytest.param(f, marks=pytest.mark.slow) if f == "tensorflow" else f for f in names]
+    """TensorFlow traces and JAX compiles the job again in each probe's fresh worker (~15 s on
+    2 cores; JAX without jit runs op by op, ~50 s): over a minute for all probes, slow."""
+    return [pytest.param(f, marks=pytest.mark.slow) if f != "pytorch" else f for f in names]
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +225,7 @@ def test_keras_names_the_shapes_but_its_traceback_stops_at_fit(graph_results):
 
 
 @pytest.mark.framework
+@pytest.mark.slow
 def test_jax_trains_on_float_labels_and_only_evaluation_raises(graph_results):
     results = graph_results("jax")
     floats = results["float_labels"]
@@ -236,7 +238,7 @@ def test_jax_trains_on_float_labels_and_only_evaluation_raises(graph_results):
 
 
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", by_speed(FRAMEWORKS))
 def test_eager_execution_runs_the_same_job_and_prices_itself(stub, framework):
     request = pb.DebugProbeRequest(spec=job(), probes=["channel_order"], executions=["eager"])
     results = {r.probe: r for r in stub(framework).DebugProbe(request)}
