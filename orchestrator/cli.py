@@ -4,6 +4,7 @@ fwbench run           train the same spec in each framework and compare
 fwbench suite FILE    run an experiment written down as data (suites/seed.yaml)
 fwbench report DIR    rebuild a results directory's CSVs and report from its events.jsonl
 fwbench parity        check that every framework builds the same models
+fwbench debug-probe   inject the same mistakes in every framework: what does each tell you?
 fwbench data prepare  decode a dataset once into the directory every service reads
 fwbench friction      measure what installing and starting each framework costs
 """
@@ -30,13 +31,14 @@ from rich.text import Text
 
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
+from orchestrator import debug as debug_probes
 from orchestrator import friction, launchers, options, parity, report, results, suite
 from orchestrator.client import ClientSecurity
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
 from orchestrator.report import provenance
 from orchestrator.runner import Experiment, Interrupted, run_experiment
-from services.common import frameworks, security
+from services.common import debug, frameworks, security
 from services.common import spec as specs
 from services.common.data import SYNTHETIC_TEST, SYNTHETIC_TRAIN
 
@@ -48,6 +50,7 @@ EXAMPLES = """examples:
   fwbench report results/gpu --out /tmp/copy
   fwbench compare results/default results/tuned
   fwbench parity --models resnet50,vgg19,mobilenet,mobilenet_v2
+  fwbench debug-probe --frameworks pytorch,jax --probes channel_order --modes graph --out results/d
   fwbench data prepare --source ../shared/datasets/cifar10-jpeg.tar.gz --out data/cifar10
 """
 
@@ -302,6 +305,9 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
     friction_csv = (friction_dir or results_dir) / "friction.csv"
     if friction_csv.exists():
         sections.append(friction.section(pd.read_csv(friction_csv)))
+    debug_csv = results_dir / debug_probes.CSV_NAME
+    if debug_csv.exists():
+        sections.append(debug_probes.section(pd.read_csv(debug_csv)))
     return report.render(results_dir, out_dir, sections)
 
 
@@ -314,7 +320,73 @@ def cmd_suite(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     # The file is kept beside the results it produced.
-    return cmd_run(run_args, console, extra_files={"suite.yaml": args.file})
+    code = cmd_run(run_args, console, extra_files={"suite.yaml": args.file})
+    if run_args.debug_probe is None or code == 130:
+        return code
+    out = run_args.resume or run_args.out
+    probe_args = argparse.Namespace(**vars(run_args) | vars(run_args.debug_probe))
+    return max(code, run_debug_probes(probe_args, out, console))
+
+
+DEBUG_DESCRIPTION = """Injects each probe, one at a time, into the same small training job in every
+framework, in graph and eager execution, each in a fresh worker process, and records what the
+framework does: error (with its message, whether it names the culprit, the traceback), silent
+(trained to the end), or a NaN loss that only fwbench noticed. Writes DIR/debug.csv as results
+arrive and DIR/report.md/html. Probes:
+""" + "\n".join(f"  {p.name}: {p.description}" for p in debug.PROBES.values())
+
+
+def debug_spec(args: argparse.Namespace) -> pb.TrainSpec:
+    spec = options.for_model(options.build_spec(args), args.model)
+    spec.run_id = "debug-probe"
+    specs.validate(spec)
+    return spec
+
+
+def cmd_debug_probe(args: argparse.Namespace, console: Console) -> int:
+    return run_debug_probes(args, _results_dir(args.out), console)
+
+
+def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> int:
+    """The probes of args on every framework; debug.csv and the report in out (a suite's
+    results directory keeps its context.json: the training runs' own)."""
+    spec = debug_spec(args)
+    _check_device(args, spec)
+    addresses = _service_arguments(args, args.frameworks)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = debug_probes.DebugWriter(out)
+
+    def show(row: dict) -> None:
+        detail = row["exception_type"] or ""
+        console.print(
+            f"{row['framework']} {row['probe']} ({row['execution']}): {row['outcome']} {detail}",
+            markup=False,
+        )
+
+    with services(args, args.frameworks, addresses, out / "logs", spec) as pool:
+        context = provenance.collect() | {
+            "command": shlex.join(["fwbench", *sys.argv[1:]]),
+            "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
+            "frameworks": args.frameworks,
+            "probes": args.probes,
+            "modes": args.modes,
+            "services": {
+                m.framework: json_format.MessageToDict(
+                    m.described, preserving_proto_field_name=True
+                )
+                for m in pool.members
+            },
+        }
+        if not (out / "context.json").exists():
+            (out / "context.json").write_text(json.dumps(context, indent=2))
+        failed = debug_probes.probe(pool.clients(), spec, args.probes, args.modes, writer, show)
+    if writer.rows:
+        console.print(debug_probes.table(pd.read_csv(writer.path)))
+    rendered = render(out)
+    console.print(f"Report: {rendered.html_path} (and report.md, {debug_probes.CSV_NAME})")
+    for framework, error in failed.items():
+        console.print(Text(f"{framework}: the probes stopped: {error}", style="red"))
+    return 1 if failed else 0
 
 
 def cmd_parity(args: argparse.Namespace, console: Console) -> int:
@@ -447,6 +519,18 @@ def parser() -> argparse.ArgumentParser:
     options.add_launch_arguments(suite_p)
     suite_p.add_argument("--allow-mismatch", action="store_true", help=ALLOW_MISMATCH_HELP)
     suite_p.set_defaults(handler=cmd_suite)
+
+    dbg = sub.add_parser(
+        "debug-probe",
+        help="inject the same mistakes into a small job in every framework and compare what "
+        "each does: error, silence or NaN, and how helpful its message is",
+        description=DEBUG_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    debug_probes.add_arguments(dbg)
+    dbg.add_argument("--out", type=Path, required=True, help="for debug.csv and the report")
+    options.add_launch_arguments(dbg)
+    dbg.set_defaults(handler=cmd_debug_probe)
 
     rep = sub.add_parser("report", help="rebuild a results directory's CSVs and report")
     rep.add_argument("dir", type=Path, help="a results directory (its events.jsonl)")

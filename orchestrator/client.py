@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -120,6 +120,14 @@ class TrainerClient:
             wait_for_ready=True,
             timeout=CALL_DEADLINE_S,
         )
+
+    def debug_probe(
+        self, spec: pb.TrainSpec, probes: list[str], executions: list[str]
+    ) -> Iterator[pb.ProbeResult]:
+        """The service's ProbeResults, one per probe x execution mode, as each is measured. No
+        deadline: the job is small, but every probe starts a worker (TensorFlow: ~10 s)."""
+        request = pb.DebugProbeRequest(spec=spec, probes=probes, executions=executions)
+        yield from self._stub.DebugProbe(request, wait_for_ready=True)
 
     def run(
         self, spec: pb.TrainSpec, on_event: Callable[[pb.TrainEvent], None] = lambda _: None

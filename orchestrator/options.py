@@ -168,8 +168,11 @@ def _default_text(option: SpecOption) -> str:
     return str(specs.effective_default(option.field))
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that make a TrainSpec (fwbench run, suite, parity). All default to None."""
+def add_spec_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """The options that make a TrainSpec (fwbench run, suite, parity). All default to None
+    (spec.DEFAULTS then applies), except those `defaults` (dest -> value) gives a job of its own
+    (fwbench debug-probe's small job): their help says so."""
+    defaults = defaults or {}
     parser.add_argument(
         "--dataset",
         help="synthetic; cifar10; a directory prepared by `fwbench data prepare`; or an "
@@ -187,11 +190,17 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="the official cifar-10-python.tar.gz, for preparing cifar10 without downloading",
     )
     for option in SPEC_OPTIONS:
-        text = f"{option.help} (default: {_default_text(option)})"
+        default = defaults.get(option.dest)
+        shown = _default_text(option) if default is None else default
+        text = f"{option.help} (default: {shown})"
         if option.is_flag:
-            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, help=text)
+            parser.add_argument(
+                option.flag, action=argparse.BooleanOptionalAction, default=default, help=text
+            )
         else:
-            parser.add_argument(option.flag, type=option.type, choices=option.choices, help=text)
+            parser.add_argument(
+                option.flag, type=option.type, choices=option.choices, default=default, help=text
+            )
 
 
 def spec_dests() -> tuple[str, ...]:

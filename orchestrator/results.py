@@ -36,8 +36,8 @@ RUN_KEYS = ("run_id", "framework", "model", "repeat")
 OUTCOME_COLUMNS = ("status", "error")
 LIBRARY_LABEL = "library models — not identical"
 # Fields that are not measurements or knobs of one run: already in RUN_KEYS or OUTCOME_COLUMNS
-# (RunEnd.status becomes `status`), or maps.
-_SKIPPED = {"run_id", "framework", "model.name", "settings", "status"}
+# (RunEnd.status becomes `status`), or maps; and TrainSpec.debug, which DebugProbe alone sets.
+_SKIPPED = {"run_id", "framework", "model.name", "settings", "status", "debug"}
 
 # What the journal rebuilds, and the statuses of runs that --resume keeps.
 JOURNALED_FILES = ("events.jsonl", "runs.csv", "epochs.csv", "telemetry.csv")

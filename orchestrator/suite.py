@@ -11,6 +11,10 @@ A suite file is a YAML mapping:
     spec:                            the options of `fwbench run` that make the TrainSpec, named
       dataset: cifar10               as the options are, without dashes and with underscores:
       batch_size: 32                 batch_size for --batch-size, lr for --lr
+    debug_probe:                     optional: after the runs, `fwbench debug-probe` on the
+      probes: [channel_order]        suite's frameworks with these of its options (lists for
+      modes: [graph]                 probes and modes; the small job's own spec options, not the
+                                     runs': {} takes every default); debug.csv joins the results
 
 Spec values go through the very argparse options of `fwbench run` (orchestrator/options.py), so a
 file accepts what the command line accepts and nothing else; an error names the file and the bad
@@ -26,12 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import options
+from orchestrator import debug, options
 from orchestrator.errors import UserError
 from services.common import frameworks
 from services.common import spec as specs
 
-KEYS = ("name", "description", "frameworks", "models", "repeats", "spec")
+KEYS = ("name", "description", "frameworks", "models", "repeats", "spec", "debug_probe")
 REQUIRED = ("name", "frameworks", "models")
 
 
@@ -47,6 +51,8 @@ class Suite:
     models: list[str]
     repeats: int
     spec: dict  # argparse dest -> value, as `fwbench run` would have parsed it
+    # The arguments of `fwbench debug-probe` (frameworks, out and launch options aside), or None.
+    debug_probe: argparse.Namespace | None = None
 
 
 def _spec_parser() -> argparse.ArgumentParser:
@@ -85,6 +91,9 @@ def load(path: Path) -> Suite:
     spec = data.get("spec") or {}
     if not isinstance(spec, dict):
         raise SuiteError(f"{path}: spec: expected a mapping of `fwbench run` options")
+    debug_probe = None
+    if "debug_probe" in data:
+        debug_probe = _debug_probe(path, data["debug_probe"] or {})
     return Suite(
         name=name,
         description=description,
@@ -92,6 +101,7 @@ def load(path: Path) -> Suite:
         models=_names(path, "models", data["models"], specs.MODELS),
         repeats=repeats,
         spec=_spec(path, spec),
+        debug_probe=debug_probe,
     )
 
 
@@ -135,6 +145,45 @@ def _spec(path: Path, spec: dict) -> dict:
     return values
 
 
+def _debug_probe(path: Path, values) -> argparse.Namespace:
+    """The debug_probe mapping through the very options of `fwbench debug-probe`."""
+    if not isinstance(values, dict):
+        raise SuiteError(
+            f"{path}: debug_probe: expected a mapping of `fwbench debug-probe` options"
+        )
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    debug.add_arguments(parser)
+    # The suite's frameworks are probed: one list of them per file.
+    allowed = [a.dest for a in parser._actions if a.dest != "frameworks"]
+    flags = {o.dest for o in options.SPEC_OPTIONS if o.is_flag}
+    argv = []
+    for key, value in values.items():
+        where = f"{path}: debug_probe.{key}"
+        if key not in allowed:
+            raise SuiteError(
+                f"{where}: not an option of `fwbench debug-probe`{_did_you_mean(key, allowed)}"
+            )
+        option = "--" + key.replace("_", "-")
+        if key in flags:
+            if not isinstance(value, bool):
+                raise SuiteError(f"{where}: expected true or false, got {value!r}")
+            argv.append(option if value else "--no-" + option.removeprefix("--"))
+        elif key in ("probes", "modes"):
+            if not isinstance(value, list) or not value:
+                raise SuiteError(f"{where}: expected a non-empty list, e.g. [graph, eager]")
+            argv.append(f"{option}={','.join(map(str, value))}")
+        elif isinstance(value, bool | list | dict) or value is None:
+            raise SuiteError(f"{where}: expected a single value, got {value!r}")
+        else:
+            argv.append(f"{option}={value}")
+    try:
+        parsed = parser.parse_args(argv)
+    except argparse.ArgumentError as e:
+        raise SuiteError(f"{path}: debug_probe: {e.message}") from e
+    del parsed.frameworks
+    return parsed
+
+
 def _did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -151,6 +200,7 @@ def run_arguments(args: argparse.Namespace) -> argparse.Namespace:
     run.frameworks = args.frameworks or loaded.frameworks
     run.models = args.models or loaded.models
     run.repeats = args.repeats or loaded.repeats
+    run.debug_probe = loaded.debug_probe
     if not args.resume:
         run.out = args.out or Path("results") / loaded.name
     return run

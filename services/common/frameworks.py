@@ -57,6 +57,9 @@ class Framework:
     distribution: str
     # The statement that fwbench friction times as "import".
     imports: str
+    # The installed packages that are the framework to its users (a traceback frame in one of
+    # them is the framework's own, in debug probes).
+    packages: tuple[str, ...]
 
     @property
     def folder(self) -> Path:
@@ -123,9 +126,19 @@ def _protocol_methods() -> dict[str, list[str]]:
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in (
-        Framework("pytorch", "PyTorch", "torch", "import torch, torchvision"),
-        Framework("tensorflow", "TensorFlow", "tensorflow", "import tensorflow as tf, keras"),
-        Framework("jax", "JAX", "jax", "import jax, flax, optax"),
+        Framework(
+            "pytorch", "PyTorch", "torch", "import torch, torchvision", ("torch", "torchvision")
+        ),
+        Framework(
+            "tensorflow",
+            "TensorFlow",
+            "tensorflow",
+            "import tensorflow as tf, keras",
+            ("tensorflow", "keras", "tf_keras"),
+        ),
+        Framework(
+            "jax", "JAX", "jax", "import jax, flax, optax", ("jax", "jaxlib", "flax", "optax")
+        ),
     )
 }
 NAMES: tuple[str, ...] = tuple(FRAMEWORKS)

@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common import data as datasets
-from services.common import frameworks, security
+from services.common import debug, frameworks, security
 from services.common.spec import (
     SpecError,
     inspect_with_defaults,
@@ -77,6 +77,14 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     def _take_slot(self, what: str, mode: str, request, context) -> Worker:
         """Starts the worker of a request in the one slot, or aborts: RESOURCE_EXHAUSTED while
         another request holds it, UNAVAILABLE while the service shuts down."""
+        return self._hold_slot(
+            what,
+            context,
+            lambda: Worker(self._framework, mode, request.SerializeToString(), self._python),
+        )
+
+    def _hold_slot(self, what: str, context, start):
+        """The slot held by what `start()` returns (a Worker, or Workers), as _take_slot."""
         with self._lock:
             if self._shutting_down:
                 context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
@@ -87,7 +95,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                     "one request at a time so that nothing skews a measured run: wait for it to "
                     "finish or cancel it",
                 )
-            worker = Worker(self._framework, mode, request.SerializeToString(), self._python)
+            worker = start()
             self._active = (what, worker)
         # Runs when the RPC ends for any reason, cancellation and deadline included. A callback,
         # not a `finally`, frees the slot: after a cancel gRPC stops pulling a streaming
@@ -148,6 +156,44 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 self._abort_for(item, context)
             yield item
 
+    def DebugProbe(self, request, context):
+        spec = with_defaults(request.spec)
+        _refuse_invalid(context, validate, spec)
+        _refuse_invalid(context, datasets.check, spec, self._data_roots)
+        try:
+            if spec.mode == "tuned":
+                # The probes break the job as users write it; the tuned steps (a CUDA graph, XLA
+                # with steps_per_execution, JAX's functional step) bypass the injection points.
+                raise SpecError(
+                    "mode: debug probes run the default mode only; leave mode unset or 'default'"
+                )
+            probes, executions = debug.check_request(request.probes, request.executions)
+        except SpecError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        workers = self._hold_slot(
+            f"the debug probes of {spec.run_id!r}",
+            context,
+            lambda: Workers(self._framework, self._python),
+        )
+        # The unbroken job first in each mode: what every probe's outcome and step time is read
+        # against.
+        for execution in executions:
+            for probe in (debug.NONE, *probes):
+                probed = debug.probed_spec(spec, probe, execution)
+                try:
+                    yield pb.ProbeResult.FromString(workers.run("debug", probed).response())
+                except WorkerError as e:
+                    if e.code != "INTERNAL" or workers.stopped:
+                        self._abort_for(e, context)
+                    # The worker died (a segfault, an abort): that is the framework's answer.
+                    yield pb.ProbeResult(
+                        framework=self._framework,
+                        probe=probe,
+                        execution=execution,
+                        outcome="crash",
+                        message=e.message[: debug.MESSAGE_CHARS],
+                    )
+
     def _pump(self, worker, events, stalled, ended, run_id: str) -> None:
         """Moves the worker's events (then None, or its WorkerError) into `events`; stops the run
         when they wait there longer than the stall timeout. Returns once the RPC has ended."""
@@ -198,6 +244,33 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             active = self._active
         if active is not None:
             active[1].stop(WORKER_STOP_GRACE_S)
+
+
+class Workers:
+    """Workers started one after another under one slot (DebugProbe: one fresh process per probe,
+    so that no probe's state, or crash, reaches the next). Stopping it stops the worker running
+    and starts no other."""
+
+    def __init__(self, framework: str, python: str):
+        self._framework = framework
+        self._python = python
+        self._lock = threading.Lock()
+        self._current: Worker | None = None
+        self.stopped = False
+
+    def run(self, mode: str, request) -> Worker:
+        with self._lock:
+            if self.stopped:
+                raise WorkerError("CANCELLED", "the request was stopped")
+            self._current = Worker(self._framework, mode, request.SerializeToString(), self._python)
+            return self._current
+
+    def stop(self, grace_s: float) -> None:
+        with self._lock:
+            self.stopped = True
+            current = self._current
+        if current is not None:
+            current.stop(grace_s)
 
 
 def _refuse_invalid(context, check, *args) -> None:

@@ -186,6 +186,11 @@ def validate(spec: pb.TrainSpec) -> None:
     _choice("precision", spec.precision, PRECISIONS)
     _choice("mode", spec.mode, MODES)
     _bounded("sample_interval_ms", spec.sample_interval_ms)
+    if spec.HasField("debug"):
+        raise SpecError(
+            "debug: set only by the DebugProbe service in its own worker (a job with a mistake "
+            "injected is never a measured run); leave it unset"
+        )
 
 
 def validate_inspect(request: pb.InspectRequest) -> None:

@@ -13,7 +13,7 @@ frameworks print to). Child side: `main()` loads the framework's Trainer
 
 A frame is one kind byte, a 4-byte big-endian length and a payload:
   E  a serialized TrainEvent        (mode train)
-  R  a serialized response message  (modes describe, inspect)
+  R  a serialized response message  (modes describe, inspect, debug)
   X  an error: JSON {"code": grpc status name, "message": text}
 """
 
@@ -255,6 +255,11 @@ def main(argv: list[str]) -> int:
 
             spec = pb.TrainRequest.FromString(request_bytes).spec
             trainer.train(spec, Recorder(sink, spec, framework, import_s))
+        elif mode == "debug":
+            from services.common import debug
+
+            spec = pb.TrainSpec.FromString(request_bytes)
+            sink.write(RESPONSE, debug.run(trainer, framework, spec, import_s).SerializeToString())
         else:
             raise ValueError(f"unknown worker mode {mode!r}")
     except Exception as exc:

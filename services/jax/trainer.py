@@ -29,7 +29,7 @@ from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
-from services.common import schedule
+from services.common import debug, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.jax import models
 
@@ -365,9 +365,14 @@ def peak_memory_bytes(device: jax.Device) -> int | None:
 def train(spec: pb.TrainSpec, recorder) -> None:
     device = resolve_device(spec.device)
     settings = configure(spec, device)
+    inject = debug.Injection(spec)
+    settings["execution"] = "jax.disable_jit()" if inject.eager else "jax.jit (nnx.jit)"
+    # A debug probe's eager execution: every jit-compiled function runs as Python, op by op, as
+    # under `with jax.disable_jit()` (the worker process runs this one job).
+    jax.config.update("jax_disable_jit", inject.eager)
 
     start = time.perf_counter()
-    dataset = datasets.load(spec)
+    dataset = inject.dataset(datasets.load(spec))
     pipeline = Pipeline(dataset, spec.batch_size)
     jax.block_until_ready(pipeline.train_padded)
     data_load_s = time.perf_counter() - start
@@ -376,7 +381,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
     dtype = COMPUTE_DTYPES.get(spec.precision, jnp.float32)
-    model = models.build(spec.model, spec.seed, dtype)
+    model = models.build(inject.model_spec(spec.model), spec.seed, dtype)
     transform = with_overflow_skip(spec, make_optimizer(spec, steps * spec.epochs))
     optimizer = new_optimizer(model, transform)
     scale = LossScale(jnp.array([LOSS_SCALE_INITIAL, 0.0])) if spec.precision == "fp16" else None
@@ -414,6 +419,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
                 functional(k)
             else:
                 x, y = pipeline.train_batch(k)
+                x = inject.inputs(x, "NHWC", jnp.transpose)
                 loss, right = train_step(model, optimizer, scale, x, y, smoothing)
                 loss_sum, correct = loss_sum + loss * len(y), correct + right
                 window_loss = window_loss + loss

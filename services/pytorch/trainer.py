@@ -17,7 +17,7 @@ import torchvision
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
-from services.common import schedule
+from services.common import debug, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.pytorch import models
 
@@ -287,20 +287,26 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         )
     settings = configure(spec, device)
     memory_format = torch.channels_last if graphed(spec, device) else torch.contiguous_format
+    inject = debug.Injection(spec)
+    # PyTorch's one graph mode is torch.compile: a debug probe's "graph" execution is eager too,
+    # unless the spec compiles.
+    compiled = spec.compile and not inject.eager
+    settings["execution"] = "torch.compile" if compiled else "eager"
 
     start = time.perf_counter()
-    dataset = datasets.load(spec)
+    dataset = inject.dataset(datasets.load(spec))
     pipeline = Pipeline(dataset, device, spec.batch_size, memory_format)
     data_load_s = time.perf_counter() - start
 
     start = time.perf_counter()
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model = models.build(spec.model, spec.seed).to(device, memory_format=memory_format)
+    model = models.build(inject.model_spec(spec.model), spec.seed)
+    model = model.to(device, memory_format=memory_format)
     optimizer, lr_schedule = make_optimizer(
         spec, model, steps * spec.epochs, capturable=graphed(spec, device)
     )
-    forward = torch.compile(model) if spec.compile else model
+    forward = torch.compile(model) if compiled else model
     train_step = TrainStep(spec, forward, optimizer, device)
     sync(device)
     build_s = time.perf_counter() - start
@@ -331,6 +337,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         window_steps = 0
         for k in range(steps):
             x, y = pipeline.train_batch(k)
+            x = inject.inputs(x, "NCHW", torch.permute)
             if graphed(spec, device) and step is train_step:
                 step = CapturedStep(train_step, spec.batch_size, x, y)
             step(x, y)

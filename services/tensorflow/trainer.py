@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
-from services.common import schedule
+from services.common import debug, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.tensorflow import models
 
@@ -122,9 +122,17 @@ class Pipeline:
     `tf.gather` reads in place, one batch at a time.
     """
 
-    def __init__(self, dataset: datasets.Dataset, batch_size: int, num_classes: int):
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        batch_size: int,
+        num_classes: int,
+        inject: debug.Injection | None = None,
+    ):
         self.batch_size = batch_size
         self.num_classes = num_classes
+        # A debug probe's hook on the batches fed to the model (a no-op in every measured run).
+        self.inject = inject or debug.Injection(pb.TrainSpec())
         self.train_samples = len(dataset.train_labels)
         self.test_samples = len(dataset.test_labels)
         pad = schedule.PAD
@@ -168,7 +176,8 @@ class Pipeline:
     def _train_batch(self, plan: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         order = plan[0, k * self.batch_size : (k + 1) * self.batch_size]
         labels = tf.gather(self.train_labels, order)
-        return self._normalise(self._augmented(plan, k)), tf.one_hot(labels, self.num_classes)
+        images = self.inject.inputs(self._normalise(self._augmented(plan, k)), "NHWC", tf.transpose)
+        return images, tf.one_hot(labels, self.num_classes)
 
     def train_dataset(self, seed: int, epochs: int, augment: str) -> tf.data.Dataset:
         """Every epoch's batches, in order, in one dataset."""
@@ -317,16 +326,22 @@ class RecorderCallback(keras.callbacks.Callback):
 def train(spec: pb.TrainSpec, recorder) -> None:
     gpu = resolve_device(spec.device)
     settings = configure(spec, gpu)
+    inject = debug.Injection(spec)
+    settings["execution"] = (
+        "keras fit, run_eagerly=True"
+        if inject.eager
+        else f"keras fit, tf.function{' + xla' if xla(spec) else ''}"
+    )
 
     start = time.perf_counter()
-    dataset = datasets.load(spec)
-    pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes)
+    dataset = inject.dataset(datasets.load(spec))
+    pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes, inject)
     data_load_s = time.perf_counter() - start
 
     start = time.perf_counter()
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model = models.build(spec.model, spec.seed)
+    model = models.build(inject.model_spec(spec.model), spec.seed)
     from_logits = compile_for_training(model, spec, steps * spec.epochs, with_metrics=True)
     build_s = time.perf_counter() - start
 
@@ -398,6 +413,8 @@ def compile_for_training(
         metrics=metrics if with_metrics else None,
         jit_compile=xla(spec),
         steps_per_execution=steps_per_execution(spec),
+        # A debug probe's eager execution: the train step runs as Python, op by op.
+        run_eagerly=debug.Injection(spec).eager,
     )
     return from_logits
 
