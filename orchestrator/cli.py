@@ -32,7 +32,7 @@ from rich.text import Text
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
 from orchestrator import debug as debug_probes
-from orchestrator import friction, launchers, options, parity, report, results, suite
+from orchestrator import deployment, friction, launchers, options, parity, report, results, suite
 from orchestrator.client import ClientSecurity
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
@@ -296,12 +296,15 @@ def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None
 
 
 def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | None = None):
-    """The report of a results directory, with the parity and friction sections found there
-    (or in friction_dir)."""
+    """The report of a results directory, with the parity, deployment and friction sections
+    found there (or friction's in friction_dir)."""
     sections = []
     parity_csv = results_dir / parity.CSV_NAME
     if parity_csv.exists():
         sections.append(parity.section(pd.read_csv(parity_csv)))
+    deploy_csv = results_dir / deployment.CSV_NAME
+    if deploy_csv.exists():
+        sections.append(deployment.section(pd.read_csv(deploy_csv)))
     friction_csv = (friction_dir or results_dir) / "friction.csv"
     if friction_csv.exists():
         sections.append(friction.section(pd.read_csv(friction_csv)))

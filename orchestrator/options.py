@@ -146,6 +146,24 @@ SPEC_OPTIONS = (
         "--label-smoothing", "optimizer.label_smoothing", "label smoothing of the loss", float
     ),
     SpecOption(
+        "--deploy",
+        "deploy.deploy_enabled",
+        "after training, export the model in each serving format of its framework and measure "
+        "export, size, fresh-process load, latency and max |Δ| (deploy.csv)",
+    ),
+    SpecOption(
+        "--deploy-warmup",
+        "deploy.deploy_warmup_iterations",
+        "untimed inference calls per batch size before the timed ones",
+        non_negative_int,
+    ),
+    SpecOption(
+        "--deploy-iterations",
+        "deploy.deploy_timed_iterations",
+        "timed inference calls per batch size (1 and 32), the same for every format",
+        positive_int,
+    ),
+    SpecOption(
         "--sample-interval-ms",
         "sample_interval_ms",
         "NVML/host sampling period; 0 disables sampling",

@@ -5,11 +5,13 @@ DIR/events.jsonl   the journal: every run's spec, every event, every run's outco
 DIR/runs.csv       one row per run (rewritten, atomically, whenever a run ends)
 DIR/epochs.csv     one row per run x epoch (appended)
 DIR/telemetry.csv  one row per device/host sample (appended)
+DIR/deploy.csv     one row per run x serving format, when the spec deploys (appended)
 DIR/context.json   the command, the spec and every service's Describe
 
 The CSV columns are derived from the contract (proto/fwbench/v1/trainer.proto): every scalar field
 of TrainSpec, RunStarted and RunEnd becomes a runs.csv column, of EpochEnd an epochs.csv column,
-of TelemetrySample a telemetry.csv column, under the field's own name (units are in the names).
+of TelemetrySample a telemetry.csv column, of DeployResult a deploy.csv column, under the field's
+own name (units are in the names).
 A field added to the proto is a column without an edit here.
 """
 
@@ -40,13 +42,14 @@ LIBRARY_LABEL = "library models — not identical"
 _SKIPPED = {"run_id", "framework", "model.name", "settings", "status", "debug"}
 
 # What the journal rebuilds, and the statuses of runs that --resume keeps.
-JOURNALED_FILES = ("events.jsonl", "runs.csv", "epochs.csv", "telemetry.csv")
+JOURNALED_FILES = ("events.jsonl", "runs.csv", "epochs.csv", "telemetry.csv", "deploy.csv")
 FINISHED = ("ok", "diverged")
 RESULT_FILES = (
     "events.jsonl",
     "runs.csv",
     "epochs.csv",
     "telemetry.csv",
+    "deploy.csv",
     "context.json",
     "parity.csv",
     "report.md",
@@ -55,18 +58,21 @@ RESULT_FILES = (
 
 
 def scalar_fields(
-    descriptor: Descriptor, prefix: str = "", nested_prefix: bool = False
+    descriptor: Descriptor,
+    prefix: str = "",
+    nested_prefix: bool = False,
+    skipped: frozenset[str] | set[str] = _SKIPPED,
 ) -> Iterator[tuple[str, str]]:
-    """(column, dotted field path) of every scalar field, nested messages flattened. A column is
-    the field's name, except that a nested `name` takes its message's (optimizer.name ->
-    optimizer); with nested_prefix, a nested field's column starts with its message's name
-    (divergence.epoch -> divergence_epoch)."""
+    """(column, dotted field path) of every scalar field, nested messages flattened, but for the
+    paths in `skipped`. A column is the field's name, except that a nested `name` takes its
+    message's (optimizer.name -> optimizer); with nested_prefix, a nested field's column starts
+    with its message's name (divergence.epoch -> divergence_epoch)."""
     for field in descriptor.fields:
         path = prefix + field.name
-        if path in _SKIPPED or field.is_repeated:
+        if path in skipped or field.is_repeated:
             continue
         if field.message_type is not None:
-            yield from scalar_fields(field.message_type, path + ".", nested_prefix)
+            yield from scalar_fields(field.message_type, path + ".", nested_prefix, skipped)
         elif nested_prefix and prefix:
             yield path.replace(".", "_"), path
         else:
@@ -82,6 +88,8 @@ STARTED_COLUMNS = {
 END_COLUMNS = dict(scalar_fields(pb.RunEnd.DESCRIPTOR, nested_prefix=True))
 EPOCH_COLUMNS = dict(scalar_fields(pb.EpochEnd.DESCRIPTOR))
 TELEMETRY_COLUMNS = dict(scalar_fields(pb.TelemetrySample.DESCRIPTOR))
+# A serving format's own status and error: deploy.csv has no run outcome to clash with.
+DEPLOY_COLUMNS = dict(scalar_fields(pb.DeployResult.DESCRIPTOR, skipped=frozenset()))
 # Read-friendly columns computed from the spec.
 DERIVED_SPEC_COLUMNS = ("model_definitions", "dataset")
 RUN_COLUMNS = (
@@ -243,6 +251,9 @@ class ResultsWriter:
         elif kind == "telemetry":
             rows = [keys | columns(s, TELEMETRY_COLUMNS) for s in event.telemetry.samples]
             self._append("telemetry.csv", rows)
+        elif kind == "deployment":
+            rows = [keys | columns(r, DEPLOY_COLUMNS) for r in event.deployment.results]
+            self._append("deploy.csv", rows)
 
     def _append(self, name: str, rows: list[dict]) -> None:
         path = self.dir / name

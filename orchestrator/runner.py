@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import deployment
 from orchestrator.client import RunOutcome
 from orchestrator.options import for_model
 from orchestrator.pool import Member, Pool
@@ -211,6 +212,9 @@ class _Scheduler:
                 f"{e.epoch_time_s:.1f} s ({e.images_per_s:,.0f} img/s)",
                 markup=False,
             )
+        elif kind == "deployment":
+            for result in event.deployment.results:
+                self._console.print(deployment.console_line(run["run_id"], result), markup=False)
 
 
 class _Locked:

@@ -8,6 +8,7 @@ A trainer (the canonical PyTorch loop, a Keras callback) calls, in order:
                         sync the device, then recorder.progress(epoch, step, loss)
     recorder.epoch_end(...)            after each epoch's evaluation
     recorder.run_end(...)
+    recorder.deployment(...)           when the spec asks for it (services/common/deploy.py)
 
 Step times come from windows between device synchronisations (progress points), never from a
 per-step sync, so measuring does not change what is measured.
@@ -229,6 +230,10 @@ class Recorder:
             if value is not None:
                 setattr(event, name, value)
         self._emit(run_end=event)
+
+    def deployment(self, deployment: pb.Deployment) -> None:
+        """After run_end: the trained model's serving formats, measured."""
+        self._emit(deployment=deployment)
 
     def _emit(self, **event) -> None:
         self._sink.event(pb.TrainEvent(**event))

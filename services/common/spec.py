@@ -49,6 +49,7 @@ DEFAULTS = {
         "lr_schedule": "constant",
         "label_smoothing": 0.0,
     },
+    "deploy": {"deploy_warmup_iterations": 10, "deploy_timed_iterations": 100},
 }
 # Shared initial weights exist only for fwbench's own (canonical) definitions.
 INIT_FOR_ARCHITECTURE = {"canonical": "shared", "library": "framework"}
@@ -69,6 +70,8 @@ BOUNDS = {
     "data.test_limit": (1, 10_000_000),
     "probe_batch_size": (1, 1024),
     "train_steps": (0, 1000),
+    "deploy.deploy_warmup_iterations": (0, 1000),
+    "deploy.deploy_timed_iterations": (1, 10_000),
 }
 # Far above any learning rate or decay that trains, and far below float32's overflow (3.4e38),
 # beyond which PyTorch's optimisers raise instead of diverging.
@@ -186,6 +189,8 @@ def validate(spec: pb.TrainSpec) -> None:
     _choice("precision", spec.precision, PRECISIONS)
     _choice("mode", spec.mode, MODES)
     _bounded("sample_interval_ms", spec.sample_interval_ms)
+    _bounded("deploy.deploy_warmup_iterations", spec.deploy.deploy_warmup_iterations)
+    _bounded("deploy.deploy_timed_iterations", spec.deploy.deploy_timed_iterations)
     if spec.HasField("debug"):
         raise SpecError(
             "debug: set only by the DebugProbe service in its own worker (a job with a mistake "

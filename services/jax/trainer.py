@@ -29,9 +29,9 @@ from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
-from services.common import debug, schedule
+from services.common import debug, deploy, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
-from services.jax import models
+from services.jax import models, serving
 
 FRAMEWORK = "jax"
 # torch.optim.Adam/AdamW's epsilon, which is also Optax's default: added after bias correction.
@@ -456,6 +456,21 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         )
 
     recorder.run_end(peak_framework_mem_bytes=peak_memory_bytes(device))
+    if spec.deploy.deploy_enabled:
+        recorder.deployment(deployment(spec, model, device, recorder.diverged))
+
+
+def deployment(spec: pb.TrainSpec, model, device: jax.Device, diverged: bool) -> pb.Deployment:
+    """The trained model exported in JAX's serving format and measured, against its own
+    eval-mode outputs in strict fp32 (services/common/deploy.py)."""
+    model.eval()
+    cpu = device.platform == "cpu"
+    # The export is lowered under this precision too: it is part of the serialized program.
+    with jax.default_matmul_precision(MATMUL_PRECISION["fp32"]):
+        reference = np.asarray(predict(model, jnp.asarray(deploy.probe(spec.seed))))
+        formats = serving.formats(model, "cpu" if cpu else "cuda")
+        served_on = "cpu" if cpu else f"cuda:{device.id}"
+        return deploy.measure(spec, formats, reference, served_on, diverged)
 
 
 def probe_train_losses(model, spec: pb.TrainSpec, probe: jax.Array, steps: int) -> list[float]:

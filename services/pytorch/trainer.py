@@ -17,9 +17,9 @@ import torchvision
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
-from services.common import debug, schedule
+from services.common import debug, deploy, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
-from services.pytorch import models
+from services.pytorch import models, serving
 
 FRAMEWORK = "pytorch"
 
@@ -375,6 +375,19 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         )
     else:
         recorder.run_end()
+    if spec.deploy.deploy_enabled:
+        recorder.deployment(deployment(spec, model, device, recorder.diverged))
+
+
+def deployment(spec: pb.TrainSpec, model, device: torch.device, diverged: bool) -> pb.Deployment:
+    """The trained model exported in PyTorch's serving formats and measured, against its own
+    eval-mode outputs in strict fp32 (services/common/deploy.py)."""
+    serving.strict_fp32()
+    model.eval()
+    probe = torch.from_numpy(deploy.probe(spec.seed)).permute(0, 3, 1, 2).contiguous().to(device)
+    with torch.inference_mode():
+        reference = model(probe).float().cpu().numpy()
+    return deploy.measure(spec, serving.formats(model, probe), reference, str(device), diverged)
 
 
 def probe_train_losses(model, spec: pb.TrainSpec, probe: torch.Tensor, steps: int) -> list[float]:

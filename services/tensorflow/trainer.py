@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
-from services.common import debug, schedule
+from services.common import debug, deploy, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
-from services.tensorflow import models
+from services.tensorflow import models, serving
 
 FRAMEWORK = "tensorflow"
 # friction: torch.optim.Adam/AdamW's epsilon; Keras defaults to 1e-7. (Keras adds it to sqrt(v)
@@ -377,6 +377,19 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         )
     else:
         recorder.run_end()
+    if spec.deploy.deploy_enabled:
+        recorder.deployment(deployment(spec, model, gpu, recorder.diverged))
+
+
+def deployment(
+    spec: pb.TrainSpec, model: keras.Model, gpu: tf.config.PhysicalDevice | None, diverged: bool
+) -> pb.Deployment:
+    """The trained model exported in TensorFlow's serving formats and measured, against its own
+    eval-mode outputs in strict fp32 (services/common/deploy.py)."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    reference = np.asarray(model(deploy.probe(spec.seed), training=False), np.float32)
+    device = "cuda:0" if gpu else "cpu"
+    return deploy.measure(spec, serving.formats(model), reference, device, diverged)
 
 
 # Tuned: Keras runs this many steps per call into the compiled function (its documented way to
