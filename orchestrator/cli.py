@@ -318,7 +318,7 @@ def cmd_suite(args: argparse.Namespace, console: Console) -> int:
     run_args = suite.run_arguments(args)
     console.print(
         f"suite {args.file}: {', '.join(run_args.frameworks)} × {', '.join(run_args.models)} × "
-        f"{run_args.repeats} repeat(s), {run_args.epochs or specs.default_of('epochs')} "
+        f"{run_args.repeats} repeat(s), {run_args.epochs or specs.effective_default('epochs')} "
         f"epoch(s) of {run_args.dataset or options.DEFAULT_DATASET}",
         markup=False,
     )

@@ -86,6 +86,23 @@ def test_the_command_line_reports_a_bad_suite_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_suite_without_epochs_announces_the_default_and_reaches_validation(tmp_path):
+    # Neither the file nor the command line sets epochs: the announcement names the default,
+    # then the bad dataset is refused as any bad input is (exit 2, no traceback).
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        f"name: x\nframeworks: [pytorch]\nmodels: [vgg19]\nspec:\n  dataset: {tmp_path / 'none'}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "from orchestrator.cli import main; main()", "suite", str(path),
+         "--out", str(tmp_path / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = " ".join((result.stdout + result.stderr).split())
+    assert f"{specs.effective_default('epochs')} epoch(s)" in output
+    assert result.returncode == 2 and "Traceback" not in output
+
+
 def test_command_line_options_override_the_file_and_only_those(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(VALID + "  lr: 1e-3\n  compile: true\nrepeats: 3\n")
