@@ -199,7 +199,15 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
             for name, source in (extra_files or {}).items():
                 shutil.copyfile(source, out / name)
             if not args.resume:
-                writer.write_context(_context(args, spec, pool))
+                writer.write_context(
+                    _context(
+                        spec,
+                        pool,
+                        frameworks=args.frameworks,
+                        models=args.models,
+                        repeats=args.repeats,
+                    )
+                )
             if len(pool.frameworks()) > 1:
                 check_parity(args, spec, pool.clients(), out, console)
             rows = run_experiment(experiment, pool, writer, console)
@@ -227,14 +235,13 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
     return 0
 
 
-def _context(args: argparse.Namespace, spec, pool: Pool) -> dict:
+def _context(spec, pool: Pool, **choices) -> dict:
+    """context.json: the command, the spec, the command's own choices and the services."""
     # provenance: fwbench's version and commit, the host (CPU, memory, GPUs, driver), the UTC start.
     return provenance.collect() | {
         "command": shlex.join(["fwbench", *sys.argv[1:]]),
         "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
-        "frameworks": args.frameworks,
-        "models": args.models,
-        "repeats": args.repeats,
+        **choices,
         # Each framework's first service (the report's columns), then every member of the pool.
         "services": {
             f: json_format.MessageToDict(d, preserving_proto_field_name=True)
@@ -367,19 +374,9 @@ def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> i
         )
 
     with services(args, args.frameworks, addresses, out / "logs", spec) as pool:
-        context = provenance.collect() | {
-            "command": shlex.join(["fwbench", *sys.argv[1:]]),
-            "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
-            "frameworks": args.frameworks,
-            "probes": args.probes,
-            "modes": args.modes,
-            "services": {
-                m.framework: json_format.MessageToDict(
-                    m.described, preserving_proto_field_name=True
-                )
-                for m in pool.members
-            },
-        }
+        context = _context(
+            spec, pool, frameworks=args.frameworks, probes=args.probes, modes=args.modes
+        )
         if not (out / "context.json").exists():
             (out / "context.json").write_text(json.dumps(context, indent=2))
         failed = debug_probes.probe(pool.clients(), spec, args.probes, args.modes, writer, show)
