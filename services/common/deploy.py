@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ RELATIVE_TOLERANCE = 1e-3
 # A fresh process that neither finishes nor fails within this is a failed format.
 FRESH_PROCESS_TIMEOUT_S = 1800
 STDERR_TAIL_LINES = 20
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -193,8 +195,9 @@ def _mismatch(result: pb.DeployResult, message: str) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    """The exception's first lines: library messages can run to pages (a whole graph dump)."""
-    text = str(exc).strip() or type(exc).__name__
+    """The exception's first lines, without terminal colours: library messages can run to pages
+    (a whole graph dump), and the ONNX exporter colours its own."""
+    text = ANSI_ESCAPE.sub("", str(exc)).strip() or type(exc).__name__
     lines = text.splitlines()
     return f"{type(exc).__name__}: " + "\n".join(lines[:STDERR_TAIL_LINES])
 
