@@ -2,6 +2,7 @@
 
     render(results_dir, out_dir=None, sections=()) -> Report   report.md + report.html
     compare(dir_a, dir_b, out_dir=None) -> Report               compare.md + compare.html
+    sweep(dirs, out_dir) -> Report                             sweep.md + sweep.html
 
 The report knows nothing of the commands that add to it: parity, friction and any other extra
 content arrive as Sections of markdown, rendered after the per-model evidence.
@@ -13,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.report import build, compare_sets, document, resultset
+from orchestrator.report import batch_sweep, build, compare_sets, document, resultset
 from orchestrator.report.resultset import ResultSetError
 
-__all__ = ["Report", "ResultSetError", "Section", "compare", "render"]
+__all__ = ["Report", "ResultSetError", "Section", "compare", "render", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -56,4 +57,15 @@ def compare(dir_a: Path, dir_b: Path, out_dir: Path | None = None) -> Report:
     out_dir = Path(out_dir) if out_dir is not None else dir_b
     doc = compare_sets.build(resultset.load(dir_a), resultset.load(dir_b), out_dir)
     md_path, html_path = document.write(doc, out_dir, "compare")
+    return Report(md_path, html_path, doc.verdict + doc.warnings)
+
+
+def sweep(dirs: Sequence[Path], out_dir: Path) -> Report:
+    """Throughput and GPU utilisation against batch size over result sets alike but for the
+    batch size (one per batch, as suites/batch-sweep/ writes them); writes sweep.md and
+    sweep.html into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = batch_sweep.build([resultset.load(Path(d)) for d in dirs], out_dir)
+    md_path, html_path = document.write(doc, out_dir, "sweep")
     return Report(md_path, html_path, doc.verdict + doc.warnings)
