@@ -247,16 +247,22 @@ def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
     # chaotic (JAX's default and tuned steps agree to 1e-6 for four steps, yet end at test
     # accuracy .90 vs .50; TensorFlow with and without XLA .83/.86, .77/.70, .86/.71 over three
     # seeds). At a gentle learning rate the trajectories stay close enough to compare losses.
+    # 1300 samples: 41 steps of 32, which is not a whole number of TensorFlow's tuned executions
+    # of 32 steps; every epoch must still train its own 41 batches, and no step beyond them.
     loss, settings = {}, {}
     for mode in ("default", "tuned"):
         spec = tiny_spec(
             mode=mode, epochs=2, optimizer__learning_rate=0.002,
-            data__train_limit=1000, data__test_limit=256,
+            data__train_limit=1300, data__test_limit=256,
         )  # fmt: skip
         events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))
         settings[mode] = events[0].run_started.settings
         epochs = [event.epoch_end for event in events if event.HasField("epoch_end")]
         assert len(epochs) == events[-1].run_end.epochs_completed == 2
+        for epoch in (0, 1):
+            steps = [e.progress.step for e in events if e.WhichOneof("event") == "progress"
+                     and e.progress.epoch == epoch]  # fmt: skip
+            assert steps == sorted(steps) and steps[-1] == 41, (mode, epoch, steps)
         loss[mode] = (epochs[0].train_loss, epochs[-1].test_loss)
     assert settings["tuned"]["mode"] == "tuned" and settings["default"]["mode"] == "default"
     # Both learned (chance is ln 10 = 2.30), and they agree: first-epoch training loss within

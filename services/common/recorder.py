@@ -112,6 +112,11 @@ class Recorder:
         step (its time includes tracing/compilation), an epoch's last step, or every 0.25 s.
         A trainer that runs several steps per call (Keras' steps_per_execution) calls this once
         per call, with the last step's number."""
+        if not 1 <= step <= self._steps_per_epoch:
+            # A trainer that miscounts its steps would time and label windows wrongly.
+            raise RuntimeError(
+                f"the trainer reported step {step} of an epoch of {self._steps_per_epoch} steps"
+            )
         return (
             not self._first_reported
             or step == self._steps_per_epoch

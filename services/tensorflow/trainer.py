@@ -155,7 +155,9 @@ class Pipeline:
         return np.stack([plan.order, plan.dy, plan.dx, plan.flip.astype(np.int64)])
 
     def set_epoch(self, plan: schedule.EpochPlan) -> None:
-        self.plan = tf.constant(self.plan_array(plan))
+        """The epoch that augmented() and the next iteration of train_dataset() cut."""
+        self.plan_host = self.plan_array(plan)
+        self.plan = tf.constant(self.plan_host)
 
     def augmented(self, k: int) -> tf.Tensor:
         """Batch k of the epoch set by set_epoch as uint8 NHWC, after crop and flip: what
@@ -179,21 +181,27 @@ class Pipeline:
         images = self.inject.inputs(self._normalise(self._augmented(plan, k)), "NHWC", tf.transpose)
         return images, tf.one_hot(labels, self.num_classes)
 
-    def train_dataset(self, seed: int, epochs: int, augment: str) -> tf.data.Dataset:
-        """Every epoch's batches, in order, in one dataset."""
+    def train_dataset(self) -> tf.data.Dataset:
+        """One epoch's batches: each iteration of this dataset cuts the epoch that set_epoch set
+        last (the shared NumPy schedule's plan, one Python call per epoch, never per batch).
+
+        One finite dataset that fit iterates afresh every epoch, as Keras users write it, rather
+        than one dataset of every epoch with fit's steps_per_epoch: with steps_per_execution > 1
+        Keras takes whole executions from that one iterator, so an epoch whose steps are not a
+        multiple of it would take the next epoch's first batches (and the last epoch would run
+        short). A finite epoch ends every execution at its own last batch.
+        """
         steps = schedule.steps_per_epoch(self.train_samples, self.batch_size)
-        # An epoch's plan is made by the shared NumPy schedule when the pipeline reaches that
-        # epoch: one Python call per epoch (never per batch), and no plan is held in advance.
         plans = tf.data.Dataset.from_generator(
-            lambda: (
-                self.plan_array(schedule.epoch_plan(seed, epoch, self.train_samples, augment))
-                for epoch in range(epochs)
-            ),
+            lambda: iter([self.plan_host]),
             output_signature=tf.TensorSpec((4, self.train_samples), tf.int64),
         )
         batches = plans.flat_map(lambda plan: tf.data.Dataset.range(steps).map(lambda k: (plan, k)))
-        return batches.map(self._train_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
+        return (
+            batches.map(self._train_batch, num_parallel_calls=tf.data.AUTOTUNE)
+            # Known, so that Keras counts an epoch's executions instead of running into its end.
+            .apply(tf.data.experimental.assert_cardinality(steps))
+            .prefetch(tf.data.AUTOTUNE)
         )
 
     def _test_batch(self, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -261,6 +269,20 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
 
 
+class EpochPlans(keras.callbacks.Callback):
+    """Sets the pipeline's epoch before fit iterates the training dataset for it."""
+
+    def __init__(self, pipeline: Pipeline, seed: int, augment: str):
+        super().__init__()
+        self._pipeline = pipeline
+        self._seed = seed
+        self._augment = augment
+
+    def on_epoch_begin(self, epoch, logs=None):
+        plan = schedule.epoch_plan(self._seed, epoch, self._pipeline.train_samples, self._augment)
+        self._pipeline.set_epoch(plan)
+
+
 class RecorderCallback(keras.callbacks.Callback):
     """Keras' hooks as recorder calls.
 
@@ -276,6 +298,7 @@ class RecorderCallback(keras.callbacks.Callback):
         self._recorder = recorder
         self._batch_size = batch_size
         self._train_samples = train_samples
+        self._steps_per_epoch = schedule.steps_per_epoch(train_samples, batch_size)
 
     def on_train_begin(self, logs=None):
         self._recorder.train_begin()
@@ -289,7 +312,9 @@ class RecorderCallback(keras.callbacks.Callback):
 
     # friction: any batch hook makes Keras synchronise with the device after every step.
     def on_train_batch_end(self, batch, logs=None):
-        step = batch + 1
+        # friction: with steps_per_execution Keras passes the execution's first step plus
+        # steps_per_execution - 1, beyond the epoch's end for its last, shorter execution.
+        step = min(batch + 1, self._steps_per_epoch)
         if self._recorder.step_end(self._epoch, step):
             samples = min(step * self._batch_size, self._train_samples)
             reported_samples, reported_mean = self._reported
@@ -360,13 +385,15 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         tf.config.experimental.reset_memory_stats("GPU:0")
 
     model.fit(
-        pipeline.train_dataset(spec.seed, spec.epochs, spec.data.augment),
+        pipeline.train_dataset(),
         epochs=spec.epochs,
-        steps_per_epoch=steps,
         validation_data=pipeline.test_dataset(),
         # friction: the shared schedule has already shuffled; this only silences Keras' warning.
         shuffle=False,
-        callbacks=[RecorderCallback(recorder, spec.batch_size, train_samples)],
+        callbacks=[
+            EpochPlans(pipeline, spec.seed, spec.data.augment),
+            RecorderCallback(recorder, spec.batch_size, train_samples),
+        ],
         # Our callback reports progress; Keras' progress bar would print to the service's stdout.
         verbose=0,
     )

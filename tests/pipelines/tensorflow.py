@@ -18,10 +18,13 @@ for augment in ("crop-flip", "none"):
         pipeline.set_epoch(schedule.epoch_plan(seed, epoch, n, augment))
         for k in (0, steps - 1):
             arrays[f"u8_{augment}_e{epoch}_k{k}"] = pipeline.augmented(k).numpy()
-    # What model.fit consumes: one dataset over every epoch; epoch e starts at element e * steps.
-    batches = list(pipeline.train_dataset(seed, 2, augment).take(steps + 1))
+    # What model.fit consumes: the epoch's dataset, iterated afresh after set_epoch.
+    dataset = pipeline.train_dataset()
     for epoch in (0, 1):
-        x, y = batches[epoch * steps]
+        pipeline.set_epoch(schedule.epoch_plan(seed, epoch, n, augment))
+        batches = list(dataset)
+        assert len(batches) == steps, (len(batches), steps)
+        x, y = batches[0]
         arrays[f"x_{augment}_e{epoch}"] = x.numpy()
         arrays[f"y_{augment}_e{epoch}"] = np.argmax(y.numpy(), axis=1)
 np.savez(out, **arrays)

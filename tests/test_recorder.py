@@ -1,0 +1,57 @@
+"""The recorder (services/common/recorder.py) judges what a trainer tells it: fast, no framework."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from services.common.recorder import Recorder
+from tests.conftest import tiny_spec
+
+
+class ListSink:
+    """The worker's Sink, keeping the events in a list instead of writing them to the parent."""
+
+    def __init__(self):
+        self.events = []
+        self._origin_s = time.time()
+
+    def t_s(self) -> float:
+        return time.time() - self._origin_s
+
+    def event(self, event) -> None:
+        self.events.append(event)
+
+
+def started_recorder(steps_per_epoch: int) -> Recorder:
+    recorder = Recorder(ListSink(), tiny_spec(sample_interval_ms=0), "pytorch", import_s=0.0)
+    recorder.run_started(
+        framework_version="test",
+        device_name="cpu",
+        cuda_device_index=None,
+        train_samples=steps_per_epoch * 32,
+        test_samples=32,
+        steps_per_epoch=steps_per_epoch,
+        data_load_s=0.0,
+        build_s=0.0,
+        settings={},
+    )
+    recorder.train_begin()
+    return recorder
+
+
+@pytest.mark.parametrize("step", [0, 41, 64])
+def test_a_step_outside_the_epoch_is_a_trainer_error_not_a_window(step):
+    # Keras with steps_per_execution once reported step 64 of a 40-step epoch (its last
+    # execution's first step + 31); a window over it would time and label the wrong steps.
+    recorder = started_recorder(steps_per_epoch=40)
+    with pytest.raises(RuntimeError, match=f"reported step {step} of an epoch of 40 steps"):
+        recorder.step_end(0, step)
+
+
+def test_every_step_of_the_epoch_is_accepted_and_the_last_one_reports():
+    recorder = started_recorder(steps_per_epoch=40)
+    assert recorder.step_end(0, 1)  # the first step always reports (it includes compilation)
+    recorder.progress(0, 1, 2.3)
+    assert recorder.step_end(0, 40)
