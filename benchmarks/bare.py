@@ -29,9 +29,6 @@ from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
 from services.common.recorder import PROGRESS_INTERVAL_S, WARMUP_STEPS
 
-# The modes a bare loop reproduces; a tuned bare loop must take the trainer's tuned step as-is.
-BARE_MODES = ("default",)
-
 
 def spec_from_argv(framework: str) -> pb.TrainSpec:
     if len(sys.argv) != 2:
@@ -39,12 +36,6 @@ def spec_from_argv(framework: str) -> pb.TrainSpec:
     spec = pb.TrainSpec.FromString(Path(sys.argv[1]).read_bytes())
     # As the service's server does before its worker: the dataset completes the spec (its classes).
     datasets.check(spec, [])
-    mode = getattr(spec, "mode", "default") or "default"
-    if mode not in BARE_MODES:
-        raise SystemExit(
-            f"benchmarks/bare_{framework}.py reproduces mode {', '.join(BARE_MODES)} only, not "
-            f"{mode!r}: give it the trainer's {mode} step before measuring that mode"
-        )
     return spec
 
 
@@ -52,6 +43,7 @@ class StepWindows:
     def __init__(self, steps_per_epoch: int):
         self.steps_per_epoch = steps_per_epoch
         self.step_times_s: list[float] = []
+        self._synced_once = False
 
     def begin_epoch(self) -> None:
         """Call with the device idle, just before an epoch's first step."""
@@ -59,10 +51,12 @@ class StepWindows:
         self._window_start, self._window_first_step, self._last_sync = now, 1, now
 
     def due(self, epoch: int, step: int) -> bool:
-        """True when the loop should synchronise now (step counts from 1), as the recorder's
-        step_end decides."""
+        """True when the loop should synchronise now (step counts from 1; a loop that runs
+        several steps per call asks once per call, with the call's last step), as the
+        recorder's step_end decides: after the first call, at an epoch's end, or every
+        PROGRESS_INTERVAL_S."""
         return (
-            (epoch == 0 and step == 1)
+            not self._synced_once
             or step == self.steps_per_epoch
             or time.perf_counter() - self._last_sync >= PROGRESS_INTERVAL_S
         )
@@ -74,6 +68,7 @@ class StepWindows:
         if epoch > 0 or self._window_first_step > WARMUP_STEPS:
             self.step_times_s.extend([(now - self._window_start) / window_steps] * window_steps)
         self._window_start, self._window_first_step, self._last_sync = now, step + 1, now
+        self._synced_once = True
 
     def median_s(self) -> float:
         if not self.step_times_s:

@@ -4,25 +4,27 @@ recorder, sampler or stream. The reference that benchmarks/overhead.py prices th
     .venvs/pytorch/bin/python -m benchmarks.bare_pytorch SPEC_FILE     (see benchmarks/bare.py)
 
 Everything a step does is the trainer's own code (services/pytorch/trainer.py): its Pipeline cuts
-batch k of the shared schedule (gather, crop, flip, normalise) on the device, then the same
-forward, loss, backward, optimizer and LR-schedule step, with the same knobs (configure). What is
-left out is what fwbench adds: the recorder's hooks, the running sums for the epoch's train
-loss and accuracy, evaluation, and the events.
+batch k of the shared schedule (gather, crop, flip, normalise) on the device, then its TrainStep
+(forward, loss, backward, optimizer, the epoch's sums on the device) and the LR-schedule step,
+with the same knobs (configure); in the tuned mode on a GPU, that step captured in its CUDA graph
+(CapturedStep), in channels-last, with the capturable optimizer. What is left out is what fwbench
+adds: the recorder's hooks and progress reports, evaluation, and the events.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.bare import StepWindows, print_result, spec_from_argv
 from services.common import data as datasets
 from services.common import schedule
 from services.pytorch import models
 from services.pytorch.trainer import (
+    CapturedStep,
     Pipeline,
-    autocast,
+    TrainStep,
     configure,
+    graphed,
     make_optimizer,
     resolve_device,
     sync,
@@ -33,14 +35,18 @@ def main() -> None:
     spec = spec_from_argv("pytorch")
     device = resolve_device(spec.device)
     configure(spec, device)
+    memory_format = torch.channels_last if graphed(spec, device) else torch.contiguous_format
     dataset = datasets.load(spec)
-    pipeline = Pipeline(dataset, device, spec.batch_size)
+    pipeline = Pipeline(dataset, device, spec.batch_size, memory_format)
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model = models.build(spec.model, spec.seed).to(device)
-    optimizer, lr_schedule = make_optimizer(spec, model, steps * spec.epochs)
+    model = models.build(spec.model, spec.seed).to(device, memory_format=memory_format)
+    optimizer, lr_schedule = make_optimizer(
+        spec, model, steps * spec.epochs, capturable=graphed(spec, device)
+    )
     forward = torch.compile(model) if spec.compile else model
-    scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
+    train_step = TrainStep(spec, forward, optimizer, device)
+    step = train_step
 
     windows = StepWindows(steps)
     model.train()
@@ -50,17 +56,12 @@ def main() -> None:
         windows.begin_epoch()
         for k in range(steps):
             x, y = pipeline.train_batch(k)
-            with autocast(spec, device):
-                loss = F.cross_entropy(
-                    forward(x).float(), y, label_smoothing=spec.optimizer.label_smoothing
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if graphed(spec, device) and step is train_step:
+                step = CapturedStep(train_step, spec.batch_size, x, y)
+            step(x, y)
             lr_schedule.step()
             if windows.due(epoch, k + 1):
-                loss.item()  # synchronises, as the trainer's progress report does
+                train_step.window_loss.item()  # synchronises, as the trainer's progress does
                 windows.synced(epoch, k + 1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print_result(windows, name)

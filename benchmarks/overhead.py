@@ -5,7 +5,8 @@ own pipeline and step, nothing else), interleaved in one invocation.
 
     .venvs/orchestrator/bin/python -m benchmarks.overhead                       (CPU defaults)
     .venvs/orchestrator/bin/python -m benchmarks.overhead --frameworks pytorch \
-        --models resnet50,mobilenet_v2 --device cuda --train-limit 16000 --pairs 5
+        --models resnet50,mobilenet_v2 --modes default,tuned --device cuda --train-limit 16000 \
+        --pairs 5
 
 Each pair runs the service and the bare loop back to back, in ABBA order (service-bare,
 bare-service, ...), so a steady drift of the host penalises neither. Both report the same
@@ -34,12 +35,9 @@ from orchestrator.client import TrainerClient
 from orchestrator.options import csv_choice, synthetic_spec
 from services.common import frameworks, schedule
 from services.common.recorder import WARMUP_STEPS
-from services.common.spec import MODELS
+from services.common.spec import MODELS, MODES
 
 BENCHMARKS = Path(__file__).resolve().parent
-# The bare loops reproduce the default mode's step only (benchmarks/bare.py): the tuned mode's
-# harness cost is not priced yet.
-MODES = ("default",)
 
 
 def measurable_frameworks() -> list[str]:
@@ -126,7 +124,7 @@ def measure(
         client = TrainerClient(framework, launched.address(framework))
         try:
             for index in range(pairs):
-                spec.run_id = f"overhead-{framework}-{model}-{index}"
+                spec.run_id = f"overhead-{framework}-{model}-{spec.mode}-{index}"
                 # ABBA: even pairs run the service first, odd pairs the bare loop first.
                 if index % 2 == 0:
                     service_s, device = run_service(client, spec)
@@ -152,12 +150,12 @@ def measure(
     return results, device
 
 
-def summary_line(framework: str, model: str, device: str, pairs: list[Pair]) -> str:
+def summary_line(framework: str, model: str, mode: str, device: str, pairs: list[Pair]) -> str:
     ratios = Spread.of([p.ratio for p in pairs])
     service_ms = statistics.median(p.service_step_s for p in pairs) * 1000
     bare_ms = statistics.median(p.bare_step_s for p in pairs) * 1000
     return (
-        f"{framework} {model} ({device}): ratio service/bare median {ratios.median:.3f} "
+        f"{framework} {model} {mode} ({device}): ratio service/bare median {ratios.median:.3f} "
         f"(min–max {ratios.minimum:.3f}–{ratios.maximum:.3f}, IQR {ratios.q1:.3f}–{ratios.q3:.3f}, "
         f"{len(pairs)} pairs); step median service {service_ms:.2f} ms, bare {bare_ms:.2f} ms"
     )
@@ -173,7 +171,6 @@ def base_spec(args: argparse.Namespace) -> pb.TrainSpec:
     )
     # Set even when it equals the default: the interval measured is the one printed.
     spec.sample_interval_ms = args.sample_interval_ms
-    spec.mode = args.mode
     return spec
 
 
@@ -200,7 +197,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, default=1536)
     p.add_argument("--test-limit", type=int, default=64, help="evaluated by the service only")
     p.add_argument("--pairs", type=int, default=6)
-    p.add_argument("--mode", choices=MODES, default="default")
+    p.add_argument(
+        "--modes",
+        type=csv_choice(MODES, "mode"),
+        default=["default"],
+        help="comma-separated; each measured against the bare loop of the same mode",
+    )
     p.add_argument(
         "--sample-interval-ms",
         type=int,
@@ -233,13 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="fwbench-overhead-") as work:
             for framework in args.frameworks:
                 for model in args.models:
-                    print(
-                        f"{framework} {model}, batch {args.batch_size}, {args.train_limit} "
-                        f"samples, device {args.device}, mode {args.mode}, telemetry {telemetry}:",
-                        flush=True,
-                    )
-                    pairs, device = measure(framework, model, base, args.pairs, Path(work))
-                    summaries.append(summary_line(framework, model, device, pairs))
+                    for mode in args.modes:
+                        print(
+                            f"{framework} {model}, batch {args.batch_size}, {args.train_limit} "
+                            f"samples, device {args.device}, mode {mode}, telemetry {telemetry}:",
+                            flush=True,
+                        )
+                        base.mode = mode
+                        pairs, device = measure(framework, model, base, args.pairs, Path(work))
+                        summaries.append(summary_line(framework, model, mode, device, pairs))
     except launchers.LauncherError as e:
         print(f"benchmarks/overhead.py: {e}", file=sys.stderr)
         return 2
