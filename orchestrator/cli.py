@@ -3,6 +3,8 @@
 fwbench run           train the same spec in each framework and compare
 fwbench suite FILE    run an experiment written down as data (suites/seed.yaml)
 fwbench report DIR    rebuild a results directory's CSVs and report from its events.jsonl
+fwbench compare A B   ratio tables between two result sets
+fwbench sweep DIR...  throughput and GPU utilisation against batch size, over a batch-size sweep
 fwbench parity        check that every framework builds the same models
 fwbench debug-probe   inject the same mistakes in every framework: what does each tell you?
 fwbench data prepare  decode a dataset once into the directory every service reads
@@ -32,7 +34,17 @@ from rich.text import Text
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import data as datasets
 from orchestrator import debug as debug_probes
-from orchestrator import deployment, friction, launchers, options, parity, report, results, suite
+from orchestrator import (
+    deployment,
+    floor,
+    friction,
+    launchers,
+    options,
+    parity,
+    report,
+    results,
+    suite,
+)
 from orchestrator.client import ClientSecurity
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
@@ -49,6 +61,7 @@ EXAMPLES = """examples:
   fwbench suite suites/seed.yaml --epochs 1 --train-limit 512
   fwbench report results/gpu --out /tmp/copy
   fwbench compare results/default results/tuned
+  fwbench sweep results/batch-sweep-* --out results/batch-sweep
   fwbench parity --models resnet50,vgg19,mobilenet,mobilenet_v2
   fwbench debug-probe --frameworks pytorch,jax --probes channel_order --modes graph --out results/d
   fwbench data prepare --source ../shared/datasets/cifar10-jpeg.tar.gz --out data/cifar10
@@ -303,8 +316,8 @@ def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None
 
 
 def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | None = None):
-    """The report of a results directory, with the parity, deployment and friction sections
-    found there (or friction's in friction_dir)."""
+    """The report of a results directory, with the parity, deployment, hardware-floor, friction
+    and debugging sections found there (or friction's in friction_dir)."""
     sections = []
     parity_csv = results_dir / parity.CSV_NAME
     if parity_csv.exists():
@@ -312,6 +325,10 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
     deploy_csv = results_dir / deployment.CSV_NAME
     if deploy_csv.exists():
         sections.append(deployment.section(pd.read_csv(deploy_csv)))
+    floor_csv = results_dir / floor.CSV_NAME
+    runs_csv = results_dir / "runs.csv"
+    if floor_csv.exists() and runs_csv.exists():
+        sections.append(floor.section(pd.read_csv(floor_csv), pd.read_csv(runs_csv)))
     friction_csv = (friction_dir or results_dir) / "friction.csv"
     if friction_csv.exists():
         sections.append(friction.section(pd.read_csv(friction_csv)))
@@ -428,6 +445,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for line in compared.verdict:
         console.print(line, markup=False)
     console.print(f"Comparison: {compared.html_path} (and {compared.markdown_path.name})")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    swept = report.sweep(args.dirs, args.out)
+    for line in swept.verdict:
+        console.print(line, markup=False)
+    console.print(f"Sweep: {swept.html_path} (and {swept.markdown_path.name})")
     return 0
 
 
@@ -550,6 +575,17 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="where compare.md/compare.html go (default: B's directory)"
     )
     cmp.set_defaults(handler=cmd_compare)
+
+    swp = sub.add_parser(
+        "sweep",
+        help="throughput and GPU utilisation against batch size, over result sets alike but for "
+        "the batch size (suites/batch-sweep/)",
+    )
+    swp.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="one result set per batch")
+    swp.add_argument(
+        "--out", type=Path, required=True, help="where sweep.md/sweep.html go (created if missing)"
+    )
+    swp.set_defaults(handler=cmd_sweep)
 
     par = _run_like(
         sub,
