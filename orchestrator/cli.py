@@ -334,7 +334,7 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
         sections.append(friction.section(pd.read_csv(friction_csv)))
     debug_csv = results_dir / debug_probes.CSV_NAME
     if debug_csv.exists():
-        sections.append(debug_probes.section(pd.read_csv(debug_csv)))
+        sections.append(debug_probes.section(debug_probes.read(debug_csv)))
     return report.render(results_dir, out_dir, sections)
 
 
@@ -398,7 +398,7 @@ def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> i
             (out / "context.json").write_text(json.dumps(context, indent=2))
         failed = debug_probes.probe(pool.clients(), spec, args.probes, args.modes, writer, show)
     if writer.rows:
-        console.print(debug_probes.table(pd.read_csv(writer.path)))
+        console.print(debug_probes.table(debug_probes.read(writer.path)))
     rendered = render(out)
     console.print(f"Report: {rendered.html_path} (and report.md, {debug_probes.CSV_NAME})")
     for framework, error in failed.items():

@@ -31,6 +31,13 @@ from services.common import spec as specs
 CSV_NAME = "debug.csv"
 # results.py leaves `framework` to its run keys; here it is the first column.
 COLUMNS = {"framework": "framework"} | dict(scalar_fields(pb.ProbeResult.DESCRIPTOR))
+# Read back as text, never parsed: an outcome "nan" is a word here, not a missing number.
+TEXT_COLUMNS = list(
+    dict.fromkeys(
+        ["framework"]
+        + [f.name for f in pb.ProbeResult.DESCRIPTOR.fields if f.type == f.TYPE_STRING]
+    )
+)
 # The small job every probe breaks, where the person running it did not say otherwise: a few
 # steps show every probe's effect, and the first step's tracing dominates them.
 JOB_DEFAULTS = {
@@ -79,6 +86,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the small job's model (default: %(default)s)",
     )
     options.add_spec_arguments(parser, {k: v for k, v in JOB_DEFAULTS.items() if k != "model"})
+
+
+def read(path: Path) -> pd.DataFrame:
+    """debug.csv as written: text columns as text (pandas would read the outcome "nan" as a
+    missing value), numbers as numbers."""
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False).pipe(
+        lambda rows: rows.assign(
+            **{
+                c: pd.to_numeric(rows[c].replace("", None), errors="coerce")
+                for c in rows.columns
+                if c not in TEXT_COLUMNS
+                and not pd.api.types.is_numeric_dtype(rows[c])
+                and not pd.api.types.is_bool_dtype(rows[c])
+            }
+        )
+    )
 
 
 class DebugWriter:
