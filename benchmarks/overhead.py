@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -204,6 +205,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated; each measured against the bare loop of the same mode",
     )
     p.add_argument(
+        "--cpus",
+        type=cpu_list,
+        help="pin this benchmark and every process it starts (service, worker, bare loop) to "
+        "these CPUs, e.g. 4-7: the same cores for both sides of every pair (default: unpinned)",
+    )
+    p.add_argument(
         "--sample-interval-ms",
         type=int,
         default=100,
@@ -226,8 +233,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def cpu_list(text: str) -> set[int]:
+    """ "4-7" or "0,2,4" (as taskset -c takes them) -> the CPU numbers, each one this host has."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list such as 4-7 or 0,2") from None
+    missing = sorted(cpus - os.sched_getaffinity(0))
+    if not cpus or missing:
+        raise argparse.ArgumentTypeError(
+            f"CPUs {missing or text} are not available to this process (it may use "
+            f"{','.join(map(str, sorted(os.sched_getaffinity(0))))})"
+        )
+    return cpus
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cpus:
+        # Inherited by every process started from here: the service, its workers, the bare loops.
+        os.sched_setaffinity(0, args.cpus)
     base = base_spec(args)
     telemetry = f"every {args.sample_interval_ms} ms" if args.sample_interval_ms else "off"
     summaries = []
@@ -236,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             for framework in args.frameworks:
                 for model in args.models:
                     for mode in args.modes:
+                        pinned = f", CPUs {sorted(args.cpus)}" if args.cpus else ""
                         print(
                             f"{framework} {model}, batch {args.batch_size}, {args.train_limit} "
-                            f"samples, device {args.device}, mode {mode}, telemetry {telemetry}:",
+                            f"samples, device {args.device}, mode {mode}, telemetry "
+                            f"{telemetry}{pinned}:",
                             flush=True,
                         )
                         base.mode = mode

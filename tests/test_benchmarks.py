@@ -8,6 +8,7 @@ The batch-sweep suite files are checked to be one sweep: alike but for the batch
 from __future__ import annotations
 
 import csv
+import os
 import re
 import statistics
 import subprocess
@@ -54,11 +55,14 @@ def test_overhead_prints_each_pairs_ratio_in_abba_order_and_the_median_with_its_
     # tuned TensorFlow runs 32 steps per execution, so 40 steps: an epoch that is not a whole
     # number of executions.
     train_limit = "1280" if mode == "tuned" else "640"
+    # Pinned to the CPUs it may use anyway: the pin reaches the service and the bare loops.
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     done = overhead(
         "--frameworks", framework, "--models", "mobilenet_v2", "--train-limit", train_limit,
-        "--pairs", str(pairs), "--modes", mode,
+        "--pairs", str(pairs), "--modes", mode, "--cpus", cpus,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"CPUs [{cpus.replace(',', ', ')}]:" in done.stdout
     found = PAIR.findall(done.stdout)
     assert [(int(i), order) for i, order, *_ in found] == [
         (0, "service, bare"),
@@ -90,6 +94,8 @@ def test_overhead_prints_each_pairs_ratio_in_abba_order_and_the_median_with_its_
         (["--models", "resnet18"], "model resnet18 not known; choose from resnet50"),
         (["--pairs", "0"], "--pairs must be at least 1, not 0"),
         (["--modes", "fast"], "mode fast not known; choose from default, tuned"),
+        (["--cpus", "100000"], "CPUs [100000] are not available to this process"),
+        (["--cpus", "four"], "'four' is not a CPU list such as 4-7 or 0,2"),
     ],
 )
 def test_overhead_refuses_bad_options_before_anything_starts(args, message):
