@@ -30,6 +30,10 @@ def start(*argv) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As from a terminal, where Ctrl-C reaches fwbench. A suite started in the background by
+        # a shell without job control inherits SIGINT ignored, and Python then leaves it ignored
+        # (as `nohup`'s user wants): the Ctrl-C tests would test nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
