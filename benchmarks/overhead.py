@@ -265,13 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, args.cpus)
     base = base_spec(args)
     telemetry = f"every {args.sample_interval_ms} ms" if args.sample_interval_ms else "off"
+    pinned = f", CPUs {sorted(args.cpus)}" if args.cpus else ""
     summaries = []
     try:
         with tempfile.TemporaryDirectory(prefix="fwbench-overhead-") as work:
             for framework in args.frameworks:
                 for model in args.models:
                     for mode in args.modes:
-                        pinned = f", CPUs {sorted(args.cpus)}" if args.cpus else ""
                         print(
                             f"{framework} {model}, batch {args.batch_size}, {args.train_limit} "
                             f"samples, device {args.device}, mode {mode}, telemetry "

@@ -655,12 +655,7 @@ def parser() -> argparse.ArgumentParser:
     fri = sub.add_parser(
         "friction", help="measure what installing and starting each framework costs"
     )
-    fri.add_argument(
-        "--frameworks",
-        type=options.csv_choice(frameworks.NAMES, "framework"),
-        default=list(frameworks.NAMES),
-        help=f"comma-separated (default: {','.join(frameworks.NAMES)})",
-    )
+    options.add_list_argument(fri, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
     fri.add_argument(
         "--mode",
         choices=("venv", "docker"),

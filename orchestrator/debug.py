@@ -60,12 +60,7 @@ OUTCOME_TEXT = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
     launch options: which frameworks, probes and modes, and the small job's spec."""
-    parser.add_argument(
-        "--frameworks",
-        type=options.csv_choice(frameworks.NAMES, "framework"),
-        default=list(frameworks.NAMES),
-        help=f"comma-separated (default: {','.join(frameworks.NAMES)})",
-    )
+    options.add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
     parser.add_argument(
         "--probes",
         type=options.csv_choice(probes.NAMES, "probe"),
@@ -89,19 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read(path: Path) -> pd.DataFrame:
-    """debug.csv as written: text columns as text (pandas would read the outcome "nan" as a
-    missing value), numbers as numbers."""
-    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False).pipe(
-        lambda rows: rows.assign(
-            **{
-                c: pd.to_numeric(rows[c].replace("", None), errors="coerce")
-                for c in rows.columns
-                if c not in TEXT_COLUMNS
-                and not pd.api.types.is_numeric_dtype(rows[c])
-                and not pd.api.types.is_bool_dtype(rows[c])
-            }
-        )
-    )
+    """debug.csv as written: text columns as text (by default pandas reads the outcome "nan" as a
+    missing value), numbers as numbers (empty or nan: missing)."""
+    numbers = {c: ["", "nan"] for c in COLUMNS if c not in TEXT_COLUMNS}
+    return pd.read_csv(path, keep_default_na=False, na_values=numbers)
 
 
 class DebugWriter:

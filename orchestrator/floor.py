@@ -50,11 +50,13 @@ def table(floor: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def section(floor: pd.DataFrame, runs: pd.DataFrame) -> Section:
     measured = table(floor, runs)
     devices = ", ".join(sorted(set(floor["device_name"])))
+    # The method as floor.py wrote it: on a CPU it says the numbers are a check, not a floor.
+    methods = "; ".join(sorted(set(floor["method"])))
     intro = (
-        f"The floor: each model's whole training step in one CUDA graph, replayed on a "
-        f"GPU-resident batch with no input pipeline or host work between steps "
-        f"(benchmarks/floor.py, PyTorch, {devices}). × floor is the runs' steady-state step "
-        "median over it: 1.00 would be the hardware's own speed for this step."
+        "The floor: each model's whole training step with no input pipeline or host work "
+        f"between steps, PyTorch's (benchmarks/floor.py, {devices}: {methods}). × floor is the "
+        "runs' steady-state step median over it: 1.00 would be the hardware's own speed for "
+        "this step."
     )
     if measured.empty:
         return Section(

@@ -323,18 +323,22 @@ def add_selection_arguments(
     models_default: list[str] | None,
 ) -> None:
     """--frameworks and --models; a default of None means "from the suite file"."""
-    for flag, allowed, default in (
-        ("--frameworks", frameworks.NAMES, frameworks_default),
-        ("--models", specs.MODELS, models_default),
-    ):
-        parser.add_argument(
-            flag,
-            type=csv_choice(allowed, flag.removeprefix("--").removesuffix("s")),
-            default=default,
-            help=f"comma-separated, out of {','.join(allowed)} (default: "
-            + (",".join(default) if default else "the suite file's")
-            + ")",
-        )
+    add_list_argument(parser, "--frameworks", frameworks.NAMES, frameworks_default)
+    add_list_argument(parser, "--models", specs.MODELS, models_default)
+
+
+def add_list_argument(
+    parser: argparse.ArgumentParser, flag: str, allowed: tuple[str, ...], default: list[str] | None
+) -> None:
+    """A comma-separated choice among `allowed` (--frameworks a,b); None: the suite file's."""
+    parser.add_argument(
+        flag,
+        type=csv_choice(allowed, flag.removeprefix("--").removesuffix("s")),
+        default=default,
+        help=f"comma-separated, out of {','.join(allowed)} (default: "
+        + (",".join(default) if default else "the suite file's")
+        + ")",
+    )
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ def with_floor(tmp_path: Path, **row) -> Path:
 def test_each_framework_is_given_as_a_multiple_of_the_floor(tmp_path):
     markdown = render(with_floor(tmp_path)).markdown_path.read_text()
     assert "## Against the hardware floor" in markdown
+    assert "whole step in one CUDA graph, median of 200 replays" in markdown  # how, as measured
     # PyTorch's six finished runs: step medians 12.4 12.5 12.6 12.7 12.8 20.0 ms -> 12.65 ms.
     assert "| resnet50 | PyTorch | default | 6 | 12.65 ms | 5.00 ms | 2.53× |" in markdown
     assert "| resnet50 | TensorFlow | default | 6 | 13.50 ms | 5.00 ms | 2.70× |" in markdown

@@ -156,13 +156,12 @@ class Pipeline:
 
     def set_epoch(self, plan: schedule.EpochPlan) -> None:
         """The epoch that augmented() and the next iteration of train_dataset() cut."""
-        self.plan_host = self.plan_array(plan)
-        self.plan = tf.constant(self.plan_host)
+        self.plan = self.plan_array(plan)
 
     def augmented(self, k: int) -> tf.Tensor:
         """Batch k of the epoch set by set_epoch as uint8 NHWC, after crop and flip: what
         training uses, for comparing with the other frameworks' pipelines."""
-        return self._augmented(self.plan, k)
+        return self._augmented(tf.constant(self.plan), k)
 
     def _augmented(self, plan: tf.Tensor, k) -> tf.Tensor:
         part = plan[:, k * self.batch_size : (k + 1) * self.batch_size]
@@ -193,7 +192,7 @@ class Pipeline:
         """
         steps = schedule.steps_per_epoch(self.train_samples, self.batch_size)
         plans = tf.data.Dataset.from_generator(
-            lambda: iter([self.plan_host]),
+            lambda: iter([self.plan]),
             output_signature=tf.TensorSpec((4, self.train_samples), tf.int64),
         )
         batches = plans.flat_map(lambda plan: tf.data.Dataset.range(steps).map(lambda k: (plan, k)))
