@@ -105,6 +105,16 @@ class TrainerClient:
                 f"{health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
             )
 
+    def serving(self, timeout_s: float) -> bool:
+        """One health check, not retried: whether the service answers SERVING within timeout_s
+        (a refused connection is an answer: no)."""
+        request = health_pb2.HealthCheckRequest(service="fwbench.v1.TrainerService")
+        try:
+            status = self._health.Check(request, timeout=timeout_s).status
+        except grpc.RpcError:
+            return False
+        return status == health_pb2.HealthCheckResponse.SERVING
+
     def describe(self) -> pb.DescribeResponse:
         return self._stub.Describe(
             pb.DescribeRequest(), wait_for_ready=True, timeout=CALL_DEADLINE_S

@@ -29,6 +29,9 @@ from services.common import frameworks
 from services.common.frameworks import ROOT
 
 START_TIMEOUT_S = 60
+# A local service that still runs answers health at once, even while it trains; one that does not
+# answer within this is hung, or dying.
+LOCAL_HEALTH_TIMEOUT_S = 5
 # A service that is not there yet (a container still starting) gets this long; one that refuses
 # connections for all of it is not coming.
 REMOTE_CONNECT_TIMEOUT_S = 15
@@ -96,8 +99,11 @@ class _LocalServices(Launched):
 
     def revive(self, endpoint: Endpoint) -> Endpoint | None:
         process, gpu = self._processes[endpoint]
-        if process.poll() is None:
-            return None  # alive: nothing to bring back
+        if process.poll() is None and _serving(endpoint, LOCAL_HEALTH_TIMEOUT_S):
+            return None  # alive and serving: nothing to bring back
+        # Exited, killed but not yet reaped (poll() says "running" until the kernel has reaped
+        # it), or hung: end it for certain and wait for its exit before another takes its place.
+        _kill(process)
         del self._processes[endpoint]
         self.endpoints.remove(endpoint)
         revived = self.start(endpoint.framework, gpu)
@@ -160,6 +166,14 @@ def _wait_serving(
         client.close()
 
 
+def _serving(endpoint: Endpoint, timeout_s: float) -> bool:
+    client = TrainerClient(endpoint.framework, endpoint.address)
+    try:
+        return client.serving(timeout_s)
+    finally:
+        client.close()
+
+
 def _start(
     framework: str, python: Path, log_path: Path, gpu: str | None, data_roots: list[Path]
 ) -> tuple[subprocess.Popen, str]:
@@ -213,8 +227,15 @@ def _stop(process: subprocess.Popen) -> None:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            _kill(process)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """SIGKILL to the service's process group, then wait until the process has exited."""
+    if process.poll() is None:  # not reaped yet, so its pid cannot have been reused
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    process.wait()
 
 
 @contextlib.contextmanager

@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
+from orchestrator import launchers
+from orchestrator.pool import Pool
 from tests.conftest import ROOT, fwbench, needs_framework, venv_python
 
-pytestmark = [pytest.mark.framework, pytest.mark.slow]
 _LISTENING = re.compile(r"listening on \S+:(\d+)")
 
 
@@ -67,6 +69,8 @@ RUN = ["run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--launcher
 TINY = ["--train-limit", "256", "--test-limit", "32", "--epochs", "1"]
 
 
+@pytest.mark.framework
+@pytest.mark.slow
 def test_services_on_two_nodes_train_at_once_one_run_each(tmp_path, serve):
     ports = [serve("pytorch", node)[1] for node in ("host-a", "host-b")]
     out = tmp_path / "out"
@@ -82,6 +86,8 @@ def test_services_on_two_nodes_train_at_once_one_run_each(tmp_path, serve):
     assert sorted(m["placement"] for m in pool) == ["cpu@host-a", "cpu@host-b"]
 
 
+@pytest.mark.framework
+@pytest.mark.slow
 def test_services_on_one_node_take_turns(tmp_path, serve):
     ports = [serve("pytorch", "same-host")[1] for _ in range(2)]
     out = tmp_path / "out"
@@ -91,6 +97,8 @@ def test_services_on_one_node_take_turns(tmp_path, serve):
     assert not overlapping(out)
 
 
+@pytest.mark.framework
+@pytest.mark.slow
 def test_a_pool_member_that_dies_takes_only_its_run(tmp_path, serve):
     (_, port_a), (doomed, port_b) = serve("pytorch", "host-a"), serve("pytorch", "host-b")
     out = tmp_path / "out"
@@ -118,3 +126,25 @@ def test_a_pool_member_that_dies_takes_only_its_run(tmp_path, serve):
     [error] = runs.loc[runs["status"] == "failed", "error"]
     assert error.startswith("UNAVAILABLE")
     assert f"pytorch@127.0.0.1:{port_b} service died; it leaves the pool" in output
+
+
+@pytest.mark.framework
+def test_a_local_service_that_is_still_running_but_does_not_answer_is_restarted(tmp_path):
+    """The order in which a killed service was lost from the pool, made deterministic: the pool is
+    asked to revive a service whose process still counts as running (poll() says so until the
+    kernel has reaped a killed one). SIGSTOP holds it there: alive to poll(), deaf to gRPC. It is
+    restarted, never taken for alive and dropped."""
+    needs_framework()
+    with launchers.local(["pytorch"], tmp_path) as launched:
+        pool = Pool(launched)
+        [member] = pool.members
+        [server] = [
+            p for p in psutil.Process().children() if "services.common.server" in p.cmdline()
+        ]
+        server.suspend()
+        assert pool.revive(member)
+        [revived] = pool.members
+        assert revived.endpoint != member.endpoint
+        assert revived.client.serving(timeout_s=5)
+        assert not server.is_running()  # killed and reaped, not left stopped
+        pool.close()
