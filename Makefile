@@ -1,7 +1,10 @@
 # The two commands of the quick start, and the set-up both need.
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
-#   make test   lint, format check and the test suite (everything but the `gpu` marker)
+#   make test   lint, format check and the test suite: every behaviour once, real services and
+#               frameworks (no `slow`, no `gpu`; under 15 minutes on 2 cores after set-up)
 #   make check  lint and the fast tier: pure logic, no framework started (under 90 s)
+#   make test-slow  the exhaustive matrices (marker `slow`: every framework x mode, interruptions,
+#                   pools); CI runs it after `make test`
 #   make test-containers  build the images and run the compose stack for real (root, Debian 12;
 #                         scripts/compose-e2e: ~12 min cold, ~33 GB peak, leaves nothing behind)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
@@ -9,7 +12,7 @@ ORCH := .venvs/orchestrator/bin
 # The frameworks' list lives in one place (services/common/frameworks.py).
 FRAMEWORKS := $(shell python3 services/common/frameworks.py names)
 
-.PHONY: setup demo test check lint friction test-containers
+.PHONY: setup demo test test-slow check lint friction test-containers
 setup:
 	scripts/setup-env orchestrator
 	for framework in $(FRAMEWORKS); do scripts/setup-env $$framework || exit 1; done
@@ -29,7 +32,12 @@ lint:
 test: setup lint
 	scripts/ensure-docker-compose
 	scripts/ensure-chromium
-	$(ORCH)/pytest -m "not gpu"
+	$(ORCH)/pytest -m "not gpu and not slow"
+
+test-slow: setup
+	scripts/ensure-docker-compose
+	scripts/ensure-chromium
+	$(ORCH)/pytest -m "slow and not gpu"
 
 check: lint
 	scripts/ensure-docker-compose
