@@ -8,8 +8,6 @@ import pandas as pd
 from orchestrator.report import Section
 from orchestrator.report.analysis import name
 
-CSV_NAME = "floor.csv"
-
 
 def table(floor: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per model × framework × mode with a floor measured on the same device, at the same
