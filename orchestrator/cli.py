@@ -50,6 +50,7 @@ from orchestrator.client import ClientSecurity
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
 from orchestrator.report import provenance
+from orchestrator.report.resultset import read_table
 from orchestrator.runner import Experiment, Interrupted, run_experiment
 from services.common import debug, frameworks, security
 from services.common import spec as specs
@@ -328,13 +329,11 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
     parity_csv = results_dir / schema.PARITY_CSV
     if parity_csv.exists():
         sections.append(parity.section(pd.read_csv(parity_csv)))
-    deploy_csv = results_dir / schema.DEPLOY_CSV
-    if deploy_csv.exists():
-        sections.append(deployment.section(pd.read_csv(deploy_csv)))
-    floor_csv = results_dir / schema.FLOOR_CSV
-    runs_csv = results_dir / schema.RUNS_CSV
-    if floor_csv.exists() and runs_csv.exists():
-        sections.append(floor.section(pd.read_csv(floor_csv), pd.read_csv(runs_csv)))
+    if (results_dir / schema.DEPLOY_CSV).exists():
+        sections.append(deployment.section(read_table(results_dir, schema.DEPLOY_CSV)))
+    if (results_dir / schema.FLOOR_CSV).exists() and (results_dir / schema.RUNS_CSV).exists():
+        runs = read_table(results_dir, schema.RUNS_CSV)
+        sections.append(floor.section(read_table(results_dir, schema.FLOOR_CSV), runs))
     friction_csv = (friction_dir or results_dir) / schema.FRICTION_CSV
     if friction_csv.exists():
         sections.append(friction.section(pd.read_csv(friction_csv)))

@@ -83,7 +83,8 @@ def read(path: Path) -> pd.DataFrame:
     """debug.csv as written: text columns as text (by default pandas reads the outcome "nan" as a
     missing value), numbers as numbers (empty or nan: missing)."""
     numbers = {c: ["", "nan"] for c in schema.PROBE_FIELDS if c not in TEXT_COLUMNS}
-    return pd.read_csv(path, keep_default_na=False, na_values=numbers)
+    frame = pd.read_csv(path, keep_default_na=False, na_values=numbers)
+    return schema.upgrade(frame, schema.DEBUG_CSV)
 
 
 class DebugWriter:

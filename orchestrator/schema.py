@@ -9,6 +9,9 @@ column, of DeployResult a deploy.csv column, of ProbeResult a debug.csv column, 
 own name (units are in the names). A field added to the proto is a column without an edit
 anywhere. docs/results.md says what each column means.
 
+A result set written by an older fwbench lacks the columns added since: `upgrade` reads it as one
+written today.
+
 Importing this needs neither pandas nor a framework: benchmarks/floor.py, in the PyTorch
 environment, names floor.csv and its columns from here too.
 """
@@ -16,10 +19,14 @@ environment, names floor.csv and its columns from here too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from google.protobuf.descriptor import Descriptor
 
 from fwbench.v1 import trainer_pb2 as pb
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # ---- the files of a result set (docs/results.md) ----------------------------------------------
 
@@ -120,6 +127,10 @@ COLUMNS = {
     DEBUG_CSV: DEBUG_COLUMNS,
     FLOOR_CSV: FLOOR_COLUMNS,
 }
+# What a column holds where an older fwbench left it out; any other reads empty (not recorded).
+# mode: before it was recorded every run trained the default way, and the report groups runs by
+# mode. Empty cells too: a journal from then replays with an empty mode.
+BEFORE_RECORDED = {RUNS_CSV: {"mode": "default"}}
 
 
 def row(message, fields: dict[str, str]) -> dict:
@@ -135,3 +146,15 @@ def _value(message, path: str):
     if message.DESCRIPTOR.fields_by_name[name].has_presence and not message.HasField(name):
         return None
     return getattr(message, name)
+
+
+def upgrade(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """`frame`, read from the CSV named `table` (e.g. RUNS_CSV) of any fwbench version, with
+    every column that fwbench writes today: a missing one holds its BEFORE_RECORDED value, or is
+    empty. Columns it does not know (a newer fwbench's) are kept."""
+    missing = {column: float("nan") for column in COLUMNS[table] if column not in frame}
+    frame = frame.assign(**missing)
+    for column, value in BEFORE_RECORDED.get(table, {}).items():
+        # As objects first: a column with no value at all reads as floats, which hold no text.
+        frame[column] = frame[column].astype(object).fillna(value)
+    return frame

@@ -26,15 +26,15 @@ def test_compare_gives_ratios_b_over_a_labelled_by_folder(sets):
     result = report.compare(a, b)
     # gpu-tuned: PyTorch's steps are half as long, TensorFlow's unchanged.
     assert result.verdict == [
-        "resnet50, PyTorch: gpu-tuned steady-state 2.00× faster "
+        "resnet50 (default), PyTorch: gpu-tuned steady-state 2.00× faster "
         "(gpu-tuned/gpu 2.00, 95 % CI 1.96–2.04).",
-        "resnet50, TensorFlow: steady-state: no difference detected "
+        "resnet50 (default), TensorFlow: steady-state: no difference detected "
         "(gpu-tuned/gpu 1.00×, 95 % CI 0.98–1.02).",
     ]
     markdown = result.markdown_path.read_text()
     assert markdown.startswith("# fwbench compare: gpu (A) vs gpu-tuned (B)")
     # 5 repeats finished in both frameworks of each set; the olympic trim keeps 3.
-    row = "| resnet50 | PyTorch | steady-state step, median | 0.500 | 0.49–0.51 | 3 | 3 |"
+    row = "| resnet50 (default) | PyTorch | steady-state step, median | 0.500 | 0.49–0.51 | 3 | 3 |"
     assert row in markdown
     assert "## A: gpu" in markdown and "## B: gpu-tuned" in markdown
 
@@ -56,14 +56,15 @@ def test_sets_with_the_same_folder_name_are_told_apart_by_their_parent(tmp_path)
         shutil.copytree(DATA / "gpu", tmp_path / machine / "seed")
     result = report.compare(tmp_path / "h100" / "seed", tmp_path / "h200" / "seed")
     assert result.verdict[0].startswith(
-        "resnet50, PyTorch: steady-state: no difference detected (h200/seed/h100/seed 1.00×"
+        "resnet50 (default), PyTorch: steady-state: no difference detected "
+        "(h200/seed/h100/seed 1.00×"
     )
 
 
 def test_the_accuracy_difference_is_in_points_with_its_interval(sets):
     a, b = sets
     markdown = report.compare(a, b).markdown_path.read_text()
-    line = next(x for x in markdown.splitlines() if x.startswith("- resnet50, PyTorch"))
+    line = next(x for x in markdown.splitlines() if x.startswith("- resnet50 (default), PyTorch"))
     assert "accuracy gpu-tuned 66.0 % vs gpu 66.0 %: no difference detected (+0.0 points" in line
     assert "Welch t interval over 3 vs 3 repeats" in line
 

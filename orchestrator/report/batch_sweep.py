@@ -72,7 +72,6 @@ def points(sets: list[ResultSet]) -> pd.DataFrame:
         runs = runs[runs["status"] == "ok"]
         if runs.empty:
             continue
-        runs = runs.assign(mode=runs["mode"].fillna("default"))
         for (model, mode, framework), group in runs.groupby(
             ["model", "mode", "framework"], sort=False
         ):

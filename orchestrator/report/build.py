@@ -394,7 +394,7 @@ def provenance_block(rs: ResultSet) -> Block:
         ]
     spec_rows = []
     for column in SPEC_COLUMNS:
-        if column not in runs or runs[column].isna().all():
+        if runs[column].isna().all():
             continue
         values = sorted({text(v) for v in runs[column].dropna()})
         spec_rows.append([column, ", ".join(values)])

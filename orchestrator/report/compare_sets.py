@@ -31,7 +31,7 @@ def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:
 
 
 def _model(label: str) -> str:
-    """ "resnet50 (tuned)" -> "resnet50": labels carry the mode when a set has one."""
+    """ "resnet50 (tuned)" -> "resnet50": labels carry the mode."""
     return label.split(" (")[0]
 
 
@@ -146,8 +146,8 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
         )
     differing = []
     for column in SPEC_COLUMNS:
-        values_a = sorted({str(v) for v in a.runs[column].dropna()}) if column in a.runs else []
-        values_b = sorted({str(v) for v in b.runs[column].dropna()}) if column in b.runs else []
+        values_a = sorted({str(v) for v in a.runs[column].dropna()})
+        values_b = sorted({str(v) for v in b.runs[column].dropna()})
         if values_a != values_b:
             differing.append(
                 [column, text(", ".join(values_a) or "–"), text(", ".join(values_b) or "–")]
