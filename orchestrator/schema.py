@@ -127,6 +127,9 @@ COLUMNS = {
     DEBUG_CSV: DEBUG_COLUMNS,
     FLOOR_CSV: FLOOR_COLUMNS,
 }
+# The knobs of a run's job as runs.csv records them: what `fwbench compare` names where two sets
+# differ, what the sets of a sweep must share, what the report's provenance lists.
+KNOB_COLUMNS = (*SPEC_FIELDS, *DERIVED_SPEC_COLUMNS)
 # What a column holds where an older fwbench left it out; any other reads empty (not recorded).
 # mode: before it was recorded every run trained the default way, and the report groups runs by
 # mode. Empty cells too: a journal from then replays with an empty mode.

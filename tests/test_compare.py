@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import report
+from orchestrator import report, schema
+from orchestrator.report import resultset
 
 DATA = Path(__file__).parent / "data" / "report"
 
@@ -85,3 +88,36 @@ def test_sets_of_different_modes_pair_by_model(sets):
         runs.to_csv(directory / "runs.csv", index=False)
     result = report.compare(a, b)
     assert result.verdict[0].startswith("resnet50 (default), PyTorch: gpu-tuned steady-state 2.00×")
+
+
+def _other_than(values: pd.Series) -> object:
+    """A value of the same kind that differs from every one in values (1 where none is known)."""
+    known = values.dropna()
+    if known.empty:
+        return 1
+    value = known.iloc[0]
+    if isinstance(value, bool | np.bool_):
+        return not value
+    if isinstance(value, int | float | np.number):
+        return value + 1
+    return f"{value}, changed"
+
+
+def test_compare_names_every_recorded_knob_that_differs(sets):
+    a, b = sets
+    runs_a = resultset.load(a).runs
+    runs_b = pd.read_csv(b / schema.RUNS_CSV)
+    for column in schema.KNOB_COLUMNS:
+        runs_b[column] = _other_than(runs_a[column])
+    runs_b.to_csv(b / schema.RUNS_CSV, index=False)
+    markdown = report.compare(a, b).markdown_path.read_text()
+    differs = markdown.split("## What differs between the two sets")[1].split("\n## ")[0]
+    named = re.findall(r"^\| (\w+) +\|", differs, flags=re.MULTILINE)
+    assert named[0] == "knob" and named[1:] == list(schema.KNOB_COLUMNS)
+    # The gpu sets come from an fwbench that recorded no data limits: "–" is "not recorded".
+    assert re.search(r"^\| train_limit +\| – +\| 1 +\|$", differs, flags=re.MULTILINE)
+
+
+def test_compare_names_no_knob_where_the_sets_agree(sets):
+    markdown = report.compare(*sets).markdown_path.read_text()
+    assert "Every knob recorded in runs.csv is equal" in markdown
