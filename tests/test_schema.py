@@ -12,7 +12,7 @@ from orchestrator import results, schema
 from orchestrator.cli import render
 from orchestrator.client import RunOutcome
 from orchestrator.report import resultset
-from tests.conftest import tiny_spec
+from tests.conftest import ROOT, tiny_spec
 
 RUN = {"run_id": "mobilenet_v2-pytorch-r0", "framework": "pytorch", "model": "mobilenet_v2"}
 
@@ -97,3 +97,11 @@ def test_a_journal_from_before_mode_replays_as_default(tmp_path):
     results.replay(out, rebuilt)
     assert pd.read_csv(rebuilt / schema.RUNS_CSV)["mode"].isna().all()
     assert list(resultset.load(rebuilt).runs["mode"]) == ["default"]
+
+
+def test_docs_results_md_describes_every_column_of_a_run():
+    # A field added to the proto is a column by itself; its meaning and unit need a line here.
+    docs = (ROOT / "docs" / "results.md").read_text()
+    for table in (schema.RUNS_CSV, schema.EPOCHS_CSV, schema.TELEMETRY_CSV, schema.DEPLOY_CSV):
+        section = docs.split(f"\n## {table}\n")[1].split("\n## ")[0]
+        assert [c for c in schema.COLUMNS[table] if f"`{c}`" not in section] == [], table
