@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import schema
 from services.common import spec as specs
 from services.pytorch import models
 from services.pytorch.trainer import CapturedStep, TrainStep, configure, make_optimizer
@@ -151,8 +152,8 @@ def main() -> int:
             flush=True,
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "floor.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with open(args.out / schema.FLOOR_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=schema.FLOOR_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return 0

@@ -43,12 +43,14 @@ from orchestrator import (
     parity,
     report,
     results,
+    schema,
     suite,
 )
 from orchestrator.client import ClientSecurity
 from orchestrator.errors import UserError
 from orchestrator.pool import Pool
 from orchestrator.report import provenance
+from orchestrator.report.resultset import read_table
 from orchestrator.runner import Experiment, Interrupted, run_experiment
 from services.common import debug, frameworks, security
 from services.common import spec as specs
@@ -234,7 +236,10 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
     rendered = render(out)
     for line in rendered.verdict:
         console.print(line, markup=False)
-    console.print(f"Report: {rendered.html_path} (and report.md, runs.csv, epochs.csv)")
+    console.print(
+        f"Report: {rendered.html_path} (and {rendered.markdown_path.name}, {schema.RUNS_CSV}, "
+        f"{schema.EPOCHS_CSV})"
+    )
     if interrupted:
         console.print(
             f"interrupted: finished runs are kept; `fwbench run --resume {out}` runs the rest",
@@ -270,9 +275,11 @@ def _context(spec, pool: Pool, **choices) -> dict:
 def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, pb.TrainSpec]:
     """The arguments and spec of the run being resumed, from its context.json; options given now
     must not change them (a changed spec would mix two experiments in one result set)."""
-    context_path = args.resume / "context.json"
+    context_path = args.resume / schema.CONTEXT_JSON
     if not context_path.exists():
-        raise UserError(f"--resume {args.resume}: no context.json; is it a results directory?")
+        raise UserError(
+            f"--resume {args.resume}: no {schema.CONTEXT_JSON}; is it a results directory?"
+        )
     context = json.loads(context_path.read_text())
     given = {dest: getattr(args, dest) for dest in options.spec_dests()}
     changed = [f"--{dest.replace('_', '-')}" for dest, value in given.items() if value is not None]
@@ -309,7 +316,7 @@ def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None
     failed = [r.model for r in checked if not r.passed]
     if failed and not args.allow_mismatch:
         raise UserError(
-            f"model parity fails for {', '.join(failed)} (see {out / parity.CSV_NAME}): "
+            f"model parity fails for {', '.join(failed)} (see {out / schema.PARITY_CSV}): "
             "the frameworks' models differ, so the results would not compare frameworks; "
             "pass --allow-mismatch to train anyway"
         )
@@ -319,20 +326,18 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
     """The report of a results directory, with the parity, deployment, hardware-floor, friction
     and debugging sections found there (or friction's in friction_dir)."""
     sections = []
-    parity_csv = results_dir / parity.CSV_NAME
+    parity_csv = results_dir / schema.PARITY_CSV
     if parity_csv.exists():
         sections.append(parity.section(pd.read_csv(parity_csv)))
-    deploy_csv = results_dir / deployment.CSV_NAME
-    if deploy_csv.exists():
-        sections.append(deployment.section(pd.read_csv(deploy_csv)))
-    floor_csv = results_dir / floor.CSV_NAME
-    runs_csv = results_dir / "runs.csv"
-    if floor_csv.exists() and runs_csv.exists():
-        sections.append(floor.section(pd.read_csv(floor_csv), pd.read_csv(runs_csv)))
-    friction_csv = (friction_dir or results_dir) / "friction.csv"
+    if (results_dir / schema.DEPLOY_CSV).exists():
+        sections.append(deployment.section(read_table(results_dir, schema.DEPLOY_CSV)))
+    if (results_dir / schema.FLOOR_CSV).exists() and (results_dir / schema.RUNS_CSV).exists():
+        runs = read_table(results_dir, schema.RUNS_CSV)
+        sections.append(floor.section(read_table(results_dir, schema.FLOOR_CSV), runs))
+    friction_csv = (friction_dir or results_dir) / schema.FRICTION_CSV
     if friction_csv.exists():
         sections.append(friction.section(pd.read_csv(friction_csv)))
-    debug_csv = results_dir / debug_probes.CSV_NAME
+    debug_csv = results_dir / schema.DEBUG_CSV
     if debug_csv.exists():
         sections.append(debug_probes.section(debug_probes.read(debug_csv)))
     return report.render(results_dir, out_dir, sections)
@@ -347,7 +352,7 @@ def cmd_suite(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     # The file is kept beside the results it produced.
-    code = cmd_run(run_args, console, extra_files={"suite.yaml": args.file})
+    code = cmd_run(run_args, console, extra_files={schema.SUITE_YAML: args.file})
     if run_args.debug_probe is None or code == 130:
         return code
     out = run_args.resume or run_args.out
@@ -394,13 +399,15 @@ def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> i
         context = _context(
             spec, pool, frameworks=args.frameworks, probes=args.probes, modes=args.modes
         )
-        if not (out / "context.json").exists():
-            (out / "context.json").write_text(json.dumps(context, indent=2))
+        if not (out / schema.CONTEXT_JSON).exists():
+            (out / schema.CONTEXT_JSON).write_text(json.dumps(context, indent=2))
         failed = debug_probes.probe(pool.clients(), spec, args.probes, args.modes, writer, show)
     if writer.rows:
         console.print(debug_probes.table(debug_probes.read(writer.path)))
     rendered = render(out)
-    console.print(f"Report: {rendered.html_path} (and report.md, {debug_probes.CSV_NAME})")
+    console.print(
+        f"Report: {rendered.html_path} (and {rendered.markdown_path.name}, {schema.DEBUG_CSV})"
+    )
     for framework, error in failed.items():
         console.print(Text(f"{framework}: the probes stopped: {error}", style="red"))
     return 1 if failed else 0
@@ -422,16 +429,23 @@ def cmd_parity(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     source = args.dir
-    if not (source / "events.jsonl").exists() and not (source / "runs.csv").exists():
-        raise UserError(f"{source} has no events.jsonl: is it a results directory of fwbench?")
+    if not (source / schema.EVENTS_JSONL).exists() and not (source / schema.RUNS_CSV).exists():
+        raise UserError(
+            f"{source} has no {schema.EVENTS_JSONL}: is it a results directory of fwbench?"
+        )
     out = args.out or source
     if out != source:
         results.check_free(out, overwrite=False)
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("context.json", parity.CSV_NAME, "friction.csv", "suite.yaml"):
+        for name in (
+            schema.CONTEXT_JSON,
+            schema.PARITY_CSV,
+            schema.FRICTION_CSV,
+            schema.SUITE_YAML,
+        ):
             if (source / name).exists():
                 shutil.copyfile(source / name, out / name)
-    if (source / "events.jsonl").exists():
+    if (source / schema.EVENTS_JSONL).exists():
         results.replay(source, out)
     rendered = render(out, friction_dir=args.friction)
     for line in rendered.verdict:
@@ -474,10 +488,10 @@ def cmd_friction(args: argparse.Namespace, console: Console) -> int:
     out = _results_dir(args.out)
     measured = friction.measure(args, console)
     out.mkdir(parents=True, exist_ok=True)
-    measured.to_csv(out / "friction.csv", index=False)
+    measured.to_csv(out / schema.FRICTION_CSV, index=False)
     friction.print_table(measured, console)
     rendered = render(out)
-    console.print(f"Friction in {out}/friction.csv and {rendered.html_path}")
+    console.print(f"Friction in {out / schema.FRICTION_CSV} and {rendered.html_path}")
     return 0
 
 

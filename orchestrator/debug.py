@@ -2,8 +2,8 @@
 
 Every framework's service injects the probes of services/common/debug.py into the same small job
 (DebugProbe) and streams one ProbeResult per probe x execution mode. Each is a row of debug.csv,
-appended as it arrives; its columns are ProbeResult's fields, derived from the contract as
-results.py derives runs.csv's (a field added to the proto is a column without an edit here).
+appended as it arrives; its columns are ProbeResult's fields (schema.PROBE_FIELDS: a field added to
+the proto is a column without an edit here).
 The report's section shows the outcomes side by side, the price of eager execution, and every
 error message verbatim.
 """
@@ -19,18 +19,14 @@ from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import options
+from orchestrator import options, schema
 from orchestrator.client import TrainerClient
 from orchestrator.report import Section
 from orchestrator.report.document import table as markdown_table
-from orchestrator.results import columns, scalar_fields
 from services.common import debug as probes
 from services.common import frameworks
 from services.common import spec as specs
 
-CSV_NAME = "debug.csv"
-# results.py leaves `framework` to its run keys; here it is the first column.
-COLUMNS = {"framework": "framework"} | dict(scalar_fields(pb.ProbeResult.DESCRIPTOR))
 # Read back as text, never parsed: an outcome "nan" is a word here, not a missing number.
 TEXT_COLUMNS = list(
     dict.fromkeys(
@@ -86,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read(path: Path) -> pd.DataFrame:
     """debug.csv as written: text columns as text (by default pandas reads the outcome "nan" as a
     missing value), numbers as numbers (empty or nan: missing)."""
-    numbers = {c: ["", "nan"] for c in COLUMNS if c not in TEXT_COLUMNS}
-    return pd.read_csv(path, keep_default_na=False, na_values=numbers)
+    numbers = {c: ["", "nan"] for c in schema.PROBE_FIELDS if c not in TEXT_COLUMNS}
+    frame = pd.read_csv(path, keep_default_na=False, na_values=numbers)
+    return schema.upgrade(frame, schema.DEBUG_CSV)
 
 
 class DebugWriter:
@@ -95,13 +92,13 @@ class DebugWriter:
 
     def __init__(self, out_dir: Path):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / CSV_NAME
+        self.path = out_dir / schema.DEBUG_CSV
         self.path.unlink(missing_ok=True)
         self.rows: list[dict] = []
 
     def add(self, result: pb.ProbeResult) -> dict:
-        row = columns(result, COLUMNS)
-        pd.DataFrame([row], columns=list(COLUMNS)).to_csv(
+        row = schema.row(result, schema.PROBE_FIELDS)
+        pd.DataFrame([row], columns=list(schema.DEBUG_COLUMNS)).to_csv(
             self.path, mode="a", header=not self.rows, index=False
         )
         self.rows.append(row)

@@ -8,7 +8,6 @@ import pandas as pd
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.report import Section
 
-CSV_NAME = "deploy.csv"
 # deploy.csv column -> the table's heading, in the table's order.
 COLUMNS = {
     "framework": "framework",

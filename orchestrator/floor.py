@@ -8,17 +8,13 @@ import pandas as pd
 from orchestrator.report import Section
 from orchestrator.report.analysis import name
 
-CSV_NAME = "floor.csv"
-
 
 def table(floor: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per model × framework × mode with a floor measured on the same device, at the same
     batch size and precision: the median of the finished runs' steady-state step medians, the
-    floor's median, and their ratio."""
-    ok = runs[(runs["status"] == "ok") & runs["step_time_median_s"].notna()].copy()
-    if "mode" not in ok:
-        ok["mode"] = "default"
-    ok["mode"] = ok["mode"].fillna("default")
+    floor's median, and their ratio. `runs` is runs.csv as schema.upgrade reads it: every run
+    has a mode."""
+    ok = runs[(runs["status"] == "ok") & runs["step_time_median_s"].notna()]
     rows = []
     for (model, framework, mode, batch, precision, device), group in ok.groupby(
         ["model", "framework", "mode", "batch_size", "precision", "device_name"], sort=False

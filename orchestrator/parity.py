@@ -21,6 +21,7 @@ from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import schema
 from orchestrator.client import TrainerClient
 from orchestrator.options import for_model
 from orchestrator.report import Section
@@ -35,7 +36,6 @@ COUNTS = (
     "layer_count",
     "forward_flops_per_sample",
 )
-CSV_NAME = "parity.csv"
 
 
 @dataclasses.dataclass
@@ -174,7 +174,7 @@ def frame(results: list[ModelParity]) -> pd.DataFrame:
 
 def write_csv(results: list[ModelParity], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / CSV_NAME
+    path = out_dir / schema.PARITY_CSV
     frame(results).to_csv(path, index=False)
     return path
 

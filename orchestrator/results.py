@@ -8,11 +8,7 @@ DIR/telemetry.csv  one row per device/host sample (appended)
 DIR/deploy.csv     one row per run x serving format, when the spec deploys (appended)
 DIR/context.json   the command, the spec and every service's Describe
 
-The CSV columns are derived from the contract (proto/fwbench/v1/trainer.proto): every scalar field
-of TrainSpec, RunStarted and RunEnd becomes a runs.csv column, of EpochEnd an epochs.csv column,
-of TelemetrySample a telemetry.csv column, of DeployResult a deploy.csv column, under the field's
-own name (units are in the names).
-A field added to the proto is a column without an edit here.
+The names and the columns are orchestrator/schema.py's, derived from the contract.
 """
 
 from __future__ import annotations
@@ -26,99 +22,35 @@ from pathlib import Path
 
 import pandas as pd
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import schema
 from orchestrator.client import RunOutcome
 from orchestrator.errors import UserError
 
-# What names a run in every file; `repeat` counts from 0, as epochs do.
-RUN_KEYS = ("run_id", "framework", "model", "repeat")
-# How a run ended: ok, or why not.
-OUTCOME_COLUMNS = ("status", "error")
 LIBRARY_LABEL = "library models — not identical"
-# Fields that are not measurements or knobs of one run: already in RUN_KEYS or OUTCOME_COLUMNS
-# (RunEnd.status becomes `status`), or maps; and TrainSpec.debug, which DebugProbe alone sets.
-_SKIPPED = {"run_id", "framework", "model.name", "settings", "status", "debug"}
 
 # What the journal rebuilds, and the statuses of runs that --resume keeps.
-JOURNALED_FILES = ("events.jsonl", "runs.csv", "epochs.csv", "telemetry.csv", "deploy.csv")
+JOURNALED_FILES = (
+    schema.EVENTS_JSONL,
+    schema.RUNS_CSV,
+    schema.EPOCHS_CSV,
+    schema.TELEMETRY_CSV,
+    schema.DEPLOY_CSV,
+)
 FINISHED = ("ok", "diverged")
 RESULT_FILES = (
-    "events.jsonl",
-    "runs.csv",
-    "epochs.csv",
-    "telemetry.csv",
-    "deploy.csv",
-    "context.json",
-    "parity.csv",
-    "report.md",
-    "report.html",
+    *JOURNALED_FILES,
+    schema.CONTEXT_JSON,
+    schema.PARITY_CSV,
+    f"{schema.REPORT}.md",
+    f"{schema.REPORT}.html",
 )
-
-
-def scalar_fields(
-    descriptor: Descriptor,
-    prefix: str = "",
-    nested_prefix: bool = False,
-    skipped: frozenset[str] | set[str] = _SKIPPED,
-) -> Iterator[tuple[str, str]]:
-    """(column, dotted field path) of every scalar field, nested messages flattened, but for the
-    paths in `skipped`. A column is the field's name, except that a nested `name` takes its
-    message's (optimizer.name -> optimizer); with nested_prefix, a nested field's column starts
-    with its message's name (divergence.epoch -> divergence_epoch)."""
-    for field in descriptor.fields:
-        path = prefix + field.name
-        if path in skipped or field.is_repeated:
-            continue
-        if field.message_type is not None:
-            yield from scalar_fields(field.message_type, path + ".", nested_prefix, skipped)
-        elif nested_prefix and prefix:
-            yield path.replace(".", "_"), path
-        else:
-            column = prefix.rstrip(".").rsplit(".", 1)[-1] if field.name == "name" else field.name
-            yield column, path
-
-
-SPEC_COLUMNS = dict(scalar_fields(pb.TrainSpec.DESCRIPTOR))
-# RunStarted's num_classes is the spec's, as the service resolved it: one column for both.
-STARTED_COLUMNS = {
-    c: p for c, p in scalar_fields(pb.RunStarted.DESCRIPTOR) if c not in SPEC_COLUMNS
-}
-END_COLUMNS = dict(scalar_fields(pb.RunEnd.DESCRIPTOR, nested_prefix=True))
-EPOCH_COLUMNS = dict(scalar_fields(pb.EpochEnd.DESCRIPTOR))
-TELEMETRY_COLUMNS = dict(scalar_fields(pb.TelemetrySample.DESCRIPTOR))
-# A serving format's own status and error: deploy.csv has no run outcome to clash with.
-DEPLOY_COLUMNS = dict(scalar_fields(pb.DeployResult.DESCRIPTOR, skipped=frozenset()))
-# Read-friendly columns computed from the spec.
-DERIVED_SPEC_COLUMNS = ("model_definitions", "dataset")
-RUN_COLUMNS = (
-    *RUN_KEYS,
-    *OUTCOME_COLUMNS,
-    *SPEC_COLUMNS,
-    *DERIVED_SPEC_COLUMNS,
-    *STARTED_COLUMNS,
-    *END_COLUMNS,
-)
-
-
-def _value(message, path: str):
-    """A field's value; None for an absent optional field (never a false 0)."""
-    *parents, name = path.split(".")
-    for part in parents:
-        message = getattr(message, part)
-    if message.DESCRIPTOR.fields_by_name[name].has_presence and not message.HasField(name):
-        return None
-    return getattr(message, name)
-
-
-def columns(message, fields: dict[str, str]) -> dict:
-    return {column: _value(message, path) for column, path in fields.items()}
 
 
 def spec_columns(spec: pb.TrainSpec) -> dict:
     """A spec's knobs as flat runs.csv columns: every setting that changes speed or accuracy."""
-    row = columns(spec, SPEC_COLUMNS)
+    row = schema.row(spec, schema.SPEC_FIELDS)
     row["model_definitions"] = (
         LIBRARY_LABEL
         if spec.model.architecture == "library"
@@ -130,16 +62,16 @@ def spec_columns(spec: pb.TrainSpec) -> dict:
 
 def run_row(run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
     """The runs.csv row of a finished run."""
-    row = {key: run[key] for key in RUN_KEYS}
+    row = {key: run[key] for key in schema.RUN_KEYS}
     # ok, diverged (the service's word in RunEnd), failed, or what the caller says (cancelled...).
     row["status"] = run.get("status") or (outcome.end.status or "ok" if outcome.ok else "failed")
     row["error"] = outcome.error
     row |= spec_columns(spec)
     if outcome.started and outcome.started.num_classes:
         row["num_classes"] = outcome.started.num_classes  # the dataset's, when the spec had none
-    row |= columns(outcome.started, STARTED_COLUMNS) if outcome.started else {}
-    row |= columns(outcome.end, END_COLUMNS) if outcome.end else {}
-    return {column: row.get(column) for column in RUN_COLUMNS}
+    row |= schema.row(outcome.started, schema.STARTED_FIELDS) if outcome.started else {}
+    row |= schema.row(outcome.end, schema.END_FIELDS) if outcome.end else {}
+    return {column: row.get(column) for column in schema.RUN_COLUMNS}
 
 
 class ResultsExist(UserError):
@@ -193,7 +125,7 @@ class ResultsWriter:
     def _open(self, out_dir: Path) -> None:
         self.dir = out_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._journal = open(self.dir / "events.jsonl", "a")  # noqa: SIM115 - open for the session
+        self._journal = open(self.dir / schema.EVENTS_JSONL, "a")  # noqa: SIM115 - open for the session
         self._runs: list[dict] = []
         self._failed = False
 
@@ -210,9 +142,11 @@ class ResultsWriter:
     def resume(cls, out_dir: Path) -> ResultsWriter:
         """The result set in out_dir, kept to its finished runs (ok or diverged: those a rerun
         would only repeat), ready for the rest; its `rows` are those runs."""
-        journal = out_dir / "events.jsonl"
+        journal = out_dir / schema.EVENTS_JSONL
         if not journal.exists():
-            raise UserError(f"--resume {out_dir}: no events.jsonl there, so nothing to resume")
+            raise UserError(
+                f"--resume {out_dir}: no {schema.EVENTS_JSONL} there, so nothing to resume"
+            )
         records = list(read_journal(journal))
         for name in JOURNALED_FILES:
             (out_dir / name).unlink(missing_ok=True)
@@ -222,43 +156,46 @@ class ResultsWriter:
         return writer
 
     def write_context(self, context: dict) -> None:
-        path = self.dir / "context.json"
+        path = self.dir / schema.CONTEXT_JSON
         with self._writing(path):
             path.write_text(json.dumps(context, indent=2, default=str) + "\n")
 
     def _record(self, record: dict) -> None:
-        with self._writing(self.dir / "events.jsonl"):
+        with self._writing(self.dir / schema.EVENTS_JSONL):
             self._journal.write(json.dumps(record) + "\n")
             self._journal.flush()
 
     def run_begins(self, run: dict, spec: pb.TrainSpec) -> None:
         """Journals the run's identity and spec, so that its events can be replayed alone."""
         self._record(
-            {key: run[key] for key in RUN_KEYS}
+            {key: run[key] for key in schema.RUN_KEYS}
             | {"spec": json_format.MessageToDict(spec, preserving_proto_field_name=True)}
         )
 
     def event(self, run: dict, event: pb.TrainEvent) -> None:
-        """Records one event of `run` (its RUN_KEYS)."""
+        """Records one event of `run` (its run keys)."""
         self._record(
             {"run_id": run["run_id"], "framework": run["framework"]}
             | json_format.MessageToDict(event, preserving_proto_field_name=True)
         )
-        keys = {key: run[key] for key in RUN_KEYS}
+        keys = {key: run[key] for key in schema.RUN_KEYS}
         kind = event.WhichOneof("event")
         if kind == "epoch_end":
-            self._append("epochs.csv", [keys | columns(event.epoch_end, EPOCH_COLUMNS)])
+            self._append(
+                schema.EPOCHS_CSV, [keys | schema.row(event.epoch_end, schema.EPOCH_FIELDS)]
+            )
         elif kind == "telemetry":
-            rows = [keys | columns(s, TELEMETRY_COLUMNS) for s in event.telemetry.samples]
-            self._append("telemetry.csv", rows)
+            rows = [keys | schema.row(s, schema.TELEMETRY_FIELDS) for s in event.telemetry.samples]
+            self._append(schema.TELEMETRY_CSV, rows)
         elif kind == "deployment":
-            rows = [keys | columns(r, DEPLOY_COLUMNS) for r in event.deployment.results]
-            self._append("deploy.csv", rows)
+            rows = [keys | schema.row(r, schema.DEPLOY_FIELDS) for r in event.deployment.results]
+            self._append(schema.DEPLOY_CSV, rows)
 
     def _append(self, name: str, rows: list[dict]) -> None:
         path = self.dir / name
         with self._writing(path):
-            pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
+            frame = pd.DataFrame(rows, columns=list(schema.COLUMNS[name]))
+            frame.to_csv(path, mode="a", header=not path.exists(), index=False)
 
     def run_finished(self, run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
         """Adds the run's row to runs.csv; `run["status"]`, when set, overrides ok/failed."""
@@ -269,11 +206,13 @@ class ResultsWriter:
         )
         self._runs.append(row)
         # Written beside and renamed over: a kill mid-write never leaves half a runs.csv.
-        partial = self.dir / "runs.csv.partial"
-        with self._writing(self.dir / "runs.csv"):
+        path = self.dir / schema.RUNS_CSV
+        partial = path.with_name(path.name + ".partial")
+        with self._writing(path):
             try:
-                pd.DataFrame(self._runs, columns=list(RUN_COLUMNS)).to_csv(partial, index=False)
-                os.replace(partial, self.dir / "runs.csv")
+                frame = pd.DataFrame(self._runs, columns=list(schema.RUN_COLUMNS))
+                frame.to_csv(partial, index=False)
+                os.replace(partial, path)
             except OSError:
                 partial.unlink(missing_ok=True)  # the last whole runs.csv stays
                 raise
@@ -296,7 +235,7 @@ class ResultsWriter:
                 continue
             if "spec" in record:
                 spec = json_format.ParseDict(record["spec"], pb.TrainSpec())
-                runs[key] = ({k: record[k] for k in RUN_KEYS}, spec, RunOutcome())
+                runs[key] = ({k: record[k] for k in schema.RUN_KEYS}, spec, RunOutcome())
                 self.run_begins(*runs[key][:2])
             elif "outcome" in record:
                 run, spec, outcome = runs.pop(key)
@@ -342,7 +281,7 @@ def read_journal(path: Path) -> Iterator[dict]:
 def replay(results_dir: Path, out_dir: Path) -> list[dict]:
     """Rebuilds events.jsonl, runs.csv, epochs.csv and telemetry.csv in out_dir (which may be
     results_dir) from results_dir's journal; returns the runs.csv rows."""
-    records = list(read_journal(results_dir / "events.jsonl"))
+    records = list(read_journal(results_dir / schema.EVENTS_JSONL))
     for name in JOURNALED_FILES:
         (out_dir / name).unlink(missing_ok=True)
     writer = ResultsWriter.__new__(ResultsWriter)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import report
+from orchestrator import report, schema
+from orchestrator.report import resultset
 
 DATA = Path(__file__).parent / "data" / "report"
 
@@ -26,15 +29,15 @@ def test_compare_gives_ratios_b_over_a_labelled_by_folder(sets):
     result = report.compare(a, b)
     # gpu-tuned: PyTorch's steps are half as long, TensorFlow's unchanged.
     assert result.verdict == [
-        "resnet50, PyTorch: gpu-tuned steady-state 2.00× faster "
+        "resnet50 (default), PyTorch: gpu-tuned steady-state 2.00× faster "
         "(gpu-tuned/gpu 2.00, 95 % CI 1.96–2.04).",
-        "resnet50, TensorFlow: steady-state: no difference detected "
+        "resnet50 (default), TensorFlow: steady-state: no difference detected "
         "(gpu-tuned/gpu 1.00×, 95 % CI 0.98–1.02).",
     ]
     markdown = result.markdown_path.read_text()
     assert markdown.startswith("# fwbench compare: gpu (A) vs gpu-tuned (B)")
     # 5 repeats finished in both frameworks of each set; the olympic trim keeps 3.
-    row = "| resnet50 | PyTorch | steady-state step, median | 0.500 | 0.49–0.51 | 3 | 3 |"
+    row = "| resnet50 (default) | PyTorch | steady-state step, median | 0.500 | 0.49–0.51 | 3 | 3 |"
     assert row in markdown
     assert "## A: gpu" in markdown and "## B: gpu-tuned" in markdown
 
@@ -56,14 +59,15 @@ def test_sets_with_the_same_folder_name_are_told_apart_by_their_parent(tmp_path)
         shutil.copytree(DATA / "gpu", tmp_path / machine / "seed")
     result = report.compare(tmp_path / "h100" / "seed", tmp_path / "h200" / "seed")
     assert result.verdict[0].startswith(
-        "resnet50, PyTorch: steady-state: no difference detected (h200/seed/h100/seed 1.00×"
+        "resnet50 (default), PyTorch: steady-state: no difference detected "
+        "(h200/seed/h100/seed 1.00×"
     )
 
 
 def test_the_accuracy_difference_is_in_points_with_its_interval(sets):
     a, b = sets
     markdown = report.compare(a, b).markdown_path.read_text()
-    line = next(x for x in markdown.splitlines() if x.startswith("- resnet50, PyTorch"))
+    line = next(x for x in markdown.splitlines() if x.startswith("- resnet50 (default), PyTorch"))
     assert "accuracy gpu-tuned 66.0 % vs gpu 66.0 %: no difference detected (+0.0 points" in line
     assert "Welch t interval over 3 vs 3 repeats" in line
 
@@ -84,3 +88,36 @@ def test_sets_of_different_modes_pair_by_model(sets):
         runs.to_csv(directory / "runs.csv", index=False)
     result = report.compare(a, b)
     assert result.verdict[0].startswith("resnet50 (default), PyTorch: gpu-tuned steady-state 2.00×")
+
+
+def _other_than(values: pd.Series) -> object:
+    """A value of the same kind that differs from every one in values (1 where none is known)."""
+    known = values.dropna()
+    if known.empty:
+        return 1
+    value = known.iloc[0]
+    if isinstance(value, bool | np.bool_):
+        return not value
+    if isinstance(value, int | float | np.number):
+        return value + 1
+    return f"{value}, changed"
+
+
+def test_compare_names_every_recorded_knob_that_differs(sets):
+    a, b = sets
+    runs_a = resultset.load(a).runs
+    runs_b = pd.read_csv(b / schema.RUNS_CSV)
+    for column in schema.KNOB_COLUMNS:
+        runs_b[column] = _other_than(runs_a[column])
+    runs_b.to_csv(b / schema.RUNS_CSV, index=False)
+    markdown = report.compare(a, b).markdown_path.read_text()
+    differs = markdown.split("## What differs between the two sets")[1].split("\n## ")[0]
+    named = re.findall(r"^\| (\w+) +\|", differs, flags=re.MULTILINE)
+    assert named[0] == "knob" and named[1:] == list(schema.KNOB_COLUMNS)
+    # The gpu sets come from an fwbench that recorded no data limits: "–" is "not recorded".
+    assert re.search(r"^\| train_limit +\| – +\| 1 +\|$", differs, flags=re.MULTILINE)
+
+
+def test_compare_names_no_knob_where_the_sets_agree(sets):
+    markdown = report.compare(*sets).markdown_path.read_text()
+    assert "Every knob recorded in runs.csv is equal" in markdown

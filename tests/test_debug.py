@@ -12,6 +12,7 @@ import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import debug as debug_table
+from orchestrator import schema
 from services.common import data as datasets
 from services.common import debug, schedule
 from services.common.spec import SpecError, validate
@@ -313,8 +314,7 @@ def test_the_report_section_shows_every_probe_and_framework_and_the_price_of_eag
         for p in ("none", *debug.NAMES)
     ]
     rows = pd.DataFrame(
-        [debug_table.columns(r, debug_table.COLUMNS) for r in results],
-        columns=list(debug_table.COLUMNS),
+        [schema.row(r, schema.PROBE_FIELDS) for r in results], columns=list(schema.DEBUG_COLUMNS)
     )
     section = debug_table.section(rows).markdown
     for probe in debug.NAMES:

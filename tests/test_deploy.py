@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli, deployment, options, results, suite
+from orchestrator import cli, deployment, options, results, schema, suite
 from orchestrator.client import RunOutcome
 from services.common import spec as specs
 from tests.conftest import FRAMEWORKS, ROOT, fwbench, tiny_spec, venv_python
@@ -123,8 +123,7 @@ def test_fwbench_run_deploy_writes_deploy_csv_and_the_report_section(tmp_path: P
     table = pd.read_csv(out / "deploy.csv")
     assert list(table["format"]) == FORMATS["pytorch"]
     assert set(table["status"]) == {"ok"}
-    assert list(table.columns[:4]) == list(results.RUN_KEYS)
-    assert set(results.DEPLOY_COLUMNS) <= set(table.columns)
+    assert list(table.columns) == list(schema.DEPLOY_COLUMNS)
     runs = pd.read_csv(out / "runs.csv")
     assert runs.loc[0, "deploy_enabled"] and runs.loc[0, "deploy_timed_iterations"] == 3
     markdown = (out / "report.md").read_text()
@@ -274,5 +273,5 @@ def test_deploy_iterations_out_of_range_are_refused_naming_the_field(field, valu
 
 
 def test_deploy_csv_columns_come_from_the_proto():
-    # A field added to DeployResult is a deploy.csv column without an edit in results.py.
-    assert list(results.DEPLOY_COLUMNS) == [f.name for f in pb.DeployResult.DESCRIPTOR.fields]
+    # A field added to DeployResult is a deploy.csv column without an edit in the schema.
+    assert list(schema.DEPLOY_FIELDS) == [f.name for f in pb.DeployResult.DESCRIPTOR.fields]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import parity
+from orchestrator import parity, schema
 from services.common import architectures, init
 from tests.conftest import FRAMEWORKS, fwbench, tiny_spec
 
@@ -225,7 +225,7 @@ def test_fwbench_parity_command_saves_the_table_and_exits_0(tmp_path):
     result = fwbench("parity", "--models", "mobilenet_v2", "--out", str(out), timeout_s=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pass" in result.stdout
-    table = pd.read_csv(out / parity.CSV_NAME)
+    table = pd.read_csv(out / schema.PARITY_CSV)
     assert list(table["framework"]) == list(FRAMEWORKS)
     assert set(table["verdict"]) == {"pass"}
     assert set(table["trainable_params"]) == {TRAINABLE_PARAMS["mobilenet_v2"]}
@@ -257,7 +257,7 @@ def test_run_with_library_models_labels_results_and_reports_parity(tmp_path):
     runs = pd.read_csv(out / "runs.csv")
     assert set(runs["model_definitions"]) == {parity.LIBRARY_LABEL}
     assert set(runs["init"]) == {"framework"}
-    assert set(pd.read_csv(out / parity.CSV_NAME)["verdict"]) == {"not judged (library)"}
+    assert set(pd.read_csv(out / schema.PARITY_CSV)["verdict"]) == {"not judged (library)"}
     report = (out / "report.md").read_text()
     assert parity.LIBRARY_LABEL in report
     assert "## Model parity" in report

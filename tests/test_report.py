@@ -52,7 +52,7 @@ def test_every_section_is_present_verdict_first(gpu):
         "Verdict",
         "Warnings",
         "What this means for your job",
-        "resnet50",
+        "resnet50 (default)",
         "Model parity",
         "Statistics",
         "Per epoch",
@@ -73,7 +73,7 @@ def test_every_section_is_present_verdict_first(gpu):
         "GPU energy per 1,000 training images",
     ):
         assert f"<strong>{chart}.</strong>" in html and html.count("<svg") == 6
-    assert html.index('id="verdict"') < html.index('id="model-resnet50"')
+    assert html.index('id="verdict"') < html.index('id="model-resnet50-default"')
 
 
 def test_the_stylesheet_is_inlined_unescaped(gpu):
@@ -146,7 +146,9 @@ def test_a_single_run_never_claims_a_spread(cpu):
     table = markdown.split("## mobilenet_v2")[1].split("Accuracy, PyTorch")[0]
     rows = [line for line in table.splitlines() if line.startswith("| steady-state step")]
     assert rows[0].startswith("| steady-state step, median | 79.4 ms | 77.3 ms | 1.03 |")
-    stats_rows = [r for r in markdown.splitlines() if r.startswith("| mobilenet_v2 | steady")]
+    stats_rows = [
+        r for r in markdown.splitlines() if r.startswith("| mobilenet_v2 (default) | steady")
+    ]
     assert stats_rows and all(r.endswith("| – | – |") for r in stats_rows)
     assert "single run: no interval" in result.verdict[0]
 
@@ -156,7 +158,7 @@ def test_the_headline_throughput_is_steady_state(cpu):
     # by images_per_s, while the steady-state steps are 79.4 vs 77.3 ms.
     result, markdown, _ = cpu
     headline = result.verdict[0]
-    assert headline.startswith("mobilenet_v2: TensorFlow steady-state 1.03× faster")
+    assert headline.startswith("mobilenet_v2 (default): TensorFlow steady-state 1.03× faster")
     assert "3.82" not in headline and "7.5" not in headline
     assert "TensorFlow needs 9.2 s more before its first step (11.5 vs 2.3 s)" in headline
     assert "| end-to-end throughput (images / total time) | 140 img/s | 36.8 img/s |" in markdown

@@ -90,6 +90,8 @@ def test_throughput_that_still_grows_at_the_largest_batch_says_so():
             "differ in learning_rate (0.01 vs 0.1), not only in the batch size",
         ),
         ({"mode": "tuned"}, "differ in mode"),
+        # Every knob runs.csv records counts, the data limits too: fewer images, other speeds.
+        ({"train_limit": 512}, "differ in train_limit (– vs 512)"),
     ],
 )
 def test_sets_that_differ_in_more_than_the_batch_are_refused(tmp_path, changes, message):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import schema
 from orchestrator.report import batch_sweep, build, compare_sets, document, resultset
 from orchestrator.report.resultset import ResultSetError
 
@@ -46,7 +47,7 @@ def render(
     out_dir = Path(out_dir) if out_dir is not None else results_dir
     results = resultset.load(results_dir, require_runs=not sections)
     doc = build.build(results, out_dir, sections)
-    md_path, html_path = document.write(doc, out_dir, "report")
+    md_path, html_path = document.write(doc, out_dir, schema.REPORT)
     return Report(md_path, html_path, doc.verdict + doc.warnings)
 
 
@@ -56,7 +57,7 @@ def compare(dir_a: Path, dir_b: Path, out_dir: Path | None = None) -> Report:
     dir_a, dir_b = Path(dir_a), Path(dir_b)
     out_dir = Path(out_dir) if out_dir is not None else dir_b
     doc = compare_sets.build(resultset.load(dir_a), resultset.load(dir_b), out_dir)
-    md_path, html_path = document.write(doc, out_dir, "compare")
+    md_path, html_path = document.write(doc, out_dir, schema.COMPARE)
     return Report(md_path, html_path, doc.verdict + doc.warnings)
 
 
@@ -67,5 +68,5 @@ def sweep(dirs: Sequence[Path], out_dir: Path) -> Report:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = batch_sweep.build([resultset.load(Path(d)) for d in dirs], out_dir)
-    md_path, html_path = document.write(doc, out_dir, "sweep")
+    md_path, html_path = document.write(doc, out_dir, schema.SWEEP)
     return Report(md_path, html_path, doc.verdict + doc.warnings)

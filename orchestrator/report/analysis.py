@@ -188,7 +188,7 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
         _target(analysis, rs.epochs)
         _statistics(analysis)
         analysis.verdict = _verdict(analysis)
-        analysis.warnings = _warnings(analysis, rs)
+        analysis.warnings = _warnings(analysis)
         analysis.implications = _implications(analysis)
         out.append(analysis)
     return out
@@ -322,7 +322,7 @@ def _mean(analysis: ModelAnalysis, column: str, framework: str) -> float | None:
     return summary.mean if summary else None
 
 
-def _warnings(analysis: ModelAnalysis, rs: ResultSet) -> list[str]:
+def _warnings(analysis: ModelAnalysis) -> list[str]:
     out = []
     label = analysis.label
     if not analysis.not_ok.empty:
@@ -370,12 +370,11 @@ def _warnings(analysis: ModelAnalysis, rs: ResultSet) -> list[str]:
         if s is not None and s.mean < LOW_GPU_UTIL_PCT
     ]
     if low_util:
-        tuned = " or `--mode tuned`" if rs.runs["mode"].notna().any() else ""
         out.append(
             f"{label}: the GPU was busy only {', '.join(low_util)} of the time (NVML): the step is "
             "launch-bound — the GPU waits for the host to launch many small kernels, so this "
-            "measures the framework's per-step overhead more than the GPU. A larger --batch-size"
-            f"{tuned} shows what the GPU itself can do."
+            "measures the framework's per-step overhead more than the GPU. A larger --batch-size "
+            "or `--mode tuned` shows what the GPU itself can do."
         )
     return out
 

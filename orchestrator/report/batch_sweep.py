@@ -17,9 +17,10 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from orchestrator import schema
 from orchestrator.report import charts
 from orchestrator.report.analysis import format_value, name, per_run
-from orchestrator.report.build import SPEC_COLUMNS, header, method_block, text
+from orchestrator.report.build import header, knob_values, method_block, text
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet, ResultSetError
 
@@ -51,11 +52,10 @@ def check_alike(sets: list[ResultSet]) -> None:
         seen[batches[0]] = rs.path
     reference = sets[0]
     for rs in sets[1:]:
-        for column in SPEC_COLUMNS:
+        for column in schema.KNOB_COLUMNS:
             if column == "batch_size":
                 continue
-            ours = sorted({str(v) for v in reference.runs[column].dropna()})
-            theirs = sorted({str(v) for v in rs.runs[column].dropna()})
+            ours, theirs = knob_values(reference.runs, column), knob_values(rs.runs, column)
             if ours != theirs:
                 raise ResultSetError(
                     f"{reference.path} and {rs.path} differ in {column} ({', '.join(ours) or '–'} "
@@ -72,7 +72,6 @@ def points(sets: list[ResultSet]) -> pd.DataFrame:
         runs = runs[runs["status"] == "ok"]
         if runs.empty:
             continue
-        runs = runs.assign(mode=runs["mode"].fillna("default"))
         for (model, mode, framework), group in runs.groupby(
             ["model", "mode", "framework"], sort=False
         ):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import stats
+from orchestrator import schema, stats
 from orchestrator.report import charts
 from orchestrator.report.analysis import (
     METRICS,
@@ -27,35 +27,18 @@ from orchestrator.report.resultset import ResultSet
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results.md"
 NOT_RECORDED = "not recorded"
-# The spec's knobs as runs.csv records them, shown once per result set.
-SPEC_COLUMNS = (
-    "epochs",
-    "batch_size",
-    "seed",
-    "device",
-    "precision",
-    "compile",
-    "cudnn_benchmark",
-    "architecture",
-    "model_definitions",
-    "init",
-    "dataset",
-    "augment",
-    "optimizer",
-    "learning_rate",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "lr_schedule",
-    "label_smoothing",
-    "mode",
-)
 
 
 def text(value: object) -> str:
     """Recorded text (errors, commands, settings) shown as written: no markdown, no HTML."""
     escaped = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return re.sub(r"([\\`*_\[\]])", r"\\\1", escaped)
+
+
+def knob_values(runs: pd.DataFrame, column: str) -> list[str]:
+    """The distinct values a set's runs recorded for a knob (schema.KNOB_COLUMNS), as text;
+    none where the knob was not recorded."""
+    return sorted({str(v) for v in runs[column].dropna()})
 
 
 def slug(title: str) -> str:
@@ -393,11 +376,9 @@ def provenance_block(rs: ResultSet) -> Block:
             "(events.jsonl is absent).",
         ]
     spec_rows = []
-    for column in SPEC_COLUMNS:
-        if column not in runs or runs[column].isna().all():
-            continue
-        values = sorted({text(v) for v in runs[column].dropna()})
-        spec_rows.append([column, ", ".join(values)])
+    for column in schema.KNOB_COLUMNS:
+        if values := knob_values(runs, column):
+            spec_rows.append([column, text(", ".join(values))])
     parts += ["", "### The job (runs.csv)", "", table(["knob", "value"], spec_rows, numeric=set())]
     parts += ["", "### Dataset", "", *dataset_lines(runs)]
     return Block("Provenance", "\n".join(parts), anchor="provenance")

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from orchestrator import stats
+from orchestrator import schema, stats
 from orchestrator.report import charts
 from orchestrator.report.analysis import (
     METRICS,
@@ -18,7 +18,7 @@ from orchestrator.report.analysis import (
     name,
     ratio_bounds,
 )
-from orchestrator.report.build import SPEC_COLUMNS, header, method_block, text
+from orchestrator.report.build import header, knob_values, method_block, text
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
 
@@ -31,7 +31,7 @@ def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:
 
 
 def _model(label: str) -> str:
-    """ "resnet50 (tuned)" -> "resnet50": labels carry the mode when a set has one."""
+    """ "resnet50 (tuned)" -> "resnet50": labels carry the mode."""
     return label.split(" (")[0]
 
 
@@ -145,9 +145,8 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
             "nothing to compare."
         )
     differing = []
-    for column in SPEC_COLUMNS:
-        values_a = sorted({str(v) for v in a.runs[column].dropna()}) if column in a.runs else []
-        values_b = sorted({str(v) for v in b.runs[column].dropna()}) if column in b.runs else []
+    for column in schema.KNOB_COLUMNS:
+        values_a, values_b = knob_values(a.runs, column), knob_values(b.runs, column)
         if values_a != values_b:
             differing.append(
                 [column, text(", ".join(values_a) or "–"), text(", ".join(values_b) or "–")]

@@ -1,8 +1,8 @@
 """A result set read back from its directory: runs.csv, epochs.csv, telemetry.csv (optional),
 context.json (optional) and the per-run settings in events.jsonl (optional).
 
-Columns that a result set lacks (older or newer fwbench versions, CPU-only runs) are added empty,
-so that the report shows "not recorded" instead of failing.
+Every CSV is read through schema.upgrade: a column that a result set lacks (an older fwbench's,
+CPU-only runs) is there, empty, so that the report shows "not recorded" instead of failing.
 """
 
 from __future__ import annotations
@@ -13,69 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator import schema
 from orchestrator.errors import UserError
-
-# Every column the report reads; a set that lacks one gets it empty (shown as not recorded).
-RUN_COLUMNS = (
-    "run_id",
-    "framework",
-    "model",
-    "repeat",
-    "status",
-    "error",
-    "epochs",
-    "batch_size",
-    "seed",
-    "device",
-    "precision",
-    "architecture",
-    "model_definitions",
-    "dataset",
-    "train_samples",
-    "test_samples",
-    "device_name",
-    "gpu",
-    "framework_version",
-    "import_s",
-    "data_load_s",
-    "build_s",
-    "final_test_accuracy",
-    "train_time_s",
-    "total_time_s",
-    "time_to_first_step_s",
-    "first_step_s",
-    "step_time_median_s",
-    "step_time_p90_s",
-    "peak_gpu_mem_bytes",
-    "peak_framework_mem_bytes",
-    "mean_gpu_util_pct",
-    "energy_j",
-)
-EPOCH_COLUMNS = (
-    "run_id",
-    "framework",
-    "model",
-    "repeat",
-    "epoch",
-    "train_loss",
-    "test_loss",
-    "test_accuracy",
-    "epoch_time_s",
-    "between_epoch_overhead_s",
-    "energy_j",
-)
-TELEMETRY_COLUMNS = (
-    "run_id",
-    "framework",
-    "model",
-    "t_s",
-    "gpu_util_pct",
-    "mem_used_bytes",
-    "power_w",
-    "sm_active_pct",
-    "rss_bytes",
-    "cpu_pct",
-)
 
 
 class ResultSetError(UserError):
@@ -100,23 +39,21 @@ class ResultSet:
 
     @property
     def groups(self) -> list[tuple[str, pd.DataFrame]]:
-        """(label, runs) per model, and per mode too when the set has a mode column: modes are
-        compared separately, never pooled."""
-        by = ["model", "mode"] if self.runs["mode"].notna().any() else ["model"]
-        out = []
-        for key, group in self.runs.groupby(by, sort=False, dropna=False):
-            key = key if isinstance(key, tuple) else (key,)
-            label = key[0] if len(key) == 1 or pd.isna(key[1]) else f"{key[0]} ({key[1]})"
-            out.append((str(label), group))
-        return out
+        """(label, runs) per model and mode: modes are compared separately, never pooled."""
+        return [
+            (f"{model} ({mode})", group)
+            for (model, mode), group in self.runs.groupby(
+                ["model", "mode"], sort=False, dropna=False
+            )
+        ]
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_table(directory: Path, table: str) -> pd.DataFrame:
+    """The CSV named `table` (e.g. schema.RUNS_CSV) in directory, upgraded to today's columns;
+    absent or empty, it reads as no rows."""
+    path = directory / table
     frame = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
-    for column in (*columns, "mode"):
-        if column not in frame:
-            frame[column] = pd.Series(dtype="object" if column in ("mode", "error") else "float")
-    return frame
+    return schema.upgrade(frame, table)
 
 
 def _settings(events: Path) -> dict[str, dict[str, str]]:
@@ -140,22 +77,24 @@ def load(path: Path, require_runs: bool = True) -> ResultSet:
     path = Path(path)
     if not path.is_dir():
         raise ResultSetError(f"{path} is not a directory: give the directory of a result set")
-    if require_runs and not (path / "runs.csv").exists():
+    if require_runs and not (path / schema.RUNS_CSV).exists():
         raise ResultSetError(
-            f"{path} holds no runs.csv: give the directory that `fwbench run --out` wrote"
+            f"{path} holds no {schema.RUNS_CSV}: give the directory that `fwbench run --out` wrote"
         )
-    runs = _read_csv(path / "runs.csv", RUN_COLUMNS)
+    runs = read_table(path, schema.RUNS_CSV)
     if runs.empty and require_runs:
-        raise ResultSetError(f"{path}/runs.csv has no runs: no run was recorded in this directory")
+        raise ResultSetError(
+            f"{path}/{schema.RUNS_CSV} has no runs: no run was recorded in this directory"
+        )
     runs["error"] = runs["error"].astype(object).fillna("").astype(str)
     runs["status"] = runs["status"].fillna("unknown").astype(str)
-    context_path = path / "context.json"
+    context_path = path / schema.CONTEXT_JSON
     context = json.loads(context_path.read_text()) if context_path.exists() else {}
     return ResultSet(
         path=path,
         runs=runs,
-        epochs=_read_csv(path / "epochs.csv", EPOCH_COLUMNS),
-        telemetry=_read_csv(path / "telemetry.csv", TELEMETRY_COLUMNS),
+        epochs=read_table(path, schema.EPOCHS_CSV),
+        telemetry=read_table(path, schema.TELEMETRY_CSV),
         context=context,
-        settings=_settings(path / "events.jsonl"),
+        settings=_settings(path / schema.EVENTS_JSONL),
     )
