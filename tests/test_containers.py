@@ -3,10 +3,12 @@
 - docker-compose.yml (and the CPU override) validate with Debian's docker-compose 1.29, which
   checks the file offline, GPU reservations included; what it does not check (values, our own
   wiring) is asserted on its resolved output;
-- every Dockerfile lints clean with hadolint;
-- every package a Dockerfile installs comes from the requirements file its local venv is built
+- every Dockerfile lints clean with hadolint: the orchestrator's, and services/Dockerfile, the one
+  file every framework's image is built from with that framework's build args
+  (frameworks.Framework.build_args, which docker-compose.yml and scripts/compose-e2e pass);
+- every package an image installs comes from the requirements file its local venv is built
   from (scripts/setup-env), and every COPY source exists in the build context and is not
-  excluded by .dockerignore.
+  excluded by .dockerignore: checked per image, on the Dockerfile as its build args resolve it.
 
 Each check also runs on a deliberately broken copy, to show that it would fail.
 """
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -34,12 +37,27 @@ COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 COMPOSE_CI = ROOT / "ci" / "docker-compose.ci.yml"
 COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
 COMPOSE_CI_TLS = ROOT / "ci" / "docker-compose.ci-tls.yml"
-# Dockerfile -> the requirements file scripts/setup-env builds that component's venv from.
-VENV_REQUIREMENTS = {
-    str(f.dockerfile.relative_to(ROOT)): str(f.requirements.relative_to(ROOT))
+COMPOSE_E2E = ROOT / "scripts" / "compose-e2e"
+SERVICE_DOCKERFILE = ROOT / "services" / "Dockerfile"
+
+
+class Image(NamedTuple):
+    dockerfile: Path
+    # Its build args (docker-compose.yml's, scripts/compose-e2e's).
+    args: dict[str, str]
+    # The requirements file scripts/setup-env builds that component's venv from.
+    venv_requirements: Path
+
+
+IMAGES = {
+    f.name: Image(f.dockerfile, f.build_args, f.requirements)
     for f in frameworks.FRAMEWORKS.values()
-} | {"orchestrator/Dockerfile": "orchestrator/requirements-dev.txt"}
-DOCKERFILES = sorted(ROOT / path for path in VENV_REQUIREMENTS)
+} | {
+    "orchestrator": Image(
+        ROOT / "orchestrator/Dockerfile", {}, ROOT / "orchestrator/requirements-dev.txt"
+    )
+}
+DOCKERFILES = sorted({image.dockerfile for image in IMAGES.values()})
 # pip install options that take a value (anything else starting with '-' is a flag).
 PIP_VALUE_OPTIONS = {
     "-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
@@ -77,8 +95,10 @@ def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
     )
 
 
-def instructions(dockerfile: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, continuation lines joined and comments dropped."""
+def instructions(dockerfile: Path, args: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined and comments dropped. With
+    args (build args), each declared ARG's `$NAME`/`${NAME}` is replaced by its value (or its
+    default) as the build sees it, in the instructions that run at build time."""
     result, current = [], ""
     for line in dockerfile.read_text().splitlines():
         if line.lstrip().startswith("#") or (not line.strip() and not current):
@@ -88,7 +108,23 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
             keyword, _, arguments = current.strip().partition(" ")
             result.append((keyword.upper(), arguments.strip()))
             current = ""
-    return result
+    if args is None:
+        return result
+    values: dict[str, str] = {}
+    for keyword, arguments in result:
+        if keyword == "ARG":
+            name, _, default = arguments.partition("=")
+            values[name] = args.get(name, default)
+    pattern = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+    def resolve(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        return values[name] if name in values else match.group(0)
+
+    return [
+        (k, a if k in ("ARG", "CMD", "ENTRYPOINT", "HEALTHCHECK") else pattern.sub(resolve, a))
+        for k, a in result
+    ]
 
 
 def _copy_arguments(arguments: str) -> tuple[list[str], str, dict[str, str]]:
@@ -125,10 +161,12 @@ def _dockerignored(path: str, context: Path) -> str | None:
     return None
 
 
-def missing_copy_sources(dockerfile: Path, context: Path = ROOT) -> list[str]:
+def missing_copy_sources(
+    dockerfile: Path, context: Path = ROOT, args: dict[str, str] | None = None
+) -> list[str]:
     """COPY/ADD sources that the build context lacks, or that .dockerignore keeps out of it."""
     problems = []
-    for keyword, arguments in instructions(dockerfile):
+    for keyword, arguments in instructions(dockerfile, args or {}):
         if keyword not in ("COPY", "ADD"):
             continue
         sources, _, flags = _copy_arguments(arguments)
@@ -187,14 +225,19 @@ def _adds_only_extras(path: Path, allowed: set[Path]) -> bool:
     return includes_allowed
 
 
-def unlisted_pip_installs(dockerfile: Path, venv_requirements: Path, context: Path = ROOT):
-    """What a Dockerfile pip-installs other than through the requirements file its venv uses
-    (or a file that file includes, or one that adds only extras to it)."""
+def unlisted_pip_installs(
+    dockerfile: Path,
+    venv_requirements: Path,
+    context: Path = ROOT,
+    args: dict[str, str] | None = None,
+):
+    """What a Dockerfile, built with args, pip-installs other than through the requirements file
+    its venv uses (or a file that file includes, or one that adds only extras to it)."""
     allowed = _requirement_closure(venv_requirements.resolve())
     workdir = PurePosixPath("/")
     copied: dict[PurePosixPath, Path] = {}  # image path -> context file
     problems = []
-    for keyword, arguments in instructions(dockerfile):
+    for keyword, arguments in instructions(dockerfile, args or {}):
         if keyword == "WORKDIR":
             workdir = workdir / arguments
         elif keyword in ("COPY", "ADD"):
@@ -202,8 +245,14 @@ def unlisted_pip_installs(dockerfile: Path, venv_requirements: Path, context: Pa
             if "from" in flags:
                 continue
             target = workdir / destination
-            for source in sources:
-                into_directory = destination.endswith("/") or len(sources) > 1
+            # A wildcard copies each file it matches, into the destination directory.
+            files = [
+                p.relative_to(context).as_posix()
+                for source in sources
+                for p in (sorted(context.glob(source)) if "*" in source else [context / source])
+            ]
+            for source in files:
+                into_directory = destination.endswith("/") or len(files) > 1
                 copied[target / PurePosixPath(source).name if into_directory else target] = (
                     context / source
                 )
@@ -257,7 +306,12 @@ def test_compose_wires_gpus_health_data_and_results():
         assert "ports" not in service  # only the compose network reaches them
         assert service["shm_size"] and service["restart"].startswith("on-failure")
         assert "data:/data:ro" in service["volumes"]
-        assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        # One Dockerfile, made this framework's by the registry's build args.
+        assert service["build"] == {
+            "context": str(ROOT),
+            "dockerfile": "services/Dockerfile",
+            "args": frameworks.get(name).build_args,
+        }
         assert (ROOT / service["build"]["dockerfile"]).exists()
     orchestrator = services["orchestrator"]
     assert orchestrator["depends_on"] == {
@@ -388,13 +442,48 @@ def test_dockerfile_lints_clean(dockerfile):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_dockerfile_installs_only_from_the_venv_requirements(dockerfile):
-    venv_requirements = ROOT / VENV_REQUIREMENTS[str(dockerfile.relative_to(ROOT))]
-    assert unlisted_pip_installs(dockerfile, venv_requirements) == []
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_installs_only_from_the_venv_requirements(image):
+    dockerfile, args, venv_requirements = IMAGES[image]
+    assert unlisted_pip_installs(dockerfile, venv_requirements, args=args) == []
     # The protobuf code is generated at build time by the image's own grpcio-tools.
-    runs = [a for k, a in instructions(dockerfile) if k == "RUN"]
+    runs = [a for k, a in instructions(dockerfile, args) if k == "RUN"]
     assert any(a.startswith("scripts/gen-proto /opt/venv/bin/python") for a in runs)
+
+
+def test_one_dockerfile_builds_every_framework_and_takes_exactly_its_build_args():
+    assert sorted((ROOT / "services").glob("*/Dockerfile")) == []  # no per-framework copies
+    declared = {a.partition("=")[0] for k, a in instructions(SERVICE_DOCKERFILE) if k == "ARG"}
+    for framework in frameworks.FRAMEWORKS.values():
+        assert framework.dockerfile == SERVICE_DOCKERFILE
+        # Every ARG is given (none builds silently empty), and every arg given is used.
+        assert set(framework.build_args) == declared
+        assert framework.build_args["REQUIREMENTS"] == str(
+            framework.gpu_requirements.relative_to(ROOT)
+        )
+        [base] = [
+            a for k, a in instructions(SERVICE_DOCKERFILE, framework.build_args) if k == "FROM"
+        ]
+        assert base == framework.base_image
+        said = subprocess.run(
+            ["python3", "services/common/frameworks.py", "build-args", framework.name],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert said.splitlines() == [f"{k}={v}" for k, v in framework.build_args.items()]
+
+
+def test_compose_e2e_builds_with_the_build_args_on_the_bases_it_makes():
+    script = COMPOSE_E2E.read_text()
+    # No per-framework Dockerfile path is left; each framework's args come from the registry.
+    assert "services/$framework/Dockerfile" not in script
+    assert 'frameworks.py build-args "$framework"' in script
+    assert re.search(
+        r'build "fwbench/\$framework:latest" services/Dockerfile "\$\{build_args\[@\]\}"', script
+    )
+    [bases] = re.findall(r"^cuda_bases=\((.*)\)$", script, re.M)
+    assert {f"docker.io/{f.base_image}" for f in frameworks.FRAMEWORKS.values()} == set(
+        bases.split()
+    )
 
 
 def test_the_venvs_use_these_requirements_files():
@@ -423,20 +512,24 @@ def test_the_venvs_use_these_requirements_files():
     assert '"$root/services/common/frameworks.py" requirements "$name"' in setup
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_dockerfile_copy_sources_exist(dockerfile):
-    assert missing_copy_sources(dockerfile) == []
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_copy_sources_exist(image):
+    dockerfile, args, _ = IMAGES[image]
+    assert missing_copy_sources(dockerfile, args=args) == []
 
 
 @pytest.mark.parametrize("framework", frameworks.NAMES)
 def test_service_images_are_non_root_healthchecked_and_pci_ordered(framework):
-    steps = instructions(ROOT / "services" / framework / "Dockerfile")
+    steps = instructions(SERVICE_DOCKERFILE, frameworks.get(framework).build_args)
     users = [a for k, a in steps if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     [health] = [a for k, a in steps if k == "HEALTHCHECK"]
     assert '"services.common.healthcheck"' in health
     assert any(k == "ENV" and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in a for k, a in steps)
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-base-ubuntu24\.04", steps[0][1])
+    assert any(k == "ENV" and f"FWBENCH_FRAMEWORK={framework} " in a + " " for k, a in steps)
+    assert any(k == "LABEL" and f'"fwbench {framework} service"' in a for k, a in steps)
+    [base] = [a for k, a in steps if k == "FROM"]
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-base-ubuntu24\.04", base)
 
 
 @pytest.mark.framework
@@ -482,13 +575,13 @@ def test_compose_check_fails_on_a_broken_copy(tmp_path, old, new):
     ("old", "new", "finding"),
     [
         ("COPY proto/ proto/", "COPPY proto/ proto/", "unexpected 'C'"),  # not an instruction
-        ("FROM nvidia/cuda:13.0.2-base-ubuntu24.04", "FROM nvidia/cuda:latest", "DL3007"),
+        ("FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04", "FROM nvidia/cuda:latest", "DL3007"),
         ("USER 10001:10001", "USER root", "DL3002"),  # runs as root
         ("apt-get install -y --no-install-recommends", "apt-get install", "DL3014"),  # prompts
     ],
 )
 def test_hadolint_fails_on_a_broken_copy(tmp_path, old, new, finding):
-    text = (ROOT / "services/pytorch/Dockerfile").read_text()
+    text = SERVICE_DOCKERFILE.read_text()
     assert old in text
     broken = tmp_path / "Dockerfile"
     broken.write_text(text.replace(old, new, 1))
@@ -510,12 +603,22 @@ def test_hadolint_fails_on_a_broken_copy(tmp_path, old, new, finding):
     ],
 )
 def test_requirements_check_fails_on_a_broken_copy(tmp_path, line, problem):
-    text = (ROOT / "services/tensorflow/Dockerfile").read_text()
+    text = SERVICE_DOCKERFILE.read_text()
     broken = tmp_path / "Dockerfile"
     broken.write_text(text.replace("USER 10001:10001", line + "\nUSER 10001:10001", 1))
-    venv = ROOT / "services/tensorflow/requirements.txt"
-    problems = unlisted_pip_installs(broken, venv)
+    tensorflow = IMAGES["tensorflow"]
+    problems = unlisted_pip_installs(broken, tensorflow.venv_requirements, args=tensorflow.args)
     assert any(problem in p for p in problems), problems
+
+
+def test_requirements_check_fails_on_another_frameworks_build_arg():
+    # TensorFlow's image given PyTorch's requirements: the one file, wrongly parametrised.
+    tensorflow = IMAGES["tensorflow"]
+    args = tensorflow.args | {"REQUIREMENTS": "services/pytorch/requirements.txt"}
+    problems = unlisted_pip_installs(SERVICE_DOCKERFILE, tensorflow.venv_requirements, args=args)
+    assert any("services/pytorch/requirements.txt: no COPY brings it" in p for p in problems), (
+        problems
+    )
 
 
 def test_requirements_check_refuses_an_extras_file_that_pins_or_adds(tmp_path):
@@ -539,10 +642,10 @@ def test_requirements_check_refuses_an_extras_file_that_pins_or_adds(tmp_path):
     ],
 )
 def test_copy_check_fails_on_a_broken_copy(tmp_path, line, problem):
-    text = (ROOT / "services/pytorch/Dockerfile").read_text()
+    text = SERVICE_DOCKERFILE.read_text()
     broken = tmp_path / "Dockerfile"
     broken.write_text(text.replace("USER 10001:10001", line + "\nUSER 10001:10001", 1))
-    problems = missing_copy_sources(broken)
+    problems = missing_copy_sources(broken, args=IMAGES["pytorch"].args)
     assert any(problem in p for p in problems), problems
 
 
@@ -625,9 +728,19 @@ def test_ci_tls_pass_runs_through_one_service_with_tls(tmp_path):
 
 
 @pytest.mark.parametrize("framework", frameworks.NAMES)
-def test_each_image_starts_as_compose_starts_it(framework):
+def test_each_image_starts_as_compose_starts_it(framework, tmp_path):
     # `docker run IMAGE` (fwbench friction --mode docker does) must start the service that
-    # compose starts: a CMD without --insecure on 0.0.0.0 would exit at once.
-    [cmd] = [a for k, a in instructions(ROOT / "services" / framework / "Dockerfile") if k == "CMD"]
+    # compose starts: a CMD without --insecure on 0.0.0.0 would exit at once. The CMD's shell
+    # puts in the image's FWBENCH_FRAMEWORK; run here with a `python` that prints its argv.
+    steps = instructions(SERVICE_DOCKERFILE, frameworks.get(framework).build_args)
+    [cmd] = [yaml.safe_load(a) for k, a in steps if k == "CMD"]
+    env = {}
+    for keyword, arguments in steps:
+        if keyword == "ENV":
+            env |= dict(w.partition("=")[::2] for w in shlex.split(arguments))
+    (tmp_path / "python").write_text('#!/bin/sh\nprintf "%s\\n" python "$@"\n')
+    (tmp_path / "python").chmod(0o755)
+    run_env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FWBENCH_FRAMEWORK": env["FWBENCH_FRAMEWORK"]}
+    started = subprocess.run(cmd, env=run_env, capture_output=True, text=True, check=True)
     compose = yaml.safe_load(COMPOSE.read_text())["services"][framework]["command"]
-    assert yaml.safe_load(cmd) == compose
+    assert started.stdout.splitlines() == compose

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from rich.console import Console
 
 from orchestrator import cli, friction
-from orchestrator.friction.docker import history_layers
+from orchestrator.friction.docker import build_command, history_layers
 from tests.conftest import ROOT, venv_python
 
 # "beta" crashes (SIGSEGV) when imported after "alpha", as TensorFlow then torchvision does:
@@ -238,3 +239,18 @@ def test_docker_mode_reads_layer_bytes_from_each_engines_history():
     ]
     docker = "0\t/bin/sh -c #(nop) CMD\n142059520\t/bin/sh -c apt-get update\n"
     assert history_layers("docker", docker) == [(142059520, "/bin/sh -c apt-get update")]
+
+
+def test_docker_mode_builds_each_framework_as_compose_and_the_e2e_do():
+    # services/Dockerfile is every framework's: the compose service's build args make it this one.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    command = build_command("podman", "fwbench/jax:friction-cold", compose["jax"]["build"], False)
+    assert command[:6] == ["podman", "build", "--network", "host", "--pull=never", "-f"]
+    assert command[6] == "services/Dockerfile" and command[-2:] == ["--no-cache", "."]
+    args = [command[i + 1] for i, word in enumerate(command) if word == "--build-arg"]
+    assert args == [
+        "FRAMEWORK=jax",
+        "CUDA_VERSION=13.0.2",
+        "REQUIREMENTS=services/jax/requirements-gpu.txt",
+    ]
+    assert "--no-cache" not in build_command("docker", "x", compose["jax"]["build"], True)

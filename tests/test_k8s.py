@@ -37,7 +37,7 @@ WAIT_FOR_POOL = K8S / "base" / "wait_for_pool.py"
 # Native gRPC probes are GA from 1.27; the newest schemas the validator ships.
 KUBERNETES_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 PORT = 50051
-USER_ID = 10001  # the images' user (services/*/Dockerfile, orchestrator/Dockerfile)
+USER_ID = 10001  # the images' user (services/Dockerfile, orchestrator/Dockerfile)
 TRAINER = "app.kubernetes.io/component"
 ORCHESTRATOR_POD = {"app.kubernetes.io/name": "fwbench-orchestrator"}
 SEED_COMMAND = [

@@ -65,18 +65,27 @@ def container_engine() -> tuple[str, str]:
     )
 
 
-def image_build(engine: str, image: str, dockerfile: str, cache: bool, status) -> tuple[Build, int]:
-    """One build of the compose file's image on the host network (as scripts/compose-e2e builds
-    it), with or without the engine's layer cache: (the build, bytes pip said it downloaded)."""
-    cmd = [engine, "build", "--network", "host", "--pull=never", "-f", dockerfile, "-t", image]
-    cmd += [] if cache else ["--no-cache"]
+def build_command(engine: str, image: str, build: dict, cache: bool) -> list[str]:
+    """The engine's command that builds a compose service's `build:` (its dockerfile and args) as
+    image on the host network, as scripts/compose-e2e builds it; run from the repository root."""
+    cmd = [engine, "build", "--network", "host", "--pull=never", "-f", build["dockerfile"]]
+    for key, value in build.get("args", {}).items():
+        cmd += ["--build-arg", f"{key}={value}"]
+    cmd += ["-t", image]
+    return cmd + ([] if cache else ["--no-cache"]) + ["."]
+
+
+def image_build(engine: str, image: str, build: dict, cache: bool, status) -> tuple[Build, int]:
+    """One build of the compose file's image (build_command), with or without the engine's layer
+    cache: (the build, bytes pip said it downloaded)."""
+    cmd = build_command(engine, image, build, cache)
     # BUILDAH_FORMAT=docker: podman's default OCI format drops HEALTHCHECK.
     env = os.environ | {"BUILDAH_FORMAT": "docker"}
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     downloaded = 0
     start = time.perf_counter()
     with subprocess.Popen(
-        [*cmd, "."], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
     ) as process:
         for line in process.stdout:
             if line.strip():
@@ -159,20 +168,21 @@ def measure_docker(frameworks: list[Subject], console: Console) -> list[Row]:
     with console.status("friction") as status:
         for framework in frameworks:
             name = framework.name
-            image, dockerfile = compose[name]["image"], compose[name]["build"]["dockerfile"]
+            # services/Dockerfile, made this framework's by the service's build args.
+            image, build = compose[name]["image"], compose[name]["build"]
             rows += code_rows(name)
             rows.append(Row(name, "engine", f"{engine} {version}", "", "the container engine"))
             # The cold build gets a tag of its own, removed once the warm one has the image's:
             # the warm build may reuse older cached layers, and the cold image would be left
             # behind untagged, gigabytes of them per framework.
             cold_image = f"{image.rpartition(':')[0]}:friction-cold"
-            cold, downloaded = image_build(engine, cold_image, dockerfile, False, status)
+            cold, downloaded = image_build(engine, cold_image, build, False, status)
             if not cold.ok:
                 rows.append(
                     Row(name, "build_s", round(cold.seconds, 1), "s", f"FAILED: {cold.output_tail}")
                 )
                 continue
-            warm, _ = image_build(engine, image, dockerfile, True, status)
+            warm, _ = image_build(engine, image, build, True, status)
             subprocess.run([engine, "rmi", cold_image], capture_output=True, timeout=600)
             size = subprocess.run(
                 [engine, "image", "inspect", "--format", "{{.Size}}", image],

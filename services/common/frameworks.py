@@ -6,8 +6,10 @@ A framework is a folder, `services/<name>/`, and one entry in FRAMEWORKS below:
     services/<name>/models.py           the canonical architectures built natively
     services/<name>/requirements.txt    its environment (.venvs/<name>, and its image)
     services/<name>/requirements-gpu.txt  optional: what a host with an NVIDIA driver adds
-    services/<name>/Dockerfile          its image, and a service of the same name in
-                                        docker-compose.yml (tests/test_containers.py checks it)
+    Framework(..., cuda=...)            its image: services/Dockerfile, one for every framework,
+                                        built with build_args below; a service of the same name
+                                        in docker-compose.yml passes them (tests/test_containers.py
+                                        checks it)
 
 The CLI's choices, the server, scripts/setup-env, `make setup`, friction and the tests read this
 list. It imports nothing beyond the standard library, so that scripts run it before any
@@ -15,6 +17,7 @@ environment exists:
 
     python3 services/common/frameworks.py names              pytorch tensorflow ...
     python3 services/common/frameworks.py requirements NAME [--gpu]
+    python3 services/common/frameworks.py build-args NAME    FRAMEWORK=NAME, one a line
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class Framework:
     # The installed packages that are the framework to its users (a traceback frame in one of
     # them is the framework's own, in debug probes).
     packages: tuple[str, ...]
+    # The CUDA its GPU wheels bring (torch's nvidia-* wheels, TensorFlow's `and-cuda`, JAX's
+    # `cuda13`): its image is based on nvidia/cuda:<cuda>-base-ubuntu24.04, whose
+    # NVIDIA_REQUIRE_CUDA refuses a driver too old for it.
+    cuda: str
 
     @property
     def folder(self) -> Path:
@@ -77,7 +84,21 @@ class Framework:
 
     @property
     def dockerfile(self) -> Path:
-        return self.folder / "Dockerfile"
+        """One for every framework; build_args make it this one's."""
+        return ROOT / "services" / "Dockerfile"
+
+    @property
+    def build_args(self) -> dict[str, str]:
+        """The build arguments of services/Dockerfile that make this framework's image."""
+        return {
+            "FRAMEWORK": self.name,
+            "CUDA_VERSION": self.cuda,
+            "REQUIREMENTS": self.gpu_requirements.relative_to(ROOT).as_posix(),
+        }
+
+    @property
+    def base_image(self) -> str:
+        return f"nvidia/cuda:{self.cuda}-base-ubuntu24.04"
 
     @property
     def image(self) -> str:
@@ -127,7 +148,12 @@ FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in (
         Framework(
-            "pytorch", "PyTorch", "torch", "import torch, torchvision", ("torch", "torchvision")
+            "pytorch",
+            "PyTorch",
+            "torch",
+            "import torch, torchvision",
+            ("torch", "torchvision"),
+            cuda="13.0.2",
         ),
         Framework(
             "tensorflow",
@@ -135,9 +161,15 @@ FRAMEWORKS: dict[str, Framework] = {
             "tensorflow",
             "import tensorflow as tf, keras",
             ("tensorflow", "keras", "tf_keras"),
+            cuda="12.9.1",
         ),
         Framework(
-            "jax", "JAX", "jax", "import jax, flax, optax", ("jax", "jaxlib", "flax", "optax")
+            "jax",
+            "JAX",
+            "jax",
+            "import jax, flax, optax",
+            ("jax", "jaxlib", "flax", "optax"),
+            cuda="13.0.2",
         ),
     )
 }
@@ -164,7 +196,18 @@ def main(argv: list[str]) -> int:
             return 2
         print(framework.gpu_requirements if argv[2:] else framework.requirements)
         return 0
-    print("usage: frameworks.py names | requirements NAME [--gpu]", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "build-args":
+        try:
+            framework = get(argv[1])
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
+        for key, value in framework.build_args.items():
+            print(f"{key}={value}")
+        return 0
+    print(
+        "usage: frameworks.py names | requirements NAME [--gpu] | build-args NAME", file=sys.stderr
+    )
     return 2
 
 

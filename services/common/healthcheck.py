@@ -2,7 +2,7 @@
 [--server-name NAME]]` exits 0 when the service answers SERVING on the standard grpc.health.v1
 service, 1 otherwise. --ca-file defaults to $FWBENCH_TLS_CA.
 
-The Dockerfiles' HEALTHCHECK and docker-compose.yml run it inside each service container. It
+services/Dockerfile's HEALTHCHECK and docker-compose.yml run it inside each service container. It
 imports no framework and no generated code, so a check costs a fraction of a second. Health needs
 no token; a service with TLS needs --ca-file (and --server-name when its certificate does not
 name the address checked, e.g. 127.0.0.1 inside the container).
