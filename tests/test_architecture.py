@@ -149,3 +149,20 @@ def test_every_registered_trainer_satisfies_the_protocol(name):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"services.{name}.trainer"
+
+
+def test_docs_architecture_names_every_module_in_its_layer():
+    # The one-page map (docs/architecture.md) lists each module of orchestrator/ and
+    # services/common/ under its own heading, so a new module cannot go unmentioned.
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    diagram = doc.split("```", 2)[1]
+    layers = {
+        "orchestrator": diagram.split("\norchestrator/", 1)[1].split("\nservices/common/", 1)[0],
+        "services/common": diagram.split("\nservices/common/", 1)[1].split("\nservices/<", 1)[0],
+    }
+    for layer, text in layers.items():
+        modules = {
+            p.stem for p in (ROOT / layer).glob("*.py") if p.stem not in ("__init__", "__main__")
+        }
+        missing = sorted(m for m in modules if f"{m}.py" not in text.split())
+        assert missing == [], f"docs/architecture.md's {layer}/ lacks {missing}"
