@@ -22,6 +22,14 @@ class ServiceUnavailable(Exception):
     pass
 
 
+def mismatch(address: str, expected: str, served: str) -> str:
+    """What to say when the service at address trains `served`, not the framework it was given."""
+    return (
+        f"the service at {address} was given as {expected} but serves {served or 'no framework'}: "
+        f"check --service {expected}=HOST:PORT (is the port another framework's?)"
+    )
+
+
 @dataclasses.dataclass
 class RunOutcome:
     """What one Train call came to: the events that frame the run, and how it ended."""
@@ -151,8 +159,18 @@ class TrainerClient:
         self._cancelled = False
         try:
             for event in stream:
-                on_event(event)
                 kind = event.WhichOneof("event")
+                if kind == "run_started" and event.run_started.framework != self.framework:
+                    # Another service now answers at this address: its numbers must never be
+                    # recorded under this framework's name.
+                    stream.cancel()
+                    outcome.code = grpc.StatusCode.FAILED_PRECONDITION
+                    served = event.run_started.framework
+                    outcome.error = "FAILED_PRECONDITION: " + mismatch(
+                        self.address, self.framework, served
+                    )
+                    break
+                on_event(event)
                 if kind == "run_started":
                     outcome.started = event.run_started
                 elif kind == "run_end":

@@ -65,6 +65,11 @@ def csv_choice(allowed: tuple[str, ...], what: str) -> Callable[[str], list[str]
             raise argparse.ArgumentTypeError(
                 f"{what} {', '.join(bad) or '(none)'} not known; choose from {', '.join(allowed)}"
             )
+        repeated = sorted({v for v in items if items.count(v) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(
+                f"{what} {', '.join(repeated)} named twice; name each once (repeats: --repeats)"
+            )
         return items
 
     return parse

@@ -14,7 +14,7 @@ import dataclasses
 import grpc
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.client import ServiceUnavailable, TrainerClient
+from orchestrator.client import ServiceUnavailable, TrainerClient, mismatch
 from orchestrator.launchers import REMOTE_CONNECT_TIMEOUT_S, Endpoint, Launched, LauncherError
 
 
@@ -49,7 +49,7 @@ class Pool:
     def _member(self, endpoint: Endpoint) -> Member:
         client = TrainerClient(endpoint.framework, endpoint.address, self._launched.secured)
         try:
-            return Member(endpoint, client, client.describe())
+            described = client.describe()
         except grpc.RpcError as e:
             client.close()
             hint = (
@@ -61,6 +61,10 @@ class Pool:
                 f"the {endpoint.framework} service at {endpoint.address} refused Describe "
                 f"({e.code().name}: {e.details()}){hint}"
             ) from e
+        if described.framework != endpoint.framework:
+            client.close()
+            raise LauncherError(mismatch(endpoint.address, endpoint.framework, described.framework))
+        return Member(endpoint, client, described)
 
     def frameworks(self) -> list[str]:
         return list(dict.fromkeys(m.framework for m in self.members))

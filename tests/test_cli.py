@@ -167,3 +167,24 @@ def test_resume_refuses_a_changed_spec(tmp_path):
 
 def test_report_of_a_folder_without_results_is_a_clear_error(tmp_path: Path):
     assert "has no events.jsonl" in refused("report", tmp_path)
+
+
+def test_a_framework_named_twice_is_refused(tmp_path):
+    out = tmp_path / "out"
+    output = refused("run", "--frameworks", "pytorch,pytorch", "--out", out)
+    assert "framework pytorch named twice; name each once" in output
+    assert not out.exists()
+
+
+@pytest.mark.framework
+def test_a_service_of_another_framework_is_refused_naming_the_address_and_both(tmp_path, services):
+    # One framework's service given as another's: its numbers would be recorded under the wrong
+    # name. Describe says what it serves, before anything trains.
+    address = f"127.0.0.1:{services('jax').port}"
+    out = tmp_path / "out"
+    output = refused(
+        "run", "--frameworks", "pytorch", "--launcher", "remote", "--service",
+        f"pytorch={address}", "--out", out, timeout_s=180,
+    )  # fmt: skip
+    assert f"the service at {address} was given as pytorch but serves jax" in output
+    assert not (out / "runs.csv").exists()

@@ -424,3 +424,20 @@ def _oom_kills(cgroup: Path) -> str:
             counts = dict(line.split() for line in (cgroup / file).read_text().splitlines())
             return counts["oom_kill"]
     raise AssertionError(f"no OOM counter in {cgroup}")
+
+
+def test_a_second_service_on_a_port_in_use_refuses_to_start_naming_the_port():
+    # gRPC opens ports with SO_REUSEPORT by default: a second server would say "listening", and
+    # calls would land on either at random. Framework-free: the server never starts a worker.
+    first = server.start("jax")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "services.common.server", "--framework", "pytorch",
+             "--port", str(first.port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"port {first.port} is in use on 127.0.0.1" in second.stderr
+        assert "listening" not in second.stdout and "Traceback" not in second.stderr
+    finally:
+        first.stop()

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import platform
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -316,21 +318,53 @@ def start(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         interceptors=server_security.interceptors(),
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            # Exclusive: with SO_REUSEPORT (gRPC's default on Linux) a second service starts on a
+            # port in use, and calls land on either at random.
+            ("grpc.so_reuseport", 0),
+        ],
     )
     servicer = TrainerServicer(framework, python, data_roots, stall_timeout_s, node)
     pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server)
-    if server_security.tls:
-        port = server.add_secure_port(address, server_security.credentials())
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if server_security.tls:
+            port = server.add_secure_port(address, server_security.credentials())
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as e:  # gRPC says only "Failed to bind"
+        raise BindError(address, server_security.tls) from e
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Service(server, port, servicer, health_servicer)
+
+
+class BindError(Exception):
+    """The service cannot listen on its address."""
+
+    def __init__(self, address: str, tls: bool):
+        host, _, port = address.rpartition(":")
+        if port != "0" and _in_use(host, int(port)):
+            why = f"port {port} is in use on {host}: stop what listens there or choose another port"
+        else:
+            why = f"{host} may not be an address of this machine"
+            if tls:
+                why += ", or --tls-cert/--tls-key are not a PEM certificate and its private key"
+        super().__init__(f"cannot listen on {address}: {why}")
+
+
+def _in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
 
 
 def _enable_reflection(server: grpc.Server) -> None:
@@ -413,14 +447,17 @@ def main(argv: list[str] | None = None) -> None:
     # CUDA must number devices as NVML does (by PCI bus id) for telemetry to read the right GPU;
     # workers inherit this before they initialise CUDA.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    service = start(
-        args.framework,
-        f"{args.host}:{args.port}",
-        data_roots=args.data_root or (DEFAULT_DATA_ROOT,),
-        stall_timeout_s=args.stall_timeout_s,
-        server_security=server_security,
-        node=args.node,
-    )
+    try:
+        service = start(
+            args.framework,
+            f"{args.host}:{args.port}",
+            data_roots=args.data_root or (DEFAULT_DATA_ROOT,),
+            stall_timeout_s=args.stall_timeout_s,
+            server_security=server_security,
+            node=args.node,
+        )
+    except BindError as e:
+        parser.exit(2, f"fwbench {args.framework} service: {e}\n")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
