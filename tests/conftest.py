@@ -48,6 +48,12 @@ def needs_framework() -> None:
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
+def once_in_make_test(values, kept: str) -> list:
+    """Parameters of a matrix whose behaviour `make test` proves once, with `kept`; the rest of
+    the matrix is marked `slow` (`make test-slow`, which CI runs too)."""
+    return [v if v == kept else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
 def fwbench(*args, timeout_s: float = 900) -> subprocess.CompletedProcess:
     """The real `fwbench` entry point in a subprocess, so its exit code and output are checked.
     COLUMNS: rich wraps at 80 columns when not on a terminal."""

@@ -23,7 +23,7 @@ from orchestrator import cli, options
 from orchestrator import data as prepare
 from orchestrator.errors import UserError
 from services.common import data as datasets
-from tests.conftest import FRAMEWORKS, SHARED_CIFAR, tiny_spec
+from tests.conftest import FRAMEWORKS, SHARED_CIFAR, once_in_make_test, tiny_spec
 from tests.conftest import fwbench as fwbench_subprocess
 
 CLASSES = ("cat", "dog", "frog")
@@ -371,8 +371,7 @@ def test_a_corrupted_archive_is_a_clear_error_with_exit_2(tmp_path, damage):
 
 
 @pytest.mark.framework
-@pytest.mark.slow
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
 def test_training_on_real_images_beats_chance(real_cifar, stub, framework):
     # The default model (canonical mobilenet_v2, shared initial weights) and augmentation. Adam
     # rather than the default SGD: on CPU the budget is ~375 steps, and SGD at lr 0.01 is then

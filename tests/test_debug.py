@@ -16,7 +16,7 @@ from orchestrator import schema
 from services.common import data as datasets
 from services.common import debug, schedule
 from services.common.spec import SpecError, validate
-from tests.conftest import FRAMEWORKS, fwbench, tiny_spec
+from tests.conftest import FRAMEWORKS, fwbench, once_in_make_test, tiny_spec
 
 # What each framework really does with each probe in graph execution (what users run), on the
 # CPU, as measured (see docs/debugging.md). A change here is a finding, not a test to bend.
@@ -151,12 +151,8 @@ def test_a_bad_mode_is_a_clear_error(tmp_path):
 # ---- every framework, for real ----------------------------------------------------------------
 
 
-def by_speed(names):
-    """TensorFlow traces and JAX compiles the job again in each probe's fresh worker (~15 s on
-    2 cores; JAX without jit runs op by op, ~50 s): over a minute for all probes, slow."""
-    return [pytest.param(f, marks=pytest.mark.slow) if f != "pytorch" else f for f in names]
-
-
+# TensorFlow traces and JAX compiles the job again in each probe's fresh worker (~15 s on 2 cores;
+# JAX without jit runs op by op, ~50 s): over a minute for all probes, so PyTorch in `make test`.
 @pytest.fixture(scope="module")
 def graph_results(stub):
     """graph_results(framework) -> {probe: ProbeResult} of every probe in graph execution."""
@@ -172,7 +168,7 @@ def graph_results(stub):
 
 
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", by_speed(FRAMEWORKS))
+@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
 def test_each_probe_has_the_outcome_the_framework_really_gives(graph_results, framework):
     results = graph_results(framework)
     assert list(results) == ["none", *debug.NAMES]
@@ -239,7 +235,7 @@ def test_jax_trains_on_float_labels_and_only_evaluation_raises(graph_results):
 
 
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", by_speed(FRAMEWORKS))
+@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
 def test_eager_execution_runs_the_same_job_and_prices_itself(stub, framework):
     request = pb.DebugProbeRequest(spec=job(), probes=["channel_order"], executions=["eager"])
     results = {r.probe: r for r in stub(framework).DebugProbe(request)}

@@ -19,7 +19,7 @@ import pytest
 from orchestrator.results import read_journal
 from tests.conftest import ROOT, fwbench
 
-pytestmark = [pytest.mark.framework, pytest.mark.slow]
+pytestmark = pytest.mark.framework
 FWBENCH = ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench"
 
 

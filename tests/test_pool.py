@@ -70,7 +70,6 @@ TINY = ["--train-limit", "256", "--test-limit", "32", "--epochs", "1"]
 
 
 @pytest.mark.framework
-@pytest.mark.slow
 def test_services_on_two_nodes_train_at_once_one_run_each(tmp_path, serve):
     ports = [serve("pytorch", node)[1] for node in ("host-a", "host-b")]
     out = tmp_path / "out"
@@ -87,7 +86,6 @@ def test_services_on_two_nodes_train_at_once_one_run_each(tmp_path, serve):
 
 
 @pytest.mark.framework
-@pytest.mark.slow
 def test_services_on_one_node_take_turns(tmp_path, serve):
     ports = [serve("pytorch", "same-host")[1] for _ in range(2)]
     out = tmp_path / "out"
@@ -98,7 +96,6 @@ def test_services_on_one_node_take_turns(tmp_path, serve):
 
 
 @pytest.mark.framework
-@pytest.mark.slow
 def test_a_pool_member_that_dies_takes_only_its_run(tmp_path, serve):
     (_, port_a), (doomed, port_b) = serve("pytorch", "host-a"), serve("pytorch", "host-b")
     out = tmp_path / "out"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import data as datasets
 from services.common import spec as specs
-from tests.conftest import FRAMEWORKS
+from tests.conftest import FRAMEWORKS, once_in_make_test
 
 # Near the bounds as often as anywhere in the type.
 INT32 = st.one_of(st.integers(-2, 70), st.integers(-(2**31), 2**31 - 1))
@@ -247,9 +247,8 @@ def tiny_spec(draw) -> pb.TrainSpec:
     return spec
 
 
-@pytest.mark.slow
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=tiny_spec())
 def test_any_tiny_spec_trains_to_ok_or_diverged_or_is_refused_naming_a_field(stub, framework, spec):
