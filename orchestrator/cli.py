@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.text import Text
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import data as datasets
+from orchestrator import data as preparation
 from orchestrator import debug as debug_probes
 from orchestrator import (
     deployment,
@@ -52,9 +52,9 @@ from orchestrator.pool import Pool
 from orchestrator.report import provenance
 from orchestrator.report.resultset import read_table
 from orchestrator.runner import Experiment, Interrupted, run_experiment
-from services.common import debug, frameworks, security
+from services.common import frameworks, injection, security
 from services.common import spec as specs
-from services.common.data import SYNTHETIC_TEST, SYNTHETIC_TRAIN
+from services.common.datasets import SYNTHETIC_TEST, SYNTHETIC_TRAIN
 
 EXAMPLES = """examples:
   fwbench run --models resnet50,mobilenet_v2 --epochs 5 --out results/{time}
@@ -365,7 +365,7 @@ framework, in graph and eager execution, each in a fresh worker process, and rec
 framework does: error (with its message, whether it names the culprit, the traceback), silent
 (trained to the end), or a NaN loss that only fwbench noticed. Writes DIR/debug.csv as results
 arrive and DIR/report.md/html. Probes:
-""" + "\n".join(f"  {p.name}: {p.description}" for p in debug.PROBES.values())
+""" + "\n".join(f"  {p.name}: {p.description}" for p in injection.PROBES.values())
 
 
 def debug_spec(args: argparse.Namespace) -> pb.TrainSpec:
@@ -471,7 +471,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
-    datasets.prepare(
+    preparation.prepare(
         args.source,
         args.out,
         archive=args.archive,

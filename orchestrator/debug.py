@@ -1,6 +1,6 @@
 """`fwbench debug-probe`: how each framework reacts to the same mistakes, as a table.
 
-Every framework's service injects the probes of services/common/debug.py into the same small job
+Every framework's service injects the probes of services/common/injection.py into the same small job
 (DebugProbe) and streams one ProbeResult per probe x execution mode. Each is a row of debug.csv,
 appended as it arrives; its columns are ProbeResult's fields (schema.PROBE_FIELDS: a field added to
 the proto is a column without an edit here).
@@ -23,8 +23,7 @@ from orchestrator import options, schema
 from orchestrator.client import TrainerClient
 from orchestrator.report import Section
 from orchestrator.report.document import table as markdown_table
-from services.common import debug as probes
-from services.common import frameworks
+from services.common import frameworks, injection
 from services.common import spec as specs
 
 # Read back as text, never parsed: an outcome "nan" is a word here, not a missing number.
@@ -59,14 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
     parser.add_argument(
         "--probes",
-        type=options.csv_choice(probes.NAMES, "probe"),
-        default=list(probes.NAMES),
-        help=f"comma-separated, out of {','.join(probes.NAMES)} (default: all)",
+        type=options.csv_choice(injection.NAMES, "probe"),
+        default=list(injection.NAMES),
+        help=f"comma-separated, out of {','.join(injection.NAMES)} (default: all)",
     )
     parser.add_argument(
         "--modes",
-        type=options.csv_choice(probes.EXECUTIONS, "mode"),
-        default=list(probes.EXECUTIONS),
+        type=options.csv_choice(injection.EXECUTIONS, "mode"),
+        default=list(injection.EXECUTIONS),
         help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
         "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
     )
@@ -129,7 +128,7 @@ def probe(
 def eager_cost(rows: pd.DataFrame) -> dict[str, float]:
     """Per framework, the unbroken job's median step time eager / graph (where both ran)."""
     cost = {}
-    unbroken = rows[rows.probe == probes.NONE]
+    unbroken = rows[rows.probe == injection.NONE]
     for framework, group in unbroken.groupby("framework", sort=False):
         times = dict(zip(group.execution, group.step_time_median_s, strict=True))
         graph, eager = times.get("graph"), times.get("eager")
@@ -212,7 +211,7 @@ def section(rows: pd.DataFrame) -> Section:
             + ".",
             "",
         ]
-    described = [f"- {p.name}: {p.description}" for p in probes.PROBES.values()]
+    described = [f"- {p.name}: {p.description}" for p in injection.PROBES.values()]
     parts += ["Probes:", "", *described, ""]
     errors = rows[rows.outcome.isin(["error", "crash"])]
     for (probe_name, execution), group in errors.groupby(["probe", "execution"], sort=False):

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import data as datasets
+from orchestrator import data as preparation
 from orchestrator.errors import UserError
-from services.common import data as dataset_format
-from services.common import frameworks, security
+from services.common import datasets, frameworks, security
 from services.common import spec as specs
 
 # What --dataset means when it is not given: the only source that needs nothing on disk.
@@ -241,10 +240,10 @@ def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
     dataset = args.dataset or DEFAULT_DATASET
     if dataset == "synthetic":
         spec.data.source = "synthetic"
-        sizes = (dataset_format.SYNTHETIC_TRAIN, dataset_format.SYNTHETIC_TEST)
+        sizes = (datasets.SYNTHETIC_TRAIN, datasets.SYNTHETIC_TEST)
     else:
         spec.data.source = "directory"
-        data_dir = datasets.resolve(dataset, args.data_dir, args.archive)
+        data_dir = preparation.resolve(dataset, args.data_dir, args.archive)
         spec.data.data_dir = str(data_dir)
         sizes = _check_directory(data_dir, spec)
     _check_limits(spec, dataset, *sizes)
@@ -255,8 +254,8 @@ def _check_directory(data_dir: Path, spec: pb.TrainSpec) -> tuple[int, int]:
     """Verifies a prepared dataset before any service starts (checksums, labels), sets the head
     to its classes; returns its (train, test) sizes."""
     try:
-        dataset = dataset_format.from_directory(data_dir)
-    except dataset_format.DataError as e:
+        dataset = datasets.from_directory(data_dir)
+    except datasets.DataError as e:
         raise UserError(str(e)) from e
     # The model's head follows the data: a 3-class dataset trains a 3-way classifier.
     spec.model.num_classes = len(dataset.classes)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, options
-from services.common import data as datasets
-from services.common import frameworks
+from services.common import datasets, frameworks
 from services.common import spec as specs
 from tests.conftest import fwbench
 

@@ -1,5 +1,5 @@
 """Dataset preparation (`fwbench data prepare`, orchestrator/data.py), the format's reader and
-writer (services/common/data.py), `fwbench run --dataset` resolution, the services' refusal of a
+writer (services/common/datasets.py), `fwbench run --dataset` resolution, the services' refusal of a
 changed dataset, and training both frameworks on real CIFAR-10 images."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import cli, options
 from orchestrator import data as prepare
 from orchestrator.errors import UserError
-from services.common import data as datasets
+from services.common import datasets
 from tests.conftest import FRAMEWORKS, SHARED_CIFAR, tiny_spec
 from tests.conftest import fwbench as fwbench_subprocess
 

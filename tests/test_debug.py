@@ -13,8 +13,7 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import debug as debug_table
 from orchestrator import schema
-from services.common import data as datasets
-from services.common import debug, schedule
+from services.common import datasets, injection, schedule
 from services.common.spec import SpecError, validate
 from tests.conftest import FRAMEWORKS, fwbench, tiny_spec
 
@@ -62,7 +61,7 @@ def job(**overrides) -> pb.TrainSpec:
 
 
 def test_an_empty_request_runs_every_probe_in_both_modes():
-    assert debug.check_request([], []) == (list(debug.NAMES), ["graph", "eager"])
+    assert injection.check_request([], []) == (list(injection.NAMES), ["graph", "eager"])
 
 
 @pytest.mark.parametrize(
@@ -71,16 +70,16 @@ def test_an_empty_request_runs_every_probe_in_both_modes():
 )
 def test_an_unknown_probe_or_mode_is_refused_naming_the_known_ones(probes, executions, named):
     with pytest.raises(SpecError, match=re.escape(named)):
-        debug.check_request(probes, executions)
+        injection.check_request(probes, executions)
 
 
 def test_a_train_spec_with_a_probe_is_refused():
     with pytest.raises(SpecError, match="debug: set only by the DebugProbe service"):
-        validate(debug.probed_spec(tiny_spec(), "nan_input", "graph"))
+        validate(injection.probed_spec(tiny_spec(), "nan_input", "graph"))
 
 
 def test_without_a_probe_every_hook_returns_what_it_was_given():
-    inject = debug.Injection(tiny_spec())
+    inject = injection.Injection(tiny_spec())
     data = datasets.synthetic(0, 16, 8)
     assert inject.dataset(data) is data
     assert inject.model_spec(tiny_spec().model) == tiny_spec().model
@@ -89,8 +88,8 @@ def test_without_a_probe_every_hook_returns_what_it_was_given():
     assert not inject.eager
 
 
-def inject(probe: str, execution: str = "graph") -> debug.Injection:
-    return debug.Injection(debug.probed_spec(tiny_spec(), probe, execution))
+def inject(probe: str, execution: str = "graph") -> injection.Injection:
+    return injection.Injection(injection.probed_spec(tiny_spec(), probe, execution))
 
 
 def test_label_probes_make_float_labels_and_labels_counted_from_one():
@@ -124,7 +123,7 @@ def test_the_head_probe_adds_a_class_and_the_layout_probe_transposes_to_the_othe
 
 def test_the_diverging_probe_multiplies_the_learning_rate_and_nothing_else():
     spec = tiny_spec()
-    probed = debug.probed_spec(spec, "diverging_lr", "eager")
+    probed = injection.probed_spec(spec, "diverging_lr", "eager")
     assert probed.optimizer.learning_rate == spec.optimizer.learning_rate * 1e6
     assert (probed.debug.probe, probed.debug.execution) == ("diverging_lr", "eager")
     probed.ClearField("debug")
@@ -175,7 +174,7 @@ def graph_results(stub):
 @pytest.mark.parametrize("framework", by_speed(FRAMEWORKS))
 def test_each_probe_has_the_outcome_the_framework_really_gives(graph_results, framework):
     results = graph_results(framework)
-    assert list(results) == ["none", *debug.NAMES]
+    assert list(results) == ["none", *injection.NAMES]
     assert {p: r.outcome for p, r in results.items() if p != "none"} == GRAPH_OUTCOMES[framework]
     unbroken = results["none"]
     assert unbroken.outcome == "ok"
@@ -311,13 +310,13 @@ def test_the_report_section_shows_every_probe_and_framework_and_the_price_of_eag
         )
         for f in FRAMEWORKS
         for e in ("graph", "eager")
-        for p in ("none", *debug.NAMES)
+        for p in ("none", *injection.NAMES)
     ]
     rows = pd.DataFrame(
         [schema.row(r, schema.PROBE_FIELDS) for r in results], columns=list(schema.DEBUG_COLUMNS)
     )
     section = debug_table.section(rows).markdown
-    for probe in debug.NAMES:
+    for probe in injection.NAMES:
         assert section.count(f"| {probe} |") == 2
         for framework in FRAMEWORKS:
             assert f"{framework} says {probe}" in section
