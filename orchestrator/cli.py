@@ -32,26 +32,18 @@ from rich.console import Console
 from rich.text import Text
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import data as preparation
-from orchestrator import debug as debug_probes
-from orchestrator import (
-    deployment,
-    floor,
-    friction,
-    launchers,
-    options,
-    parity,
-    report,
-    results,
-    schema,
-    suite,
-)
-from orchestrator.client import ClientSecurity
+from orchestrator import friction, report
+from orchestrator.commands import debug_probe as debug_probes
+from orchestrator.data import preparation
 from orchestrator.errors import UserError
-from orchestrator.pool import Pool
-from orchestrator.report import provenance
+from orchestrator.inputs import options, suite_file
+from orchestrator.report import deployment, hardware_floor, provenance
 from orchestrator.report.resultset import read_table
-from orchestrator.runner import Experiment, Interrupted, run_experiment
+from orchestrator.results import journal, schema
+from orchestrator.running import launchers, parity_check
+from orchestrator.running.client import ClientSecurity
+from orchestrator.running.pool import Pool
+from orchestrator.running.runner import Experiment, Interrupted, run_experiment
 from services.common import frameworks, injection, security
 from services.common import spec as specs
 from services.common.datasets import SYNTHETIC_TEST, SYNTHETIC_TRAIN
@@ -187,7 +179,7 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
         out, args, spec = args.resume, *_resumed(args)
     else:
         out = _results_dir(args.out)
-        results.check_free(out, args.overwrite)
+        journal.check_free(out, args.overwrite)
         spec = options.validated(args, args.models)
     _check_device(args, spec)
     addresses = _service_arguments(args, args.frameworks)
@@ -206,9 +198,9 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
         if pool.parallel():
             console.print(f"{len(pool.members)} services: runs on different GPUs go at once")
         writer = (
-            results.ResultsWriter.resume(out)
+            journal.ResultsWriter.resume(out)
             if args.resume
-            else results.ResultsWriter(out, overwrite=args.overwrite)
+            else journal.ResultsWriter(out, overwrite=args.overwrite)
         )
         try:
             for name, source in (extra_files or {}).items():
@@ -310,9 +302,9 @@ def _check_devices_served(spec, pool: Pool) -> None:
 def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None:
     """Before training: the models compared, saved as parity.csv beside the results. Canonical
     models that differ are refused unless --allow-mismatch; library models never are."""
-    checked = parity.check(clients, spec, args.models)
-    parity.write_csv(checked, out)
-    parity.show(checked, console)
+    checked = parity_check.check(clients, spec, args.models)
+    parity_check.write_csv(checked, out)
+    parity_check.show(checked, console)
     failed = [r.model for r in checked if not r.passed]
     if failed and not args.allow_mismatch:
         raise UserError(
@@ -328,12 +320,12 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
     sections = []
     parity_csv = results_dir / schema.PARITY_CSV
     if parity_csv.exists():
-        sections.append(parity.section(pd.read_csv(parity_csv)))
+        sections.append(parity_check.section(pd.read_csv(parity_csv)))
     if (results_dir / schema.DEPLOY_CSV).exists():
         sections.append(deployment.section(read_table(results_dir, schema.DEPLOY_CSV)))
     if (results_dir / schema.FLOOR_CSV).exists() and (results_dir / schema.RUNS_CSV).exists():
         runs = read_table(results_dir, schema.RUNS_CSV)
-        sections.append(floor.section(read_table(results_dir, schema.FLOOR_CSV), runs))
+        sections.append(hardware_floor.section(read_table(results_dir, schema.FLOOR_CSV), runs))
     friction_csv = (friction_dir or results_dir) / schema.FRICTION_CSV
     if friction_csv.exists():
         sections.append(friction.section(pd.read_csv(friction_csv)))
@@ -344,7 +336,7 @@ def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | 
 
 
 def cmd_suite(args: argparse.Namespace, console: Console) -> int:
-    run_args = suite.run_arguments(args)
+    run_args = suite_file.run_arguments(args)
     console.print(
         f"suite {args.file}: {', '.join(run_args.frameworks)} × {', '.join(run_args.models)} × "
         f"{run_args.repeats} repeat(s), {run_args.epochs or specs.effective_default('epochs')} "
@@ -418,13 +410,13 @@ def cmd_parity(args: argparse.Namespace, console: Console) -> int:
     addresses = _service_arguments(args, args.frameworks)
     out = _results_dir(args.out)
     with services(args, args.frameworks, addresses, out / "logs") as pool:
-        checked = parity.check(
+        checked = parity_check.check(
             pool.clients(), spec, args.models, args.probe_batch_size, args.train_steps
         )
-    path = parity.write_csv(checked, out)
-    parity.show(checked, console)
+    path = parity_check.write_csv(checked, out)
+    parity_check.show(checked, console)
     console.print(f"Saved {path}")
-    return 0 if parity.passed(checked) else 1
+    return 0 if parity_check.passed(checked) else 1
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -435,7 +427,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         )
     out = args.out or source
     if out != source:
-        results.check_free(out, overwrite=False)
+        journal.check_free(out, overwrite=False)
         out.mkdir(parents=True, exist_ok=True)
         for name in (
             schema.CONTEXT_JSON,
@@ -446,7 +438,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             if (source / name).exists():
                 shutil.copyfile(source / name, out / name)
     if (source / schema.EVENTS_JSONL).exists():
-        results.replay(source, out)
+        journal.replay(source, out)
     rendered = render(out, friction_dir=args.friction)
     for line in rendered.verdict:
         console.print(line, markup=False)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, options
+from orchestrator import cli
+from orchestrator.inputs import options
 from services.common import datasets, frameworks
 from services.common import spec as specs
 from tests.conftest import fwbench

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import debug as debug_table
-from orchestrator import schema
+from orchestrator.commands import debug_probe as debug_table
+from orchestrator.results import schema
 from services.common import datasets, injection, schedule
 from services.common.spec import SpecError, validate
 from tests.conftest import FRAMEWORKS, fwbench, tiny_spec

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli, options
+from orchestrator import cli
+from orchestrator.inputs import options
 from services.common import spec as specs
 
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import schema
 from orchestrator.report import batch_sweep, build, compare_sets, document, resultset
 from orchestrator.report.resultset import ResultSetError
+from orchestrator.results import schema
 
 __all__ = ["Report", "ResultSetError", "Section", "compare", "render", "sweep"]
 

@@ -2,7 +2,7 @@
 
 Runs are taken in plan order, interleaved per model so that slow drift of the machine (thermals,
 other load) hits every framework alike. A run starts as soon as a member of its framework is idle
-and nothing trains on that member's placement (orchestrator/pool.py): with one service per
+and nothing trains on that member's placement (orchestrator/running/pool.py): with one service per
 framework sharing one GPU, that is one run after another; with a pool on several GPUs, one run per
 GPU at a time. Results are written as events arrive, identical in form either way.
 """
@@ -21,11 +21,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import deployment
-from orchestrator.client import RunOutcome
-from orchestrator.options import for_model
-from orchestrator.pool import Member, Pool
-from orchestrator.results import ResultsWriteError, ResultsWriter
+from orchestrator.inputs.options import for_model
+from orchestrator.report import deployment
+from orchestrator.results.journal import ResultsWriteError, ResultsWriter
+from orchestrator.running.client import RunOutcome
+from orchestrator.running.pool import Member, Pool
 
 
 @dataclasses.dataclass(frozen=True)

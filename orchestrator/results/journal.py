@@ -8,7 +8,7 @@ DIR/telemetry.csv  one row per device/host sample (appended)
 DIR/deploy.csv     one row per run x serving format, when the spec deploys (appended)
 DIR/context.json   the command, the spec and every service's Describe
 
-The names and the columns are orchestrator/schema.py's, derived from the contract.
+The names and the columns are orchestrator/results/schema.py's, derived from the contract.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pandas as pd
 from google.protobuf import json_format
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import schema
-from orchestrator.client import RunOutcome
+from orchestrator.results import schema
+from orchestrator.running.client import RunOutcome
 from orchestrator.errors import UserError
 
 LIBRARY_LABEL = "library models — not identical"

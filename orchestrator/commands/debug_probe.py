@@ -19,10 +19,11 @@ from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import options, schema
-from orchestrator.client import TrainerClient
+from orchestrator.inputs import options
 from orchestrator.report import Section
 from orchestrator.report.document import table as markdown_table
+from orchestrator.results import schema
+from orchestrator.running.client import TrainerClient
 from services.common import frameworks, injection
 from services.common import spec as specs
 

@@ -5,7 +5,8 @@ default to None ("not given"), so that:
 - a value a person set always reaches the spec, and an unset one takes the default of
   services/common/spec.py (DEFAULTS, the single source), filled by `spec.with_defaults`;
 - `--help` shows those same defaults, read from DEFAULTS rather than written twice;
-- a suite file's values and the command line's are merged by "given or not" (orchestrator/suite.py).
+- a suite file's values and the command line's are merged by "given or not"
+  (orchestrator/inputs/suite_file.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import data as preparation
+from orchestrator.data import preparation
 from orchestrator.errors import UserError
 from services.common import datasets, frameworks, security
 from services.common import spec as specs

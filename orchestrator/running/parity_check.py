@@ -21,11 +21,11 @@ from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import schema
-from orchestrator.client import TrainerClient
-from orchestrator.options import for_model
+from orchestrator.inputs.options import for_model
 from orchestrator.report import Section
-from orchestrator.results import LIBRARY_LABEL
+from orchestrator.results import schema
+from orchestrator.results.journal import LIBRARY_LABEL
+from orchestrator.running.client import TrainerClient
 
 LOGIT_TOLERANCE = 1e-4
 LOSS_TOLERANCE = 1e-4
