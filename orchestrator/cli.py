@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 from google.protobuf import json_format
 from rich.console import Console
 from rich.text import Text
@@ -37,8 +36,7 @@ from orchestrator.commands import debug_probe as debug_probes
 from orchestrator.data import preparation
 from orchestrator.errors import UserError
 from orchestrator.inputs import options, suite_file
-from orchestrator.report import deployment, hardware_floor, provenance
-from orchestrator.report.resultset import read_table
+from orchestrator.report import debugging, provenance
 from orchestrator.results import journal, schema
 from orchestrator.running import launchers, parity_check
 from orchestrator.running.client import ClientSecurity
@@ -225,7 +223,7 @@ def cmd_run(args: argparse.Namespace, console: Console, extra_files: dict | None
             rows = writer.rows
         finally:
             writer.close()
-    rendered = render(out)
+    rendered = report.render(out)
     for line in rendered.verdict:
         console.print(line, markup=False)
     console.print(
@@ -314,27 +312,6 @@ def check_parity(args, spec, clients: dict, out: Path, console: Console) -> None
         )
 
 
-def render(results_dir: Path, out_dir: Path | None = None, friction_dir: Path | None = None):
-    """The report of a results directory, with the parity, deployment, hardware-floor, friction
-    and debugging sections found there (or friction's in friction_dir)."""
-    sections = []
-    parity_csv = results_dir / schema.PARITY_CSV
-    if parity_csv.exists():
-        sections.append(parity_check.section(pd.read_csv(parity_csv)))
-    if (results_dir / schema.DEPLOY_CSV).exists():
-        sections.append(deployment.section(read_table(results_dir, schema.DEPLOY_CSV)))
-    if (results_dir / schema.FLOOR_CSV).exists() and (results_dir / schema.RUNS_CSV).exists():
-        runs = read_table(results_dir, schema.RUNS_CSV)
-        sections.append(hardware_floor.section(read_table(results_dir, schema.FLOOR_CSV), runs))
-    friction_csv = (friction_dir or results_dir) / schema.FRICTION_CSV
-    if friction_csv.exists():
-        sections.append(friction.section(pd.read_csv(friction_csv)))
-    debug_csv = results_dir / schema.DEBUG_CSV
-    if debug_csv.exists():
-        sections.append(debug_probes.section(debug_probes.read(debug_csv)))
-    return report.render(results_dir, out_dir, sections)
-
-
 def cmd_suite(args: argparse.Namespace, console: Console) -> int:
     run_args = suite_file.run_arguments(args)
     console.print(
@@ -395,8 +372,8 @@ def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> i
             (out / schema.CONTEXT_JSON).write_text(json.dumps(context, indent=2))
         failed = debug_probes.probe(pool.clients(), spec, args.probes, args.modes, writer, show)
     if writer.rows:
-        console.print(debug_probes.table(debug_probes.read(writer.path)))
-    rendered = render(out)
+        console.print(debugging.table(debugging.read(writer.path)))
+    rendered = report.render(out)
     console.print(
         f"Report: {rendered.html_path} (and {rendered.markdown_path.name}, {schema.DEBUG_CSV})"
     )
@@ -439,7 +416,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
                 shutil.copyfile(source / name, out / name)
     if (source / schema.EVENTS_JSONL).exists():
         journal.replay(source, out)
-    rendered = render(out, friction_dir=args.friction)
+    rendered = report.render(out, friction_dir=args.friction)
     for line in rendered.verdict:
         console.print(line, markup=False)
     console.print(f"Report: {rendered.html_path}")
@@ -482,7 +459,7 @@ def cmd_friction(args: argparse.Namespace, console: Console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     measured.to_csv(out / schema.FRICTION_CSV, index=False)
     friction.print_table(measured, console)
-    rendered = render(out)
+    rendered = report.render(out)
     console.print(f"Friction in {out / schema.FRICTION_CSV} and {rendered.html_path}")
     return 0
 

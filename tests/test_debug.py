@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.commands import debug_probe as debug_table
+from orchestrator.commands import debug_probe
+from orchestrator.report import debugging
 from orchestrator.results import schema
 from services.common import datasets, injection, schedule
 from services.common.spec import SpecError, validate
@@ -315,7 +316,7 @@ def test_the_report_section_shows_every_probe_and_framework_and_the_price_of_eag
     rows = pd.DataFrame(
         [schema.row(r, schema.PROBE_FIELDS) for r in results], columns=list(schema.DEBUG_COLUMNS)
     )
-    section = debug_table.section(rows).markdown
+    section = debugging.section(rows).markdown
     for probe in injection.NAMES:
         assert section.count(f"| {probe} |") == 2
         for framework in FRAMEWORKS:
@@ -326,17 +327,17 @@ def test_the_report_section_shows_every_probe_and_framework_and_the_price_of_eag
 def test_debug_csv_reads_back_the_outcome_nan_as_a_word_not_a_missing_value(tmp_path):
     # pandas reads the text "nan" as a missing float: the terminal table then crashed and the
     # report lost the outcome of every probe that only fwbench's NaN check caught.
-    writer = debug_table.DebugWriter(tmp_path)
+    writer = debug_probe.DebugWriter(tmp_path)
     for framework in FRAMEWORKS:
         writer.add(pb.ProbeResult(framework=framework, probe="none", execution="graph",
                                   outcome="ok", steps_run=4, last_loss=1.83))  # fmt: skip
         writer.add(pb.ProbeResult(framework=framework, probe="nan_input", execution="graph",
                                   outcome="nan", steps_run=1, last_loss=float("nan")))  # fmt: skip
-    rows = debug_table.read(writer.path)
+    rows = debugging.read(writer.path)
     assert list(rows.outcome) == ["ok", "nan"] * len(FRAMEWORKS)
     assert rows.steps_run.dtype.kind == "i" and rows.last_loss.dtype.kind == "f"
     assert rows.last_loss.iloc[0] == pytest.approx(1.83) and np.isnan(rows.last_loss.iloc[1])
-    assert debug_table.table(rows).row_count == 2
-    section = debug_table.section(rows).markdown
+    assert debugging.table(rows).row_count == 2
+    section = debugging.section(rows).markdown
     (row,) = [line for line in section.splitlines() if line.startswith("| nan_input |")]
     assert row.count("NaN found by fwbench") == len(FRAMEWORKS)

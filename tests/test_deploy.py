@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli
+from orchestrator import cli, report
 from orchestrator.inputs import options, suite_file
 from orchestrator.report import deployment
 from orchestrator.results import journal, schema
@@ -237,7 +237,7 @@ def test_the_report_section_tabulates_framework_by_format_and_lists_failures(tmp
     assert "- m-tensorflow savedmodel: failed: export: ValueError: no" in lines
     assert "2 warm-up, 5 timed" in section.markdown
 
-    report_md = cli.render(out).markdown_path.read_text()
+    report_md = report.render(out).markdown_path.read_text()
     assert "## Deployment" in report_md and "| onnx " in report_md
 
 

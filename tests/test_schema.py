@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.cli import render
-from orchestrator.report import resultset
+from orchestrator.report import render, resultset
 from orchestrator.results import journal, schema
 from orchestrator.running.client import RunOutcome
 from tests.conftest import ROOT, tiny_spec
