@@ -17,7 +17,7 @@ from orchestrator import cli, report
 from orchestrator.inputs import options, suite_file
 from orchestrator.report import deployment
 from orchestrator.results import journal, schema
-from orchestrator.running.client import RunOutcome
+from orchestrator.results.journal import RunOutcome
 from services.common import spec as specs
 from tests.conftest import FRAMEWORKS, ROOT, fwbench, tiny_spec, venv_python
 

@@ -10,7 +10,7 @@ import pandas as pd
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.report import render, resultset
 from orchestrator.results import journal, schema
-from orchestrator.running.client import RunOutcome
+from orchestrator.results.journal import RunOutcome
 from tests.conftest import ROOT, tiny_spec
 
 RUN = {"run_id": "mobilenet_v2-pytorch-r0", "framework": "pytorch", "model": "mobilenet_v2"}

@@ -11,53 +11,23 @@ error message verbatim.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import grpc
 import pandas as pd
+from rich.console import Console
+from rich.text import Text
 
 from fwbench.v1 import trainer_pb2 as pb
+from orchestrator import report
+from orchestrator.commands import common
 from orchestrator.inputs import options
+from orchestrator.report import debugging
 from orchestrator.results import schema
 from orchestrator.running.client import TrainerClient
-from services.common import frameworks, injection
+from services.common import injection
 from services.common import spec as specs
-
-# The small job every probe breaks, where the person running it did not say otherwise: a few
-# steps show every probe's effect, and the first step's tracing dominates them.
-JOB_DEFAULTS = {
-    "model": "mobilenet_v2",
-    "epochs": 1,
-    "batch_size": 8,
-    "train_limit": 32,
-    "test_limit": 16,
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
-    launch options: which frameworks, probes and modes, and the small job's spec."""
-    options.add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
-    parser.add_argument(
-        "--probes",
-        type=options.csv_choice(injection.NAMES, "probe"),
-        default=list(injection.NAMES),
-        help=f"comma-separated, out of {','.join(injection.NAMES)} (default: all)",
-    )
-    parser.add_argument(
-        "--modes",
-        type=options.csv_choice(injection.EXECUTIONS, "mode"),
-        default=list(injection.EXECUTIONS),
-        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
-        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
-    )
-    parser.add_argument(
-        "--model",
-        choices=specs.MODELS,
-        default=JOB_DEFAULTS["model"],
-        help="the small job's model (default: %(default)s)",
-    )
-    options.add_spec_arguments(parser, {k: v for k, v in JOB_DEFAULTS.items() if k != "model"})
 
 
 class DebugWriter:
@@ -97,3 +67,70 @@ def probe(
         except grpc.RpcError as e:
             failed[framework] = f"{e.code().name}: {e.details()}"
     return failed
+
+
+DEBUG_DESCRIPTION = """Injects each probe, one at a time, into the same small training job in every
+framework, in graph and eager execution, each in a fresh worker process, and records what the
+framework does: error (with its message, whether it names the culprit, the traceback), silent
+(trained to the end), or a NaN loss that only fwbench noticed. Writes DIR/debug.csv as results
+arrive and DIR/report.md/html. Probes:
+""" + "\n".join(f"  {p.name}: {p.description}" for p in injection.PROBES.values())
+
+
+def debug_spec(args: argparse.Namespace) -> pb.TrainSpec:
+    spec = options.for_model(options.build_spec(args), args.model)
+    spec.run_id = "debug-probe"
+    specs.validate(spec)
+    return spec
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    return run_debug_probes(args, common.results_dir(args.out), console)
+
+
+def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> int:
+    """The probes of args on every framework; debug.csv and the report in out (a suite's
+    results directory keeps its context.json: the training runs' own)."""
+    spec = debug_spec(args)
+    common.check_device(args, spec)
+    addresses = common.service_arguments(args, args.frameworks)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = DebugWriter(out)
+
+    def show(row: dict) -> None:
+        detail = row["exception_type"] or ""
+        console.print(
+            f"{row['framework']} {row['probe']} ({row['execution']}): {row['outcome']} {detail}",
+            markup=False,
+        )
+
+    with common.services(args, args.frameworks, addresses, out / "logs", spec) as pool:
+        context = common.context(
+            spec, pool, frameworks=args.frameworks, probes=args.probes, modes=args.modes
+        )
+        if not (out / schema.CONTEXT_JSON).exists():
+            (out / schema.CONTEXT_JSON).write_text(json.dumps(context, indent=2))
+        failed = probe(pool.clients(), spec, args.probes, args.modes, writer, show)
+    if writer.rows:
+        console.print(debugging.table(debugging.read(writer.path)))
+    rendered = report.render(out)
+    console.print(
+        f"Report: {rendered.html_path} (and {rendered.markdown_path.name}, {schema.DEBUG_CSV})"
+    )
+    for framework, error in failed.items():
+        console.print(Text(f"{framework}: the probes stopped: {error}", style="red"))
+    return 1 if failed else 0
+
+
+def add_arguments(sub) -> None:
+    dbg = sub.add_parser(
+        "debug-probe",
+        help="inject the same mistakes into a small job in every framework and compare what "
+        "each does: error, silence or NaN, and how helpful its message is",
+        description=DEBUG_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options.add_debug_probe_arguments(dbg)
+    dbg.add_argument("--out", type=Path, required=True, help="for debug.csv and the report")
+    options.add_launch_arguments(dbg)
+    dbg.set_defaults(handler=handle)

@@ -20,7 +20,7 @@ from pathlib import Path
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.data import preparation
 from orchestrator.errors import UserError
-from services.common import datasets, frameworks, security
+from services.common import datasets, frameworks, injection, security
 from services.common import spec as specs
 
 # What --dataset means when it is not given: the only source that needs nothing on disk.
@@ -387,3 +387,40 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         help="local launcher: one service per framework on each of N GPUs, runs on different "
         "GPUs at once (default: 1)",
     )
+
+
+# The small job every probe breaks, where the person running it did not say otherwise: a few
+# steps show every probe's effect, and the first step's tracing dominates them.
+DEBUG_JOB_DEFAULTS = {
+    "model": "mobilenet_v2",
+    "epochs": 1,
+    "batch_size": 8,
+    "train_limit": 32,
+    "test_limit": 16,
+}
+
+
+def add_debug_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
+    launch options: which frameworks, probes and modes, and the small job's spec."""
+    add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
+    parser.add_argument(
+        "--probes",
+        type=csv_choice(injection.NAMES, "probe"),
+        default=list(injection.NAMES),
+        help=f"comma-separated, out of {','.join(injection.NAMES)} (default: all)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=csv_choice(injection.EXECUTIONS, "mode"),
+        default=list(injection.EXECUTIONS),
+        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
+        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=specs.MODELS,
+        default=DEBUG_JOB_DEFAULTS["model"],
+        help="the small job's model (default: %(default)s)",
+    )
+    add_spec_arguments(parser, {k: v for k, v in DEBUG_JOB_DEFAULTS.items() if k != "model"})

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.commands import debug_probe
 from orchestrator.errors import UserError
 from orchestrator.inputs import options
 from services.common import frameworks
@@ -154,7 +153,7 @@ def _debug_probe(path: Path, values) -> argparse.Namespace:
             f"{path}: debug_probe: expected a mapping of `fwbench debug-probe` options"
         )
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    debug_probe.add_arguments(parser)
+    options.add_debug_probe_arguments(parser)
     # The suite's frameworks are probed: one list of them per file.
     allowed = [a.dest for a in parser._actions if a.dest != "frameworks"]
     flags = {o.dest for o in options.SPEC_OPTIONS if o.is_flag}

@@ -22,8 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.inputs.options import for_model
-from orchestrator.results.journal import ResultsWriteError, ResultsWriter
-from orchestrator.running.client import RunOutcome
+from orchestrator.results.journal import ResultsWriteError, ResultsWriter, RunOutcome
 from orchestrator.running.pool import Member, Pool
 
 
