@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
+from services.common import datasets
 from services.common.recorder import PROGRESS_INTERVAL_S, WARMUP_STEPS
 
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.bare import StepWindows, print_result, spec_from_argv
-from services.common import data as datasets
-from services.common import schedule
+from services.common import datasets, schedule
 from services.pytorch import models
 from services.pytorch.trainer import (
     CapturedStep,

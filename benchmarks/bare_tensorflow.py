@@ -20,8 +20,7 @@ training metrics and does not evaluate.
 from __future__ import annotations
 
 from benchmarks.bare import StepWindows, print_result, spec_from_argv
-from services.common import data as datasets
-from services.common import schedule
+from services.common import datasets, schedule
 from services.tensorflow import models
 from services.tensorflow.trainer import (
     Pipeline,

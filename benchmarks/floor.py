@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import schema
+from orchestrator.results import schema
 from services.common import spec as specs
 from services.pytorch import models
 from services.pytorch.trainer import CapturedStep, TrainStep, configure, make_optimizer

@@ -33,9 +33,9 @@ import tempfile
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import launchers
-from orchestrator.client import TrainerClient
-from orchestrator.options import csv_choice, synthetic_spec
+from orchestrator.inputs.options import csv_choice, synthetic_spec
+from orchestrator.running import launchers
+from orchestrator.running.client import TrainerClient
 from services.common import frameworks, schedule
 from services.common.recorder import WARMUP_STEPS
 from services.common.spec import MODELS, MODES

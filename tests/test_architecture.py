@@ -95,6 +95,46 @@ def test_first_party_imports_are_an_acyclic_graph():
     assert cycles(edges) == []
 
 
+# The orchestrator's rooms, top to bottom: a module imports only from its own room and the rooms
+# below it (errors.py, at the bottom, is for everyone). The report sits above running only to
+# name the parity check's tolerances.
+ROOMS = ("cli", "commands", "friction", "report", "running", "inputs", "data", "results", "errors")
+
+
+def room(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "orchestrator" or len(parts) == 1 or parts[1] == "__main__":
+        return None
+    return parts[1]
+
+
+def test_every_orchestrator_module_is_in_a_room():
+    rooms = {room(m) for m in graph()} - {None}
+    assert rooms == set(ROOMS)
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a room above its own."""
+    upward = []
+    for module, imports in sorted(edges.items()):
+        here = room(module)
+        for imported in sorted(imports):
+            there = room(imported)
+            if here and there and ROOMS.index(there) < ROOMS.index(here):
+                upward.append(f"{module} -> {imported}")
+    return upward
+
+
+def test_room_rules_catch_a_planted_upward_import():
+    planted = {"orchestrator.results.schema": {"orchestrator.commands.run"}}
+    assert upward_imports(planted) == ["orchestrator.results.schema -> orchestrator.commands.run"]
+    assert upward_imports({"orchestrator.commands.run": {"orchestrator.results.schema"}}) == []
+
+
+def test_the_orchestrator_imports_only_downwards_between_rooms():
+    assert upward_imports(graph()) == []
+
+
 def test_no_function_level_imports_of_our_own_modules_in_the_orchestrator():
     # Function-level imports are how cycles hide; the orchestrator imports at the top only.
     nested = {

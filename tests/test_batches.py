@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common import data as datasets
-from services.common import schedule
+from services.common import datasets, schedule
 from tests.conftest import FRAMEWORKS, ROOT, venv_python
 
 SEED = 7

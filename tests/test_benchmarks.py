@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import suite
+from orchestrator.inputs import suite_file
 from services.common import frameworks
 from tests.conftest import ROOT, venv_python
 
@@ -146,7 +146,7 @@ def test_floor_on_the_cpu_runs_the_same_step_and_labels_it_a_check_not_a_floor(t
 
 def test_the_batch_sweep_is_one_suite_per_batch_size_alike_but_for_it():
     files = sorted((ROOT / "suites" / "batch-sweep").glob("*.yaml"))
-    suites = [suite.load(Path(f)) for f in files]
+    suites = [suite_file.load(Path(f)) for f in files]
     assert [s.spec["batch_size"] for s in suites] == [32, 64, 128, 256, 512]
     assert len({s.name for s in suites}) == len(suites)
     for s in suites:

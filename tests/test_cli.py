@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, options
-from services.common import data as datasets
-from services.common import frameworks
+from orchestrator import cli
+from orchestrator.inputs import options
+from services.common import datasets, frameworks
 from services.common import spec as specs
 from tests.conftest import fwbench
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator import report, schema
+from orchestrator import report
 from orchestrator.report import resultset
+from orchestrator.results import schema
 
 DATA = Path(__file__).parent / "data" / "report"
 

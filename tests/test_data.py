@@ -1,6 +1,6 @@
-"""Dataset preparation (`fwbench data prepare`, orchestrator/data.py), the format's reader and
-writer (services/common/data.py), `fwbench run --dataset` resolution, the services' refusal of a
-changed dataset, and training both frameworks on real CIFAR-10 images."""
+"""Dataset preparation (`fwbench data prepare`, orchestrator/data/preparation.py), the format's
+reader and writer (services/common/datasets.py), `fwbench run --dataset` resolution, the
+services' refusal of a changed dataset, and training both frameworks on real CIFAR-10 images."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from PIL import Image
 from rich.console import Console
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli, options
-from orchestrator import data as prepare
+from orchestrator import cli
+from orchestrator.data import preparation as prepare
 from orchestrator.errors import UserError
-from services.common import data as datasets
+from orchestrator.inputs import options
+from services.common import datasets
 from tests.conftest import FRAMEWORKS, SHARED_CIFAR, once_in_make_test, tiny_spec
 from tests.conftest import fwbench as fwbench_subprocess
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import debug as debug_table
-from orchestrator import schema
-from services.common import data as datasets
-from services.common import debug, schedule
+from orchestrator.commands import debug_probe
+from orchestrator.report import debugging
+from orchestrator.results import schema
+from services.common import datasets, injection, schedule
 from services.common.spec import SpecError, validate
 from tests.conftest import FRAMEWORKS, fwbench, once_in_make_test, tiny_spec
 
@@ -62,7 +62,7 @@ def job(**overrides) -> pb.TrainSpec:
 
 
 def test_an_empty_request_runs_every_probe_in_both_modes():
-    assert debug.check_request([], []) == (list(debug.NAMES), ["graph", "eager"])
+    assert injection.check_request([], []) == (list(injection.NAMES), ["graph", "eager"])
 
 
 @pytest.mark.parametrize(
@@ -71,16 +71,16 @@ def test_an_empty_request_runs_every_probe_in_both_modes():
 )
 def test_an_unknown_probe_or_mode_is_refused_naming_the_known_ones(probes, executions, named):
     with pytest.raises(SpecError, match=re.escape(named)):
-        debug.check_request(probes, executions)
+        injection.check_request(probes, executions)
 
 
 def test_a_train_spec_with_a_probe_is_refused():
     with pytest.raises(SpecError, match="debug: set only by the DebugProbe service"):
-        validate(debug.probed_spec(tiny_spec(), "nan_input", "graph"))
+        validate(injection.probed_spec(tiny_spec(), "nan_input", "graph"))
 
 
 def test_without_a_probe_every_hook_returns_what_it_was_given():
-    inject = debug.Injection(tiny_spec())
+    inject = injection.Injection(tiny_spec())
     data = datasets.synthetic(0, 16, 8)
     assert inject.dataset(data) is data
     assert inject.model_spec(tiny_spec().model) == tiny_spec().model
@@ -89,8 +89,8 @@ def test_without_a_probe_every_hook_returns_what_it_was_given():
     assert not inject.eager
 
 
-def inject(probe: str, execution: str = "graph") -> debug.Injection:
-    return debug.Injection(debug.probed_spec(tiny_spec(), probe, execution))
+def inject(probe: str, execution: str = "graph") -> injection.Injection:
+    return injection.Injection(injection.probed_spec(tiny_spec(), probe, execution))
 
 
 def test_label_probes_make_float_labels_and_labels_counted_from_one():
@@ -124,7 +124,7 @@ def test_the_head_probe_adds_a_class_and_the_layout_probe_transposes_to_the_othe
 
 def test_the_diverging_probe_multiplies_the_learning_rate_and_nothing_else():
     spec = tiny_spec()
-    probed = debug.probed_spec(spec, "diverging_lr", "eager")
+    probed = injection.probed_spec(spec, "diverging_lr", "eager")
     assert probed.optimizer.learning_rate == spec.optimizer.learning_rate * 1e6
     assert (probed.debug.probe, probed.debug.execution) == ("diverging_lr", "eager")
     probed.ClearField("debug")
@@ -171,7 +171,7 @@ def graph_results(stub):
 @pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
 def test_each_probe_has_the_outcome_the_framework_really_gives(graph_results, framework):
     results = graph_results(framework)
-    assert list(results) == ["none", *debug.NAMES]
+    assert list(results) == ["none", *injection.NAMES]
     assert {p: r.outcome for p, r in results.items() if p != "none"} == GRAPH_OUTCOMES[framework]
     unbroken = results["none"]
     assert unbroken.outcome == "ok"
@@ -307,13 +307,13 @@ def test_the_report_section_shows_every_probe_and_framework_and_the_price_of_eag
         )
         for f in FRAMEWORKS
         for e in ("graph", "eager")
-        for p in ("none", *debug.NAMES)
+        for p in ("none", *injection.NAMES)
     ]
     rows = pd.DataFrame(
         [schema.row(r, schema.PROBE_FIELDS) for r in results], columns=list(schema.DEBUG_COLUMNS)
     )
-    section = debug_table.section(rows).markdown
-    for probe in debug.NAMES:
+    section = debugging.section(rows).markdown
+    for probe in injection.NAMES:
         assert section.count(f"| {probe} |") == 2
         for framework in FRAMEWORKS:
             assert f"{framework} says {probe}" in section
@@ -323,17 +323,17 @@ def test_the_report_section_shows_every_probe_and_framework_and_the_price_of_eag
 def test_debug_csv_reads_back_the_outcome_nan_as_a_word_not_a_missing_value(tmp_path):
     # pandas reads the text "nan" as a missing float: the terminal table then crashed and the
     # report lost the outcome of every probe that only fwbench's NaN check caught.
-    writer = debug_table.DebugWriter(tmp_path)
+    writer = debug_probe.DebugWriter(tmp_path)
     for framework in FRAMEWORKS:
         writer.add(pb.ProbeResult(framework=framework, probe="none", execution="graph",
                                   outcome="ok", steps_run=4, last_loss=1.83))  # fmt: skip
         writer.add(pb.ProbeResult(framework=framework, probe="nan_input", execution="graph",
                                   outcome="nan", steps_run=1, last_loss=float("nan")))  # fmt: skip
-    rows = debug_table.read(writer.path)
+    rows = debugging.read(writer.path)
     assert list(rows.outcome) == ["ok", "nan"] * len(FRAMEWORKS)
     assert rows.steps_run.dtype.kind == "i" and rows.last_loss.dtype.kind == "f"
     assert rows.last_loss.iloc[0] == pytest.approx(1.83) and np.isnan(rows.last_loss.iloc[1])
-    assert debug_table.table(rows).row_count == 2
-    section = debug_table.section(rows).markdown
+    assert debugging.table(rows).row_count == 2
+    section = debugging.section(rows).markdown
     (row,) = [line for line in section.splitlines() if line.startswith("| nan_input |")]
     assert row.count("NaN found by fwbench") == len(FRAMEWORKS)

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli, options
+from orchestrator import cli
+from orchestrator.inputs import options
 from services.common import spec as specs
 from tests.conftest import ROOT
 

@@ -13,8 +13,11 @@ import pytest
 from google.protobuf import json_format
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import cli, deployment, options, results, schema, suite
-from orchestrator.client import RunOutcome
+from orchestrator import cli, report
+from orchestrator.inputs import options, suite_file
+from orchestrator.report import deployment
+from orchestrator.results import journal, schema
+from orchestrator.results.journal import RunOutcome
 from services.common import spec as specs
 from tests.conftest import FRAMEWORKS, ROOT, fwbench, tiny_spec, venv_python
 
@@ -176,7 +179,7 @@ def result(form: str, status: str = "ok", **fields) -> pb.DeployResult:
 
 def written(tmp_path: Path, deployments: dict[str, list[pb.DeployResult]]) -> Path:
     """A result set whose runs sent these Deployments, written as the runner writes them."""
-    writer = results.ResultsWriter(tmp_path)
+    writer = journal.ResultsWriter(tmp_path)
     for repeat, (framework, found) in enumerate(deployments.items()):
         run = {"run_id": f"m-{framework}", "framework": framework, "model": "m", "repeat": repeat}
         spec = pb.TrainSpec(model=pb.ModelSpec(name="m"))
@@ -206,7 +209,7 @@ def test_deploy_csv_has_one_row_per_format_with_absent_numbers_left_empty(tmp_pa
 
     replayed = tmp_path / "replayed"
     replayed.mkdir()
-    results.replay(out, replayed)
+    journal.replay(out, replayed)
     pd.testing.assert_frame_equal(pd.read_csv(replayed / "deploy.csv"), table)
 
 
@@ -234,7 +237,7 @@ def test_the_report_section_tabulates_framework_by_format_and_lists_failures(tmp
     assert "- m-tensorflow savedmodel: failed: export: ValueError: no" in lines
     assert "2 warm-up, 5 timed" in section.markdown
 
-    report_md = cli.render(out).markdown_path.read_text()
+    report_md = report.render(out).markdown_path.read_text()
     assert "## Deployment" in report_md and "| onnx " in report_md
 
 
@@ -251,14 +254,14 @@ def test_deploy_options_and_the_suite_key_set_the_spec(tmp_path):
         cli.parser().parse_args(["run", "--out", "x"])
     ).deploy.deploy_enabled
 
-    path = tmp_path / "suite.yaml"
+    path = tmp_path / "suite_file.yaml"
     path.write_text(
         "name: d\nframeworks: [pytorch]\nmodels: [mobilenet_v2]\nspec:\n  deploy: true\n"
     )
-    assert suite.load(path).spec == {"deploy": True}
+    assert suite_file.load(path).spec == {"deploy": True}
     path.write_text("name: d\nframeworks: [pytorch]\nmodels: [mobilenet_v2]\nspec:\n  deploy: 3\n")
-    with pytest.raises(suite.SuiteError, match=r"spec\.deploy: expected true or false"):
-        suite.load(path)
+    with pytest.raises(suite_file.SuiteError, match=r"spec\.deploy: expected true or false"):
+        suite_file.load(path)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from orchestrator import launchers, schema
+from orchestrator.results import schema
+from orchestrator.running import launchers
 from services.common import frameworks
 from tests.conftest import ROOT, fwbench
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.cli import render
+from orchestrator.report import render
 
 DATA = Path(__file__).parent / "data" / "report" / "gpu"
 

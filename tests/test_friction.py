@@ -17,8 +17,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from orchestrator import cli, friction
+from orchestrator import friction, report
 from orchestrator.friction.docker import build_command, history_layers
+from orchestrator.report import install_friction
 from tests.conftest import ROOT, venv_python
 
 # "beta" crashes (SIGSEGV) when imported after "alpha", as TensorFlow then torchvision does:
@@ -96,7 +97,7 @@ def test_friction_on_tiny_frameworks(tmp_path, workdir):
     out = tmp_path / "out"
     out.mkdir()
     table.to_csv(out / "friction.csv", index=False)
-    markdown = cli.render(out).markdown_path.read_text()
+    markdown = report.render(out).markdown_path.read_text()
     assert "## Install friction" in markdown
     assert "pip resolves" in markdown
 
@@ -218,7 +219,7 @@ def test_friction_table_lays_out_models_and_orders_as_rows():
         ],
         columns=["framework", "measure", "value", "unit", "detail"],
     )
-    columns, rows = friction.table(table)
+    columns, rows = install_friction.table(table)
     assert columns == ["measure", "pytorch", "tensorflow", "pytorch+tensorflow"]
     assert rows == [
         ["environment build, s", "88.0", "40.0", ""],

@@ -16,7 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from orchestrator.results import read_journal
+from orchestrator.results.journal import read_journal
 from tests.conftest import ROOT, fwbench
 
 pytestmark = pytest.mark.framework

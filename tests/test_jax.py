@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import parity
+from orchestrator.running import parity_check
 from tests.conftest import tiny_spec
 
 # Every test here talks to the JAX service (and PyTorch's).
@@ -64,7 +64,9 @@ def test_optax_steps_match_torch_optim(stub, optimizer):
     }
     assert len(losses["jax"]) == TRAIN_STEPS
     assert losses["jax"][-1] < losses["jax"][0]
-    np.testing.assert_allclose(losses["jax"], losses["pytorch"], rtol=0, atol=parity.LOSS_TOLERANCE)
+    np.testing.assert_allclose(
+        losses["jax"], losses["pytorch"], rtol=0, atol=parity_check.LOSS_TOLERANCE
+    )
 
 
 def test_fp32_is_strict_and_compile_false_still_compiles(stub):

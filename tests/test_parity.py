@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import parity, schema
+from orchestrator.results import schema
+from orchestrator.running import parity_check
 from services.common import architectures, init
 from tests.conftest import FRAMEWORKS, fwbench, tiny_spec
 
@@ -115,13 +116,13 @@ def test_shared_initial_weights_follow_the_seed_and_the_initialiser():
 @pytest.mark.parametrize("model", by_speed(architectures.ARCHITECTURES))
 def test_canonical_models_are_identical_in_every_framework(inspected, model):
     reports = inspected(model)
-    result = parity.compare(tiny_spec(model), reports)
+    result = parity_check.compare(tiny_spec(model), reports)
     expected = architectures.counts(architectures.get(model, 10))
     for report in reports.values():
-        assert {count: getattr(report, count) for count in parity.COUNTS} == expected
+        assert {count: getattr(report, count) for count in parity_check.COUNTS} == expected
     assert result.counts_equal
-    assert result.max_abs_logit_diff <= parity.LOGIT_TOLERANCE
-    assert result.max_rel_logit_diff <= parity.LOGIT_TOLERANCE
+    assert result.max_abs_logit_diff <= parity_check.LOGIT_TOLERANCE
+    assert result.max_rel_logit_diff <= parity_check.LOGIT_TOLERANCE
     # The frameworks' BatchNorms differ in one thing no definition can change.
     assert set(result.differences) <= {"bn_running_variance"}
 
@@ -143,7 +144,7 @@ def test_training_steps_from_shared_weights_give_the_same_losses(inspected, mode
             losses[reference][:compared],
             losses[framework][:compared],
             rtol=0,
-            atol=parity.LOSS_TOLERANCE,
+            atol=parity_check.LOSS_TOLERANCE,
             err_msg=framework,
         )
 
@@ -151,7 +152,7 @@ def test_training_steps_from_shared_weights_give_the_same_losses(inspected, mode
 @pytest.mark.framework
 @pytest.mark.slow
 def test_library_models_run_and_report_their_differences(inspected):
-    vgg = parity.compare(
+    vgg = parity_check.compare(
         tiny_spec("vgg19", model__architecture="library", model__init="framework"),
         inspected("vgg19", "library"),
     )
@@ -169,7 +170,7 @@ def test_library_models_run_and_report_their_differences(inspected):
     assert vgg.differences["dropout"] == {"pytorch": "0.5", "tensorflow": "none", "jax": "none"}
     assert not vgg.counts_equal and vgg.passed and vgg.verdict == "not judged (library)"
 
-    resnet = parity.compare(
+    resnet = parity_check.compare(
         tiny_spec("resnet50", model__architecture="library", model__init="framework"),
         inspected("resnet50", "library"),
     )
@@ -199,24 +200,30 @@ def test_parity_judges_counts_logits_and_losses():
         )
 
     spec = tiny_spec("mobilenet_v2")
-    same = parity.compare(spec, {"a": report("a"), "b": report("b", logits=(1.00001, -2.0))})
+    same = parity_check.compare(spec, {"a": report("a"), "b": report("b", logits=(1.00001, -2.0))})
     assert same.passed and same.max_abs_logit_diff == pytest.approx(1e-5, rel=1e-2)
-    assert not parity.compare(spec, {"a": report("a"), "b": report("b", params=101)}).passed
-    assert not parity.compare(spec, {"a": report("a"), "b": report("b", logits=(1.001, -2))}).passed
+    assert not parity_check.compare(spec, {"a": report("a"), "b": report("b", params=101)}).passed
+    assert not parity_check.compare(
+        spec, {"a": report("a"), "b": report("b", logits=(1.001, -2))}
+    ).passed
     # Small logits are judged relative to their size too.
-    tiny = parity.compare(
+    tiny = parity_check.compare(
         spec, {"a": report("a", logits=(1e-3, 0)), "b": report("b", logits=(1.05e-3, 0))}
     )
-    assert tiny.max_abs_logit_diff < parity.LOGIT_TOLERANCE and not tiny.passed
-    losses = parity.compare(
+    assert tiny.max_abs_logit_diff < parity_check.LOGIT_TOLERANCE and not tiny.passed
+    losses = parity_check.compare(
         spec, {"a": report("a", losses=(2.3, 2.0)), "b": report("b", losses=(2.3, 2.01))}
     )
     assert not losses.passed and losses.max_abs_loss_diff == pytest.approx(0.01, rel=1e-4)
     own_init = tiny_spec("mobilenet_v2", model__init="framework")
-    assert parity.compare(own_init, {"a": report("a"), "b": report("b", logits=(5, 5))}).passed
-    assert not parity.compare(own_init, {"a": report("a"), "b": report("b", params=101)}).passed
+    assert parity_check.compare(
+        own_init, {"a": report("a"), "b": report("b", logits=(5, 5))}
+    ).passed
+    assert not parity_check.compare(
+        own_init, {"a": report("a"), "b": report("b", params=101)}
+    ).passed
     library = tiny_spec("mobilenet_v2", model__architecture="library", model__init="framework")
-    assert parity.compare(library, {"a": report("a"), "b": report("b", params=101)}).passed
+    assert parity_check.compare(library, {"a": report("a"), "b": report("b", params=101)}).passed
 
 
 @pytest.mark.slow
@@ -255,10 +262,10 @@ def test_run_with_library_models_labels_results_and_reports_parity(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = pd.read_csv(out / "runs.csv")
-    assert set(runs["model_definitions"]) == {parity.LIBRARY_LABEL}
+    assert set(runs["model_definitions"]) == {parity_check.LIBRARY_LABEL}
     assert set(runs["init"]) == {"framework"}
     assert set(pd.read_csv(out / schema.PARITY_CSV)["verdict"]) == {"not judged (library)"}
     report = (out / "report.md").read_text()
-    assert parity.LIBRARY_LABEL in report
+    assert parity_check.LIBRARY_LABEL in report
     assert "## Model parity" in report
     assert "bn_momentum: pytorch 0.1 · tensorflow 0.001" in report

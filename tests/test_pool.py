@@ -18,8 +18,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from orchestrator import launchers
-from orchestrator.pool import Pool
+from orchestrator.running import launchers
+from orchestrator.running.pool import Pool
 from tests.conftest import ROOT, fwbench, needs_framework, venv_python
 
 _LISTENING = re.compile(r"listening on \S+:(\d+)")

@@ -26,7 +26,7 @@ PARITY = report.Section(
 
 def rendered(name: str, tmp_path_factory, sections=()) -> tuple[report.Report, str, str]:
     out = tmp_path_factory.mktemp(name)
-    result = report.render(DATA / name, out, sections)
+    result = report.render(DATA / name, out, sections=sections)
     return result, result.markdown_path.read_text(), result.html_path.read_text()
 
 

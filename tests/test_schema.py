@@ -1,5 +1,5 @@
-"""The result schema (orchestrator/schema.py): what the writer writes is what every reader reads,
-and a result set of an older fwbench reads as one written today. Fast: no framework runs."""
+"""The result schema (orchestrator/results/schema.py): what the writer writes is what every reader
+reads, and a result set of an older fwbench reads as one written today. Fast: no framework runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import results, schema
-from orchestrator.cli import render
-from orchestrator.client import RunOutcome
-from orchestrator.report import resultset
+from orchestrator.report import render, resultset
+from orchestrator.results import journal, schema
+from orchestrator.results.journal import RunOutcome
 from tests.conftest import ROOT, tiny_spec
 
 RUN = {"run_id": "mobilenet_v2-pytorch-r0", "framework": "pytorch", "model": "mobilenet_v2"}
@@ -45,7 +44,7 @@ def write_run(out: Path, spec: pb.TrainSpec) -> Path:
         pb.TrainEvent(deployment=pb.Deployment(results=[pb.DeployResult(format="onnx")])),
         pb.TrainEvent(run_end=end),
     ]
-    writer = results.ResultsWriter(out)
+    writer = journal.ResultsWriter(out)
     run = RUN | {"repeat": 0}
     writer.run_begins(run, spec)
     for event in events:
@@ -94,7 +93,7 @@ def test_a_journal_from_before_mode_replays_as_default(tmp_path):
     spec.ClearField("mode")
     out = write_run(tmp_path / "old", spec)
     rebuilt = tmp_path / "rebuilt"
-    results.replay(out, rebuilt)
+    journal.replay(out, rebuilt)
     assert pd.read_csv(rebuilt / schema.RUNS_CSV)["mode"].isna().all()
     assert list(resultset.load(rebuilt).runs["mode"]) == ["default"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
+from services.common import datasets
 from services.common import spec as specs
 
 

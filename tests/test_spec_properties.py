@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
+from services.common import datasets
 from services.common import spec as specs
 from tests.conftest import FRAMEWORKS, once_in_make_test
 

@@ -1,4 +1,4 @@
-"""orchestrator.stats against values computed by hand or published with the method."""
+"""orchestrator.report.stats against values computed by hand or published with the method."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator import stats
+from orchestrator.report import stats
 
 # Student's t quantiles at 0.975, from printed tables.
 T_975 = {2: 4.302652729911275, 4: 2.7764451051977987}

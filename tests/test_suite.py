@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import cli, options, suite
+from orchestrator import cli
+from orchestrator.inputs import options, suite_file
 from services.common import spec as specs
 from tests.conftest import ROOT
 
@@ -24,14 +25,14 @@ spec:
 
 
 def test_seed_suite_is_the_seed_experiment():
-    seed = suite.load(SEED)
+    seed = suite_file.load(SEED)
     assert seed.frameworks == ["pytorch", "tensorflow"]
     assert seed.models == ["resnet50", "vgg19", "mobilenet", "mobilenet_v2"]
     assert seed.repeats >= 5  # the report trims fastest and slowest from 5 repeats on
     assert seed.spec | {"dataset": "cifar10", "epochs": 5, "batch_size": 32} == seed.spec
     # Every value passes the same validation a run applies.
     args = cli.parser().parse_args(["suite", str(SEED), "--dataset", "synthetic"])
-    run = suite.run_arguments(args)
+    run = suite_file.run_arguments(args)
     base = options.build_spec(run)
     for model in run.models:
         specs.validate(options.for_model(base, model))
@@ -61,16 +62,16 @@ def test_seed_suite_is_the_seed_experiment():
     ],
 )
 def test_invalid_suites_name_the_bad_key(tmp_path, text, message):
-    path = tmp_path / "suite.yaml"
+    path = tmp_path / "suite_file.yaml"
     path.write_text(text)
-    with pytest.raises(suite.SuiteError) as error:
-        suite.load(path)
+    with pytest.raises(suite_file.SuiteError) as error:
+        suite_file.load(path)
     assert message in str(error.value)
     assert str(path) in str(error.value)
 
 
 def test_the_command_line_reports_a_bad_suite_without_a_traceback(tmp_path):
-    path = tmp_path / "suite.yaml"
+    path = tmp_path / "suite_file.yaml"
     path.write_text(VALID + "  optimiser: adam\n")
     result = subprocess.run(
         [sys.executable, "-c", "from orchestrator.cli import main; main()", "suite", str(path)],
@@ -89,7 +90,7 @@ def test_the_command_line_reports_a_bad_suite_without_a_traceback(tmp_path):
 def test_a_suite_without_epochs_announces_the_default_and_reaches_validation(tmp_path):
     # Neither the file nor the command line sets epochs: the announcement names the default,
     # then the bad dataset is refused as any bad input is (exit 2, no traceback).
-    path = tmp_path / "suite.yaml"
+    path = tmp_path / "suite_file.yaml"
     path.write_text(
         f"name: x\nframeworks: [pytorch]\nmodels: [vgg19]\nspec:\n  dataset: {tmp_path / 'none'}\n"
     )
@@ -104,10 +105,10 @@ def test_a_suite_without_epochs_announces_the_default_and_reaches_validation(tmp
 
 
 def test_command_line_options_override_the_file_and_only_those(tmp_path):
-    path = tmp_path / "suite.yaml"
+    path = tmp_path / "suite_file.yaml"
     path.write_text(VALID + "  lr: 1e-3\n  compile: true\nrepeats: 3\n")
     argv = ["suite", str(path), "--epochs", "1", "--train-limit", "64", "--models", "vgg19"]
-    run = suite.run_arguments(cli.parser().parse_args(argv))
+    run = suite_file.run_arguments(cli.parser().parse_args(argv))
     assert (run.epochs, run.train_limit, run.models) == (1, 64, ["vgg19"])
     # From the file (1e-3 is a string to YAML 1.1; it is parsed as --lr would parse it).
     assert (run.lr, run.compile, run.repeats, run.frameworks) == (1e-3, True, 3, ["pytorch"])
@@ -137,5 +138,5 @@ def test_seed_suite_runs_on_the_cpu_with_limits(tmp_path, shared_cifar):
     assert sorted(runs["framework"]) == ["pytorch", "tensorflow"]
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
     assert (runs["train_samples"] == 512).all() and (runs["epochs"] == 1).all()
-    assert (out / "suite.yaml").read_text() == SEED.read_text()
+    assert (out / "suite_file.yaml").read_text() == SEED.read_text()
     assert "## mobilenet_v2" in (out / "report.md").read_text()

@@ -27,7 +27,8 @@ built cold and warm, its size and layers, what pip downloaded, and container sta
 
 The package: common (rows, subjects), venv (building an environment), environment (what got
 installed), probes (import, first step, one process), code (lines and workarounds), measure (venv
-mode), docker (docker mode), table (terminal table and report section).
+mode), docker (docker mode), table (friction.csv's frame and terminal table; the report's
+section is report/install_friction.py).
 
 Output: DIR/friction.csv (one row per framework and measure), a section of DIR/report.md, and a
 table on the terminal.
@@ -50,7 +51,7 @@ from orchestrator.friction.environment import (
 )
 from orchestrator.friction.measure import measure_venv
 from orchestrator.friction.probes import first_step_rows
-from orchestrator.friction.table import frame, print_table, section, table
+from orchestrator.friction.table import frame, print_table
 from services.common import frameworks
 
 __all__ = [
@@ -69,8 +70,6 @@ __all__ = [
     "measure_docker",
     "measure_venv",
     "print_table",
-    "section",
-    "table",
 ]
 
 

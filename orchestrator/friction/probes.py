@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import launchers
-from orchestrator.client import TrainerClient
 from orchestrator.friction.common import (
     FIRST_STEP_BATCH,
     FIRST_STEP_TRAIN_LIMIT,
@@ -23,7 +21,9 @@ from orchestrator.friction.common import (
     Subject,
     output_tail,
 )
-from orchestrator.options import synthetic_spec
+from orchestrator.inputs.options import synthetic_spec
+from orchestrator.running import launchers
+from orchestrator.running.client import TrainerClient
 
 
 def import_seconds(python: Path, imports: str) -> float:

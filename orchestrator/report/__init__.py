@@ -1,11 +1,12 @@
 """The report of a result set, and the comparison of two result sets.
 
-    render(results_dir, out_dir=None, sections=()) -> Report   report.md + report.html
+    render(results_dir, out_dir=None, friction_dir=None) -> Report    report.md + report.html
     compare(dir_a, dir_b, out_dir=None) -> Report               compare.md + compare.html
     sweep(dirs, out_dir) -> Report                             sweep.md + sweep.html
 
-The report knows nothing of the commands that add to it: parity, friction and any other extra
-content arrive as Sections of markdown, rendered after the per-model evidence.
+Besides the per-model evidence, the report has a section for each other result file found in the
+directory (parity.csv, deploy.csv, floor.csv, friction.csv, debug.csv): sections.SOURCES says
+which file feeds which section, each rendered by a module of this package.
 """
 
 from __future__ import annotations
@@ -14,19 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import schema
 from orchestrator.report import batch_sweep, build, compare_sets, document, resultset
+from orchestrator.report.document import Section
 from orchestrator.report.resultset import ResultSetError
+from orchestrator.report.sections import found as found_sections
+from orchestrator.results import schema
 
 __all__ = ["Report", "ResultSetError", "Section", "compare", "render", "sweep"]
-
-
-@dataclass(frozen=True)
-class Section:
-    """An extra section given by the caller: a title and its content in markdown (tables on)."""
-
-    title: str
-    markdown: str
 
 
 @dataclass(frozen=True)
@@ -38,15 +33,21 @@ class Report:
 
 
 def render(
-    results_dir: Path, out_dir: Path | None = None, sections: Sequence[Section] = ()
+    results_dir: Path,
+    out_dir: Path | None = None,
+    friction_dir: Path | None = None,
+    sections: Sequence[Section] = (),
 ) -> Report:
     """Reads results_dir's CSV files, context.json and events.jsonl; writes report.md and
-    report.html into out_dir (default results_dir) and nowhere else. A directory without training
-    runs is reported only when sections are given (e.g. install friction alone)."""
+    report.html into out_dir (default results_dir) and nowhere else, with a section for every
+    other result file found (friction.csv from friction_dir when given). A directory without
+    training runs is reported only when it has such a section (e.g. install friction alone).
+    `sections` are added after those found (tests; the commands pass none)."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
-    results = resultset.load(results_dir, require_runs=not sections)
-    doc = build.build(results, out_dir, sections)
+    extra = [*found_sections(results_dir, Path(friction_dir) if friction_dir else None), *sections]
+    results = resultset.load(results_dir, require_runs=not extra)
+    doc = build.build(results, out_dir, extra)
     md_path, html_path = document.write(doc, out_dir, schema.REPORT)
     return Report(md_path, html_path, doc.verdict + doc.warnings)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from orchestrator import stats
+from orchestrator.report import stats
 from orchestrator.report.resultset import ResultSet
 
 NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX"}

@@ -17,12 +17,12 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from orchestrator import schema
 from orchestrator.report import charts
 from orchestrator.report.analysis import format_value, name, per_run
 from orchestrator.report.build import header, knob_values, method_block, text
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet, ResultSetError
+from orchestrator.results import schema
 
 # Below this gain, doubling the batch adds under 2**0.15 - 1 = 11 % throughput: the device, not
 # the host, is the limit from that batch on.

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import schema, stats
-from orchestrator.report import charts
+from orchestrator.report import charts, stats
 from orchestrator.report.analysis import (
     METRICS,
     ModelAnalysis,
@@ -23,6 +22,7 @@ from orchestrator.report.analysis import (
 )
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
+from orchestrator.results import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results.md"

@@ -8,8 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from orchestrator import schema, stats
-from orchestrator.report import charts
+from orchestrator.report import charts, stats
 from orchestrator.report.analysis import (
     METRICS,
     ModelAnalysis,
@@ -21,6 +20,7 @@ from orchestrator.report.analysis import (
 from orchestrator.report.build import header, knob_values, method_block, text
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
+from orchestrator.results import schema
 
 
 def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:

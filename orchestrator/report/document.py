@@ -16,6 +16,14 @@ from orchestrator.report.charts import Chart
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+@dataclass(frozen=True)
+class Section:
+    """An extra section given by the caller: a title and its content in markdown (tables on)."""
+
+    title: str
+    markdown: str
+
+
 @dataclass
 class Block:
     """One section of the page: its markdown and its charts (the charts come after the text)."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import schema
 from orchestrator.errors import UserError
+from orchestrator.results import schema
 
 
 class ResultSetError(UserError):

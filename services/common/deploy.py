@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
+from services.common import datasets
 
 # The batch sizes whose latency is measured: one request at a time, and the training batch.
 BATCH_SIZES = (1, 32)

@@ -31,8 +31,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import data as datasets
-from services.common import debug, frameworks, security
+from services.common import datasets, frameworks, injection, security
 from services.common.spec import (
     SpecError,
     inspect_with_defaults,
@@ -169,7 +168,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 raise SpecError(
                     "mode: debug probes run the default mode only; leave mode unset or 'default'"
                 )
-            probes, executions = debug.check_request(request.probes, request.executions)
+            probes, executions = injection.check_request(request.probes, request.executions)
         except SpecError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         workers = self._hold_slot(
@@ -180,8 +179,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         # The unbroken job first in each mode: what every probe's outcome and step time is read
         # against.
         for execution in executions:
-            for probe in (debug.NONE, *probes):
-                probed = debug.probed_spec(spec, probe, execution)
+            for probe in (injection.NONE, *probes):
+                probed = injection.probed_spec(spec, probe, execution)
                 try:
                     yield pb.ProbeResult.FromString(workers.run("debug", probed).response())
                 except WorkerError as e:
@@ -193,7 +192,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                         probe=probe,
                         execution=execution,
                         outcome="crash",
-                        message=e.message[: debug.MESSAGE_CHARS],
+                        message=e.message[: injection.MESSAGE_CHARS],
                     )
 
     def _pump(self, worker, events, stalled, ended, run_id: str) -> None:

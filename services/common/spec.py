@@ -30,7 +30,8 @@ MODES = ("default", "tuned")
 
 # The seed experiment's setting; every field a request leaves unset takes these values. Two
 # defaults are not constants and so are not here: model.init follows model.architecture
-# (INIT_FOR_ARCHITECTURE), and model.num_classes comes from the dataset (services/common/data.py).
+# (INIT_FOR_ARCHITECTURE), and model.num_classes comes from the dataset
+# (services/common/datasets.py).
 DEFAULTS = {
     "epochs": 5,
     "batch_size": 32,

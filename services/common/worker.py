@@ -210,7 +210,7 @@ def _counter(path: Path, key: str) -> int | None:
 
 def _error(exc: BaseException) -> tuple[str, str]:
     """(grpc status name, message) of an exception raised in the worker."""
-    from services.common.data import DataAccessError, DataError
+    from services.common.datasets import DataAccessError, DataError
     from services.common.spec import SpecError
 
     message = str(exc) or type(exc).__name__
@@ -256,10 +256,12 @@ def main(argv: list[str]) -> int:
             spec = pb.TrainRequest.FromString(request_bytes).spec
             trainer.train(spec, Recorder(sink, spec, framework, import_s))
         elif mode == "debug":
-            from services.common import debug
+            from services.common import injection
 
             spec = pb.TrainSpec.FromString(request_bytes)
-            sink.write(RESPONSE, debug.run(trainer, framework, spec, import_s).SerializeToString())
+            sink.write(
+                RESPONSE, injection.run(trainer, framework, spec, import_s).SerializeToString()
+            )
         else:
             raise ValueError(f"unknown worker mode {mode!r}")
     except Exception as exc:

@@ -28,8 +28,8 @@ import optax
 from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
-from services.common import debug, deploy, schedule
+from services.common import datasets, deploy, schedule
+from services.common import injection as debug
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.jax import models, serving
 

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
-from services.common import debug, deploy, schedule
+from services.common import datasets, deploy, injection, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.pytorch import models, serving
 
@@ -287,7 +286,7 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         )
     settings = configure(spec, device)
     memory_format = torch.channels_last if graphed(spec, device) else torch.contiguous_format
-    inject = debug.Injection(spec)
+    inject = injection.Injection(spec)
     # PyTorch's one graph mode is torch.compile: a debug probe's "graph" execution is eager too,
     # unless the spec compiles.
     compiled = spec.compile and not inject.eager

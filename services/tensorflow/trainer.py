@@ -20,8 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import data as datasets
-from services.common import debug, deploy, schedule
+from services.common import datasets, deploy, injection, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.tensorflow import models, serving
 
@@ -127,12 +126,12 @@ class Pipeline:
         dataset: datasets.Dataset,
         batch_size: int,
         num_classes: int,
-        inject: debug.Injection | None = None,
+        inject: injection.Injection | None = None,
     ):
         self.batch_size = batch_size
         self.num_classes = num_classes
         # A debug probe's hook on the batches fed to the model (a no-op in every measured run).
-        self.inject = inject or debug.Injection(pb.TrainSpec())
+        self.inject = inject or injection.Injection(pb.TrainSpec())
         self.train_samples = len(dataset.train_labels)
         self.test_samples = len(dataset.test_labels)
         pad = schedule.PAD
@@ -350,7 +349,7 @@ class RecorderCallback(keras.callbacks.Callback):
 def train(spec: pb.TrainSpec, recorder) -> None:
     gpu = resolve_device(spec.device)
     settings = configure(spec, gpu)
-    inject = debug.Injection(spec)
+    inject = injection.Injection(spec)
     settings["execution"] = (
         "keras fit, run_eagerly=True"
         if inject.eager
@@ -453,7 +452,7 @@ def compile_for_training(
         jit_compile=xla(spec),
         steps_per_execution=steps_per_execution(spec),
         # A debug probe's eager execution: the train step runs as Python, op by op.
-        run_eagerly=debug.Injection(spec).eager,
+        run_eagerly=injection.Injection(spec).eager,
     )
     return from_logits
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from services.common import data as datasets
+from services.common import datasets
 
 
 def arguments() -> tuple[datasets.Dataset, str, int, int]:

@@ -3,9 +3,9 @@
 Two sources:
 - synthetic: seeded, learnable images made in memory (class-dependent colour and pattern plus
   noise), so everything runs before real data exists;
-- directory: a dataset prepared once by `fwbench data prepare` (orchestrator/data.py decodes the
-  source; `write` here is the only code that writes the format, `from_directory` the only code
-  that reads it).
+- directory: a dataset prepared once by `fwbench data prepare` (orchestrator/data/preparation.py
+  decodes the source; `write` here is the only code that writes the format, `from_directory` the
+  only code that reads it).
 
 The directory format, FORMAT:
   train_images.npy, test_images.npy   uint8 N x 32 x 32 x 3 (NHWC, RGB), memory-mapped on load

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestrator.report import Section
 from orchestrator.report.analysis import name
+from orchestrator.report.document import Section
 
 
 def table(floor: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 Runs are taken in plan order, interleaved per model so that slow drift of the machine (thermals,
 other load) hits every framework alike. A run starts as soon as a member of its framework is idle
-and nothing trains on that member's placement (orchestrator/pool.py): with one service per
+and nothing trains on that member's placement (orchestrator/running/pool.py): with one service per
 framework sharing one GPU, that is one run after another; with a pool on several GPUs, one run per
 GPU at a time. Results are written as events arrive, identical in form either way.
 """
@@ -21,11 +21,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import deployment
-from orchestrator.client import RunOutcome
-from orchestrator.options import for_model
-from orchestrator.pool import Member, Pool
-from orchestrator.results import ResultsWriteError, ResultsWriter
+from orchestrator.inputs.options import for_model
+from orchestrator.results.journal import ResultsWriteError, ResultsWriter, RunOutcome
+from orchestrator.running.pool import Member, Pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +212,7 @@ class _Scheduler:
             )
         elif kind == "deployment":
             for result in event.deployment.results:
-                self._console.print(deployment.console_line(run["run_id"], result), markup=False)
+                self._console.print(deploy_line(run["run_id"], result), markup=False)
 
 
 class _Locked:
@@ -235,3 +233,15 @@ class _Locked:
     def run_finished(self, *args) -> None:
         with self._lock:
             self._writer.run_finished(*args)
+
+
+def deploy_line(run_id: str, result: pb.DeployResult) -> str:
+    """One format of a run's deployment, as the console shows it when it arrives."""
+    if result.status == "failed":
+        return f"{run_id}: deploy {result.format} failed: {result.error.splitlines()[0]}"
+    return (
+        f"{run_id}: deploy {result.format} {result.status} · export {result.export_s:.1f} s · "
+        f"{result.size_bytes / 1e6:.1f} MB · load {result.load_s:.2f} s · batch 1 p50 "
+        f"{result.batch1_p50_ms:.2f} ms · batch 32 p50 {result.batch32_p50_ms:.2f} ms · "
+        f"max |Δ| {result.max_abs_diff:.1e}"
+    )

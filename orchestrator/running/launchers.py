@@ -23,8 +23,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.client import PLAINTEXT, ClientSecurity, ServiceUnavailable, TrainerClient
 from orchestrator.errors import UserError
+from orchestrator.running.client import PLAINTEXT, ClientSecurity, ServiceUnavailable, TrainerClient
 from services.common import frameworks
 from services.common.frameworks import ROOT
 

@@ -5,7 +5,8 @@ default to None ("not given"), so that:
 - a value a person set always reaches the spec, and an unset one takes the default of
   services/common/spec.py (DEFAULTS, the single source), filled by `spec.with_defaults`;
 - `--help` shows those same defaults, read from DEFAULTS rather than written twice;
-- a suite file's values and the command line's are merged by "given or not" (orchestrator/suite.py).
+- a suite file's values and the command line's are merged by "given or not"
+  (orchestrator/inputs/suite_file.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import data as datasets
+from orchestrator.data import preparation
 from orchestrator.errors import UserError
-from services.common import data as dataset_format
-from services.common import frameworks, security
+from services.common import datasets, frameworks, injection, security
 from services.common import spec as specs
 
 # What --dataset means when it is not given: the only source that needs nothing on disk.
@@ -246,10 +246,10 @@ def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
     dataset = args.dataset or DEFAULT_DATASET
     if dataset == "synthetic":
         spec.data.source = "synthetic"
-        sizes = (dataset_format.SYNTHETIC_TRAIN, dataset_format.SYNTHETIC_TEST)
+        sizes = (datasets.SYNTHETIC_TRAIN, datasets.SYNTHETIC_TEST)
     else:
         spec.data.source = "directory"
-        data_dir = datasets.resolve(dataset, args.data_dir, args.archive)
+        data_dir = preparation.resolve(dataset, args.data_dir, args.archive)
         spec.data.data_dir = str(data_dir)
         sizes = _check_directory(data_dir, spec)
     _check_limits(spec, dataset, *sizes)
@@ -260,8 +260,8 @@ def _check_directory(data_dir: Path, spec: pb.TrainSpec) -> tuple[int, int]:
     """Verifies a prepared dataset before any service starts (checksums, labels), sets the head
     to its classes; returns its (train, test) sizes."""
     try:
-        dataset = dataset_format.from_directory(data_dir)
-    except dataset_format.DataError as e:
+        dataset = datasets.from_directory(data_dir)
+    except datasets.DataError as e:
         raise UserError(str(e)) from e
     # The model's head follows the data: a 3-class dataset trains a 3-way classifier.
     spec.model.num_classes = len(dataset.classes)
@@ -392,3 +392,40 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         help="local launcher: one service per framework on each of N GPUs, runs on different "
         "GPUs at once (default: 1)",
     )
+
+
+# The small job every probe breaks, where the person running it did not say otherwise: a few
+# steps show every probe's effect, and the first step's tracing dominates them.
+DEBUG_JOB_DEFAULTS = {
+    "model": "mobilenet_v2",
+    "epochs": 1,
+    "batch_size": 8,
+    "train_limit": 32,
+    "test_limit": 16,
+}
+
+
+def add_debug_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
+    launch options: which frameworks, probes and modes, and the small job's spec."""
+    add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
+    parser.add_argument(
+        "--probes",
+        type=csv_choice(injection.NAMES, "probe"),
+        default=list(injection.NAMES),
+        help=f"comma-separated, out of {','.join(injection.NAMES)} (default: all)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=csv_choice(injection.EXECUTIONS, "mode"),
+        default=list(injection.EXECUTIONS),
+        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
+        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=specs.MODELS,
+        default=DEBUG_JOB_DEFAULTS["model"],
+        help="the small job's model (default: %(default)s)",
+    )
+    add_spec_arguments(parser, {k: v for k, v in DEBUG_JOB_DEFAULTS.items() if k != "model"})

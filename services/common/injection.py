@@ -4,7 +4,7 @@ what each framework then tells its user — framework-free, shared by every serv
 A probe is one mistake, written once here as a manipulation of the data, the spec or the model's
 spec. A trainer applies it through `Injection`, whose hooks it calls at four places:
 
-    inject = debug.Injection(spec)                         a no-op unless spec.debug is set
+    inject = injection.Injection(spec)                     a no-op unless spec.debug is set
     dataset = inject.dataset(datasets.load(spec))          labels, pixels
     model = models.build(inject.model_spec(spec.model))    the head
     x = inject.inputs(x, "NCHW", torch.permute)            the layout fed to the model
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from services.common import architectures, frameworks
-from services.common.data import DataError
+from services.common.datasets import DataError
 from services.common.spec import SpecError
 
 if TYPE_CHECKING:
     from fwbench.v1 import trainer_pb2 as pb
-    from services.common.data import Dataset
+    from services.common.datasets import Dataset
 
 NONE = "none"
 EXECUTIONS = ("graph", "eager")

@@ -21,11 +21,10 @@ from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import schema
-from orchestrator.client import TrainerClient
-from orchestrator.options import for_model
-from orchestrator.report import Section
-from orchestrator.results import LIBRARY_LABEL
+from orchestrator.inputs.options import for_model
+from orchestrator.results import schema
+from orchestrator.results.journal import LIBRARY_LABEL
+from orchestrator.running.client import TrainerClient
 
 LOGIT_TOLERANCE = 1e-4
 LOSS_TOLERANCE = 1e-4
@@ -179,7 +178,7 @@ def write_csv(results: list[ModelParity], out_dir: Path) -> Path:
     return path
 
 
-def _diff_text(value: float | None) -> str:
+def diff_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.1e}"
 
 
@@ -216,10 +215,10 @@ def table(results: list[ModelParity]) -> Table:
                 f"{report.non_trainable_state:,}",
                 str(report.layer_count),
                 f"{report.forward_flops_per_sample / 1e6:,.1f}",
-                _diff_text(r.max_abs_logit_diff) if compared else "",
+                diff_text(r.max_abs_logit_diff) if compared else "",
             ]
             if has_losses:
-                row.append(_diff_text(r.max_abs_loss_diff) if compared else "")
+                row.append(diff_text(r.max_abs_loss_diff) if compared else "")
             verdict = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]"}.get(r.verdict, "—")
             row.append(verdict if first else "")
             t.add_row(*row, end_section=i == len(r.reports) - 1)
@@ -257,51 +256,3 @@ def show(results: list[ModelParity], console) -> None:
         console.print(differences)
     if any(not r.judged for r in results):
         console.print(f"{LIBRARY_LABEL}: their differences are listed, parity is not required.")
-
-
-def section(parity_csv: pd.DataFrame) -> Section:
-    """The report's parity section, from parity.csv."""
-    columns = {
-        "model": "model",
-        "framework": "framework",
-        "total_params": "params",
-        "trainable_params": "trainable",
-        "non_trainable_state": "BN state",
-        "layer_count": "layers",
-        "forward_flops_per_sample": "forward FLOPs/sample",
-        # No pipes: they would split markdown's columns.
-        "max_abs_logit_diff": "max abs Δlogits",
-        "max_rel_logit_diff": "relative",
-        "verdict": "parity",
-    }
-    shown = parity_csv[list(columns)].copy()
-    for column in COUNTS:
-        shown[column] = [f"{x:,}" for x in shown[column]]
-    for column in ("max_abs_logit_diff", "max_rel_logit_diff"):
-        shown[column] = [_diff_text(None if pd.isna(x) else x) for x in shown[column]]
-    shown = shown.rename(columns=columns)
-    parts = [
-        "Every framework's model inspected before training (fp32 on the CPU; logits of a probe "
-        f"batch in eval mode). Parity: equal counts and logits within {LOGIT_TOLERANCE:.0e}, "
-        "absolute and relative to the largest.",
-        "",
-        # Already formatted: numbers parsed again would lose their separators and exponents.
-        shown.to_markdown(
-            index=False,
-            disable_numparse=True,
-            colalign=["left", "left", *["right"] * (len(columns) - 3), "left"],
-        ),
-        "",
-    ]
-    for model, group in parity_csv.groupby("model", sort=False):
-        properties = {r.framework: json.loads(r.properties) for r in group.itertuples()}
-        keys = sorted({k for p in properties.values() for k in p})
-        differing = [key for key in keys if len({p.get(key, "—") for p in properties.values()}) > 1]
-        if differing:
-            parts += [f"Differences of {model}:", ""]
-            parts += [
-                f"- {key}: " + " · ".join(f"{f} {p.get(key, '—')}" for f, p in properties.items())
-                for key in differing
-            ]
-            parts.append("")
-    return Section("Model parity", "\n".join(parts))

@@ -8,10 +8,14 @@ DIR/telemetry.csv  one row per device/host sample (appended)
 DIR/deploy.csv     one row per run x serving format, when the spec deploys (appended)
 DIR/context.json   the command, the spec and every service's Describe
 
-The names and the columns are orchestrator/schema.py's, derived from the contract.
+The names and the columns are orchestrator/results/schema.py's, derived from the contract.
 """
 
 from __future__ import annotations
+
+import grpc
+
+import dataclasses
 
 import contextlib
 import errno
@@ -24,8 +28,7 @@ import pandas as pd
 from google.protobuf import json_format
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import schema
-from orchestrator.client import RunOutcome
+from orchestrator.results import schema
 from orchestrator.errors import UserError
 
 LIBRARY_LABEL = "library models — not identical"
@@ -46,6 +49,25 @@ RESULT_FILES = (
     f"{schema.REPORT}.md",
     f"{schema.REPORT}.html",
 )
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """What one Train call came to: the events that frame the run, and how it ended."""
+
+    started: pb.RunStarted | None = None
+    end: pb.RunEnd | None = None
+    # Empty when the run ended with RunEnd; else why not, as "STATUS_CODE: details".
+    error: str = ""
+    # The gRPC status of a failed call; None when the stream ended normally.
+    code: grpc.StatusCode | None = None
+    # Ctrl-C cut the run short (it was cancelled on the service).
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.end is not None and not self.error
+
 
 
 def spec_columns(spec: pb.TrainSpec) -> dict:

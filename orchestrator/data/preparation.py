@@ -1,6 +1,6 @@
 """Datasets on the orchestrator's side: `fwbench data prepare`, and where a prepared dataset lives.
 
-A source is decoded once into the directory format of services/common/data.py (uint8 arrays,
+A source is decoded once into the directory format of services/common/datasets.py (uint8 arrays,
 labels, class names, meta.json with checksums and the training mean/std), which both services
 read. Sources:
 - `cifar10`: the official python archive (cifar-10-python.tar.gz), from --archive or downloaded
@@ -10,7 +10,7 @@ read. Sources:
   files outside train/ and test/ (a README) are ignored, hidden files (.DS_Store, ._*) skipped.
   A compressed archive is checked against its own checksum (gzip's CRC-32, bzip2's, xz's); a
   plain .tar has none;
-- `synthetic`: the seeded generator of services/common/data.py, written to disk.
+- `synthetic`: the seeded generator of services/common/datasets.py, written to disk.
 
 ImageFolder images that are not 32x32 are resized (RESIZE_POLICY) and samples are stored in a
 seeded shuffled order, as the official CIFAR-10 batches are, so that --train-limit/--test-limit
@@ -48,7 +48,7 @@ from rich.progress import (
 )
 
 from orchestrator.errors import UserError
-from services.common import data as datasets
+from services.common import datasets
 
 DEFAULT_DATA_ROOT = Path("data")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

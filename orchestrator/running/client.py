@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from orchestrator.results.journal import RunOutcome
 from services.common import security
 
 # Describe and Inspect start a worker that imports the framework (TensorFlow: ~10 s cold).
@@ -28,24 +29,6 @@ def mismatch(address: str, expected: str, served: str) -> str:
         f"the service at {address} was given as {expected} but serves {served or 'no framework'}: "
         f"check --service {expected}=HOST:PORT (is the port another framework's?)"
     )
-
-
-@dataclasses.dataclass
-class RunOutcome:
-    """What one Train call came to: the events that frame the run, and how it ended."""
-
-    started: pb.RunStarted | None = None
-    end: pb.RunEnd | None = None
-    # Empty when the run ended with RunEnd; else why not, as "STATUS_CODE: details".
-    error: str = ""
-    # The gRPC status of a failed call; None when the stream ended normally.
-    code: grpc.StatusCode | None = None
-    # Ctrl-C cut the run short (it was cancelled on the service).
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.end is not None and not self.error
 
 
 @dataclasses.dataclass(frozen=True)

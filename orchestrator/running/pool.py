@@ -14,8 +14,13 @@ import dataclasses
 import grpc
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.client import ServiceUnavailable, TrainerClient, mismatch
-from orchestrator.launchers import REMOTE_CONNECT_TIMEOUT_S, Endpoint, Launched, LauncherError
+from orchestrator.running.client import ServiceUnavailable, TrainerClient, mismatch
+from orchestrator.running.launchers import (
+    REMOTE_CONNECT_TIMEOUT_S,
+    Endpoint,
+    Launched,
+    LauncherError,
+)
 
 
 @dataclasses.dataclass

@@ -1,31 +1,20 @@
-"""`fwbench debug-probe`: how each framework reacts to the same mistakes, as a table.
-
-Every framework's service injects the probes of services/common/debug.py into the same small job
-(DebugProbe) and streams one ProbeResult per probe x execution mode. Each is a row of debug.csv,
-appended as it arrives; its columns are ProbeResult's fields (schema.PROBE_FIELDS: a field added to
-the proto is a column without an edit here).
-The report's section shows the outcomes side by side, the price of eager execution, and every
-error message verbatim.
-"""
+"""debug.csv (`fwbench debug-probe`) as the report's Debug probes section and the terminal's
+table: the outcomes side by side, the price of eager execution, and every error message
+verbatim."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import grpc
 import pandas as pd
 from rich import box
 from rich.table import Table
 
 from fwbench.v1 import trainer_pb2 as pb
-from orchestrator import options, schema
-from orchestrator.client import TrainerClient
-from orchestrator.report import Section
+from orchestrator.report.document import Section
 from orchestrator.report.document import table as markdown_table
-from services.common import debug as probes
-from services.common import frameworks
-from services.common import spec as specs
+from orchestrator.results import schema
+from services.common import frameworks, injection
 
 # Read back as text, never parsed: an outcome "nan" is a word here, not a missing number.
 TEXT_COLUMNS = list(
@@ -34,15 +23,6 @@ TEXT_COLUMNS = list(
         + [f.name for f in pb.ProbeResult.DESCRIPTOR.fields if f.type == f.TYPE_STRING]
     )
 )
-# The small job every probe breaks, where the person running it did not say otherwise: a few
-# steps show every probe's effect, and the first step's tracing dominates them.
-JOB_DEFAULTS = {
-    "model": "mobilenet_v2",
-    "epochs": 1,
-    "batch_size": 8,
-    "train_limit": 32,
-    "test_limit": 16,
-}
 # Outcomes as the report words them.
 OUTCOME_TEXT = {
     "ok": "ok",
@@ -53,32 +33,6 @@ OUTCOME_TEXT = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
-    launch options: which frameworks, probes and modes, and the small job's spec."""
-    options.add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
-    parser.add_argument(
-        "--probes",
-        type=options.csv_choice(probes.NAMES, "probe"),
-        default=list(probes.NAMES),
-        help=f"comma-separated, out of {','.join(probes.NAMES)} (default: all)",
-    )
-    parser.add_argument(
-        "--modes",
-        type=options.csv_choice(probes.EXECUTIONS, "mode"),
-        default=list(probes.EXECUTIONS),
-        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
-        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
-    )
-    parser.add_argument(
-        "--model",
-        choices=specs.MODELS,
-        default=JOB_DEFAULTS["model"],
-        help="the small job's model (default: %(default)s)",
-    )
-    options.add_spec_arguments(parser, {k: v for k, v in JOB_DEFAULTS.items() if k != "model"})
-
-
 def read(path: Path) -> pd.DataFrame:
     """debug.csv as written: text columns as text (by default pandas reads the outcome "nan" as a
     missing value), numbers as numbers (empty or nan: missing)."""
@@ -87,49 +41,10 @@ def read(path: Path) -> pd.DataFrame:
     return schema.upgrade(frame, schema.DEBUG_CSV)
 
 
-class DebugWriter:
-    """debug.csv in out_dir, one row appended (and flushed) per result as it arrives."""
-
-    def __init__(self, out_dir: Path):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / schema.DEBUG_CSV
-        self.path.unlink(missing_ok=True)
-        self.rows: list[dict] = []
-
-    def add(self, result: pb.ProbeResult) -> dict:
-        row = schema.row(result, schema.PROBE_FIELDS)
-        pd.DataFrame([row], columns=list(schema.DEBUG_COLUMNS)).to_csv(
-            self.path, mode="a", header=not self.rows, index=False
-        )
-        self.rows.append(row)
-        return row
-
-
-def probe(
-    clients: dict[str, TrainerClient],
-    spec: pb.TrainSpec,
-    probe_names: list[str],
-    executions: list[str],
-    writer: DebugWriter,
-    on_row=lambda row: None,
-) -> dict[str, str]:
-    """Runs the probes on every framework's service, one framework after another (never two at
-    once: their timings would skew each other). Returns the frameworks whose call failed, with
-    the gRPC error; their rows received so far are kept."""
-    failed = {}
-    for framework, client in clients.items():
-        try:
-            for result in client.debug_probe(spec, probe_names, executions):
-                on_row(writer.add(result))
-        except grpc.RpcError as e:
-            failed[framework] = f"{e.code().name}: {e.details()}"
-    return failed
-
-
 def eager_cost(rows: pd.DataFrame) -> dict[str, float]:
     """Per framework, the unbroken job's median step time eager / graph (where both ran)."""
     cost = {}
-    unbroken = rows[rows.probe == probes.NONE]
+    unbroken = rows[rows.probe == injection.NONE]
     for framework, group in unbroken.groupby("framework", sort=False):
         times = dict(zip(group.execution, group.step_time_median_s, strict=True))
         graph, eager = times.get("graph"), times.get("eager")
@@ -212,7 +127,7 @@ def section(rows: pd.DataFrame) -> Section:
             + ".",
             "",
         ]
-    described = [f"- {p.name}: {p.description}" for p in probes.PROBES.values()]
+    described = [f"- {p.name}: {p.description}" for p in injection.PROBES.values()]
     parts += ["Probes:", "", *described, ""]
     errors = rows[rows.outcome.isin(["error", "crash"])]
     for (probe_name, execution), group in errors.groupby(["probe", "execution"], sort=False):

@@ -16,9 +16,10 @@ A suite file is a YAML mapping:
       modes: [graph]                 probes and modes; the small job's own spec options, not the
                                      runs': {} takes every default); debug.csv joins the results
 
-Spec values go through the very argparse options of `fwbench run` (orchestrator/options.py), so a
-file accepts what the command line accepts and nothing else; an error names the file and the bad
-key. Options given on the command line (--epochs, --train-limit, --models, ...) override the file.
+Spec values go through the very argparse options of `fwbench run` (orchestrator/inputs/options.py),
+so a file accepts what the command line accepts and nothing else; an error names the file and the
+bad key. Options given on the command line (--epochs, --train-limit, --models, ...) override the
+file.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import debug, options
 from orchestrator.errors import UserError
+from orchestrator.inputs import options
 from services.common import frameworks
 from services.common import spec as specs
 
@@ -152,7 +153,7 @@ def _debug_probe(path: Path, values) -> argparse.Namespace:
             f"{path}: debug_probe: expected a mapping of `fwbench debug-probe` options"
         )
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    debug.add_arguments(parser)
+    options.add_debug_probe_arguments(parser)
     # The suite's frameworks are probed: one list of them per file.
     allowed = [a.dest for a in parser._actions if a.dest != "frameworks"]
     flags = {o.dest for o in options.SPEC_OPTIONS if o.is_flag}

@@ -1,12 +1,11 @@
-"""Deployment results (deploy.csv, written by results.py from the Deployment events): the report's
-section and the console's line per format."""
+"""Deployment results (deploy.csv, written by results/journal.py from the Deployment events) as
+the report's Deployment section."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from fwbench.v1 import trainer_pb2 as pb
-from orchestrator.report import Section
+from orchestrator.report.document import Section
 
 # deploy.csv column -> the table's heading, in the table's order.
 COLUMNS = {
@@ -29,18 +28,6 @@ COLUMNS = {
 MEDIAN_COLUMNS = [
     c for c in COLUMNS if c not in ("framework", "format", "runtime", "device", "status")
 ]
-
-
-def console_line(run_id: str, result: pb.DeployResult) -> str:
-    """One format of a run's deployment, as the console shows it when it arrives."""
-    if result.status == "failed":
-        return f"{run_id}: deploy {result.format} failed: {result.error.splitlines()[0]}"
-    return (
-        f"{run_id}: deploy {result.format} {result.status} · export {result.export_s:.1f} s · "
-        f"{result.size_bytes / 1e6:.1f} MB · load {result.load_s:.2f} s · batch 1 p50 "
-        f"{result.batch1_p50_ms:.2f} ms · batch 32 p50 {result.batch32_p50_ms:.2f} ms · "
-        f"max |Δ| {result.max_abs_diff:.1e}"
-    )
 
 
 def _number(value: float, column: str) -> str:

@@ -1,0 +1,1 @@
+"""One module per `fwbench` subcommand, each with its arguments and its handler."""

@@ -1,0 +1,171 @@
+"""What the commands share: the checks made before any service starts (--out, --device,
+--service, TLS files), the pool of services from the chosen launcher, and context.json."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from orchestrator.errors import UserError
+from orchestrator.inputs import options
+from orchestrator.report import provenance
+from orchestrator.running import launchers
+from orchestrator.running.client import ClientSecurity
+from orchestrator.running.pool import Pool
+from services.common import security
+
+EXAMPLES = """examples:
+  fwbench run --models resnet50,mobilenet_v2 --epochs 5 --out results/{time}
+  fwbench run --dataset data/cifar10 --repeats 5 --device cuda --out results/gpu
+  fwbench run --resume results/gpu              finish what an interrupted run left
+  fwbench suite suites/seed.yaml --epochs 1 --train-limit 512
+  fwbench report results/gpu --out /tmp/copy
+  fwbench compare results/default results/tuned
+  fwbench sweep results/batch-sweep-* --out results/batch-sweep
+  fwbench parity --models resnet50,vgg19,mobilenet,mobilenet_v2
+  fwbench debug-probe --frameworks pytorch,jax --probes channel_order --modes graph --out results/d
+  fwbench data prepare --source ../shared/datasets/cifar10-jpeg.tar.gz --out data/cifar10
+"""
+
+
+def results_dir(out: Path) -> Path:
+    """--out with {time} expanded, checked to be a directory fwbench can write."""
+    out = Path(str(out).replace("{time}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a directory for the results")
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    try:
+        # A real write where the results would go (root passes os.access even on /proc).
+        Path(tempfile.mkdtemp(prefix=".fwbench-probe-", dir=existing)).rmdir()
+    except OSError as e:
+        raise UserError(
+            f"--out {out}: cannot write in {existing} ({e.strerror}); choose another --out"
+        ) from e
+    return out
+
+
+def check_device(args: argparse.Namespace, spec) -> None:
+    """A GPU asked for on a machine without one is refused before the local services start."""
+    if spec.device == "cuda" and args.launcher == "local":
+        found = shutil.which("nvidia-smi") is not None
+        if found:
+            found = subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+        if not found:
+            raise UserError(
+                "--device cuda: this machine has no NVIDIA GPU that nvidia-smi can see; "
+                "use --device cpu or auto, or run on a GPU host"
+            )
+
+
+def service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str, list[str]]:
+    """The checked --service addresses ({} for the local launcher)."""
+    if args.launcher == "local":
+        if args.service:
+            raise UserError("--service is for --launcher remote; add --launcher remote")
+        return {}
+    if getattr(args, "parallel", 1) > 1:
+        raise UserError("--parallel is for --launcher local; a remote pool is its --service list")
+    return launchers.parse_services(args.service, wanted)
+
+
+def local_gpus(args: argparse.Namespace) -> list[str] | None:
+    """The GPUs for --parallel N: one service per framework on each of the first N."""
+    parallel = getattr(args, "parallel", 1)
+    if parallel == 1:
+        return None
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    count = len(listed.stdout.splitlines()) if listed.returncode == 0 else 0
+    if count < parallel:
+        raise UserError(
+            f"--parallel {parallel} starts one service per framework on each of {parallel} GPUs; "
+            f"this machine has {count}: use --parallel {max(count, 1)} or fewer"
+        )
+    return [str(i) for i in range(parallel)]
+
+
+def client_security(args: argparse.Namespace) -> ClientSecurity:
+    """TLS files and the token for remote services, checked readable before anything starts."""
+    token = os.environ.get(security.TOKEN_ENV) or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as e:
+            raise UserError(
+                f"--token-file (or ${options.TOKEN_FILE_ENV}) {args.token_file}: cannot be read "
+                f"({e.strerror})"
+            ) from e
+    for flag, env in (
+        ("tls_ca", f" (or ${options.TLS_CA_ENV})"),
+        ("tls_cert", ""),
+        ("tls_key", ""),
+    ):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            raise UserError(f"--{flag.replace('_', '-')}{env} {path}: no such file")
+    if args.tls_cert and not args.tls_ca:
+        raise UserError("--tls-cert is for mutual TLS: give the services' CA with --tls-ca too")
+    return ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, token)
+
+
+@contextlib.contextmanager
+def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: Path, spec=None):
+    """The pool of services from the chosen launcher, each described once. Local services may
+    read the spec's dataset, which the person running fwbench chose (services read datasets only
+    under their data roots)."""
+    if args.launcher == "local":
+        roots = None
+        if spec is not None and spec.data.data_dir:
+            roots = [Path(spec.data.data_dir).resolve().parent]
+        launch = launchers.local(wanted, log_dir, gpus=local_gpus(args), data_roots=roots)
+    else:
+        launch = launchers.remote(addresses, client_security(args))
+    with launch as launched:
+        members = Pool(launched)
+        try:
+            yield members
+        finally:
+            members.close()
+
+
+def context(spec, pool: Pool, **choices) -> dict:
+    """context.json: the command, the spec, the command's own choices and the services."""
+    # provenance: fwbench's version and commit, the host (CPU, memory, GPUs, driver), the UTC start.
+    return provenance.collect() | {
+        "command": shlex.join(["fwbench", *sys.argv[1:]]),
+        "spec": json_format.MessageToDict(spec, preserving_proto_field_name=True),
+        **choices,
+        # Each framework's first service (the report's columns), then every member of the pool.
+        "services": {
+            f: json_format.MessageToDict(d, preserving_proto_field_name=True)
+            for f, d in reversed([(m.framework, m.described) for m in pool.members])
+        },
+        "pool": [
+            {"framework": m.framework, "address": m.endpoint.address, "placement": m.placement}
+            for m in pool.members
+        ],
+    }
+
+
+ALLOW_MISMATCH_HELP = "train even when canonical models fail the parity check"
+
+
+def run_like(sub, name: str, help_text: str, frameworks_default, models_default):
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options.add_selection_arguments(p, frameworks_default, models_default)
+    return p
