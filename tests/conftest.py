@@ -48,10 +48,10 @@ def needs_framework() -> None:
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
-def once_in_make_test(values, kept: str) -> list:
-    """Parameters of a matrix whose behaviour `make test` proves once, with `kept`; the rest of
-    the matrix is marked `slow` (`make test-slow`, which CI runs too)."""
-    return [v if v == kept else pytest.param(v, marks=pytest.mark.slow) for v in values]
+def once_in_make_test(values, *kept: str) -> list:
+    """Parameters of a matrix whose behaviour `make test` proves once, with the `kept` values;
+    the rest of the matrix is marked `slow` (`make test-slow`, which CI runs too)."""
+    return [v if v in kept else pytest.param(v, marks=pytest.mark.slow) for v in values]
 
 
 def fwbench(*args, timeout_s: float = 900) -> subprocess.CompletedProcess:

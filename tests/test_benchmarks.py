@@ -45,7 +45,12 @@ def overhead(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.framework
 @pytest.mark.parametrize(
     ("framework", "mode", "pairs"),
-    [("pytorch", "default", 2), ("tensorflow", "default", 1), ("tensorflow", "tuned", 1)],
+    [
+        ("pytorch", "default", 2),
+        # The same harness with TensorFlow's bare loops (its tuned one on XLA takes 2 minutes).
+        pytest.param("tensorflow", "default", 1, marks=pytest.mark.slow),
+        pytest.param("tensorflow", "tuned", 1, marks=pytest.mark.slow),
+    ],
 )
 def test_overhead_prints_each_pairs_ratio_in_abba_order_and_the_median_with_its_spread(
     framework, mode, pairs

@@ -19,7 +19,7 @@ from orchestrator.report import deployment
 from orchestrator.results import journal, schema
 from orchestrator.results.journal import RunOutcome
 from services.common import spec as specs
-from tests.conftest import FRAMEWORKS, ROOT, fwbench, tiny_spec, venv_python
+from tests.conftest import FRAMEWORKS, ROOT, fwbench, once_in_make_test, tiny_spec, venv_python
 
 # Each framework's serving formats, in the order its service reports them.
 FORMATS = {
@@ -48,8 +48,9 @@ def test_every_framework_has_its_serving_formats_listed_here():
     assert set(FORMATS) == set(FRAMEWORKS)
 
 
+# PyTorch's formats are proven in `make test` by the CLI's run below.
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "tensorflow", "jax"))
 def test_every_format_exports_reloads_in_a_fresh_process_and_matches_the_trained_model(
     stub, framework
 ):

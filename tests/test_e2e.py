@@ -23,11 +23,11 @@ pytestmark = pytest.mark.framework
 
 def test_every_framework_trains_and_every_file_is_written(tmp_path: Path):
     out = tmp_path / "run"
-    # ~64 optimizer steps: BatchNorm's running statistics need about that many before eval-mode
-    # accuracy leaves chance.
+    # The smallest run with two epochs: that each framework learns is test_frameworks' job
+    # (test_training_beats_chance_in_eval_mode); this one is about the CLI and the files.
     result = fwbench(
         "run", "--frameworks", ",".join(frameworks.NAMES), "--models", "mobilenet_v2",
-        "--dataset", "synthetic", "--train-limit", "1024", "--test-limit", "256",
+        "--dataset", "synthetic", "--train-limit", "256", "--test-limit", "64",
         "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -36,8 +36,8 @@ def test_every_framework_trains_and_every_file_is_written(tmp_path: Path):
     assert list(runs.columns) == list(schema.RUN_COLUMNS)
     assert sorted(runs["framework"]) == sorted(frameworks.NAMES)
     assert (runs["status"] == "ok").all()
-    assert (runs["train_samples"] == 1024).all()
-    assert (runs["final_test_accuracy"] > 0.3).all(), runs[["framework", "final_test_accuracy"]]
+    assert (runs["train_samples"] == 256).all()
+    assert runs["final_test_accuracy"].between(0, 1).all(), runs["final_test_accuracy"]
     assert (runs["gpu"] == "none").all() and (runs["energy_method"] == "none").all()
     assert runs["peak_gpu_mem_bytes"].isna().all()  # absent, not a false 0
     assert (runs["time_to_first_step_s"] > runs["import_s"]).all()
@@ -72,7 +72,8 @@ def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):
     out = tmp_path / "out"
     command = [ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench", "run"]
     command += ["--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2"]
-    command += ["--train-limit", "4096", "--test-limit", "32", "--epochs", "3", "--out", out]
+    # The first run is killed as soon as its worker exists, long before its 32 steps are done.
+    command += ["--train-limit", "1024", "--test-limit", "32", "--epochs", "1", "--out", out]
     fwbench_process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
