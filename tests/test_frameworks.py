@@ -152,7 +152,7 @@ def test_an_invalid_field_is_invalid_argument_naming_it(stub, framework):
     assert "optimizer.learning_rate: must be a finite number in (0, 1000]" in error.value.details()
 
 
-# The recorder, common to all, finds the non-finite loss: PyTorch, the quickest here, in `make test`.
+# The recorder, common to all, finds the non-finite loss: PyTorch (the quickest) in `make test`.
 @pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
 def test_a_loss_that_becomes_nan_ends_the_run_diverged_not_ok(stub, framework):
     # The largest rates the spec allows: weights grow ~10^6-fold a step, past float32 in ~7.
