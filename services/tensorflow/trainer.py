@@ -101,7 +101,7 @@ def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[
         # decides.
         "compile": "xla (jit_compile)" if xla(spec) else "tf.function graph, no xla",
         "mode": spec.mode,
-        "steps_per_execution": str(steps_per_execution(spec)),
+        "steps_per_execution": str(schedule.steps_per_execution(spec.mode)),
         "cudnn_benchmark": "always (TensorFlow autotunes)",
         "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
         "input_pipeline": "tf.data on the CPU, parallel map, prefetch autotuned",
@@ -418,18 +418,9 @@ def deployment(
     return deploy.measure(spec, serving.formats(model), reference, device, diverged)
 
 
-# Tuned: Keras runs this many steps per call into the compiled function (its documented way to
-# take the host out of a small step), and reports to callbacks once per call.
-TUNED_STEPS_PER_EXECUTION = 32
-
-
 def xla(spec: pb.TrainSpec) -> bool:
     """XLA for --compile, and in the tuned mode (Keras' own advice for speed on a GPU)."""
     return spec.compile or spec.mode == "tuned"
-
-
-def steps_per_execution(spec: pb.TrainSpec) -> int:
-    return TUNED_STEPS_PER_EXECUTION if spec.mode == "tuned" else 1
 
 
 def compile_for_training(
@@ -451,7 +442,9 @@ def compile_for_training(
         ),
         metrics=metrics if with_metrics else None,
         jit_compile=xla(spec),
-        steps_per_execution=steps_per_execution(spec),
+        # Tuned: Keras runs this many steps per call into the compiled function (its documented
+        # way to take the host out of a small step), and reports to callbacks once per call.
+        steps_per_execution=schedule.steps_per_execution(spec.mode),
         # A debug probe's eager execution: the train step runs as Python, op by op.
         run_eagerly=debug.Injection(spec).eager,
     )
