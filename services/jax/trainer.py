@@ -261,6 +261,15 @@ class LossScale(nnx.Variable):
     """fp16's dynamic loss scale and the number of finite steps since it last changed."""
 
 
+def training_objects(spec: pb.TrainSpec, model_spec: pb.ModelSpec, total_steps: int) -> tuple:
+    """What a training step updates: the model, its optimizer, and under fp16 the loss scale
+    (else None)."""
+    model = models.build(model_spec, spec.seed, COMPUTE_DTYPES.get(spec.precision, jnp.float32))
+    optimizer = new_optimizer(model, with_overflow_skip(spec, make_optimizer(spec, total_steps)))
+    fp16 = spec.precision == "fp16"
+    return model, optimizer, LossScale(jnp.array([LOSS_SCALE_INITIAL, 0.0])) if fp16 else None
+
+
 def update(model, optimizer, scale, images, labels, label_smoothing):
     """One update of model: (the loss before it, correct predictions)."""
     if scale is None:
@@ -295,11 +304,11 @@ class FunctionalStep:
     steps of these models in one program measured within a few percent of PyTorch's floor.
     """
 
-    def __init__(self, objects: tuple, label_smoothing: float, cut):
+    def __init__(self, model, optimizer, scale: LossScale | None, label_smoothing: float, cut):
         """cut(i, data, size) -> (images, labels): the dispatch's batch i (traced) of `size`
         samples, from the arrays `data` given to the call."""
-        self.objects = objects
-        graphdef, state = nnx.split(objects)
+        self.objects = (model, optimizer) if scale is None else (model, optimizer, scale)
+        graphdef, state = nnx.split(self.objects)
         self.leaves, self.treedef = jax.tree.flatten(state)
         self.steps = jax.jit(
             functools.partial(_train_steps, graphdef, self.treedef, cut, label_smoothing),
@@ -406,11 +415,9 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     start = time.perf_counter()
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    dtype = COMPUTE_DTYPES.get(spec.precision, jnp.float32)
-    model = models.build(inject.model_spec(spec.model), spec.seed, dtype)
-    transform = with_overflow_skip(spec, make_optimizer(spec, steps * spec.epochs))
-    optimizer = new_optimizer(model, transform)
-    scale = LossScale(jnp.array([LOSS_SCALE_INITIAL, 0.0])) if spec.precision == "fp16" else None
+    model, optimizer, scale = training_objects(
+        spec, inject.model_spec(spec.model), steps * spec.epochs
+    )
     jax.block_until_ready(nnx.state((model, optimizer)))
     build_s = time.perf_counter() - start
 
@@ -427,8 +434,11 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     )
 
     smoothing = spec.optimizer.label_smoothing
-    objects = (model, optimizer) if scale is None else (model, optimizer, scale)
-    functional = FunctionalStep(objects, smoothing, Pipeline.cut) if spec.mode == "tuned" else None
+    functional = (
+        FunctionalStep(model, optimizer, scale, smoothing, Pipeline.cut)
+        if spec.mode == "tuned"
+        else None
+    )
     # One step per call in the default mode; in the tuned one, up to
     # TUNED_STEPS_PER_EXECUTION steps of one batch size per dispatch.
     calls = schedule.executions(

@@ -424,10 +424,15 @@ def xla(spec: pb.TrainSpec) -> bool:
 
 
 def compile_for_training(
-    model: keras.Model, spec: pb.TrainSpec, total_steps: int, with_metrics: bool
+    model: keras.Model,
+    spec: pb.TrainSpec,
+    total_steps: int,
+    with_metrics: bool,
+    steps_per_execution: int | None = None,
 ) -> bool:
     """`model.compile` with the spec's optimizer and loss (and, for fit, the metrics that make
-    our epoch results); returns whether the loss takes logits."""
+    our epoch results); returns whether the loss takes logits. steps_per_execution: the mode's
+    unless given (benchmarks/floors/tensorflow.py gives its own)."""
     from_logits = not outputs_probabilities(model)
     metrics = [
         keras.metrics.CategoricalAccuracy(name="accuracy"),
@@ -444,7 +449,7 @@ def compile_for_training(
         jit_compile=xla(spec),
         # Tuned: Keras runs this many steps per call into the compiled function (its documented
         # way to take the host out of a small step), and reports to callbacks once per call.
-        steps_per_execution=schedule.steps_per_execution(spec.mode),
+        steps_per_execution=steps_per_execution or schedule.steps_per_execution(spec.mode),
         # A debug probe's eager execution: the train step runs as Python, op by op.
         run_eagerly=debug.Injection(spec).eager,
     )
