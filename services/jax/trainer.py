@@ -300,8 +300,8 @@ class FunctionalStep:
 
     friction: on the CPU, XLA leaves convolution gradients inside a loop body in a layout its
     fast kernels do not take (jax issue 12868), so there this loop trains slower than the default
-    step (MobileNetV2 about 5x on 2 cores). A GPU's convolutions take every layout: there, K
-    steps of these models in one program measured within a few percent of PyTorch's floor.
+    step (MobileNetV2 about 5x on 2 cores). On an H200, several steps of these models in one
+    program measured within a few percent of PyTorch's floor.
     """
 
     def __init__(self, model, optimizer, scale: LossScale | None, label_smoothing: float, cut):
