@@ -28,7 +28,6 @@ from services.tensorflow.trainer import (
     configure,
     gpu_name,
     resolve_device,
-    steps_per_execution,
 )
 
 
@@ -54,7 +53,7 @@ def main() -> None:
         while step < steps:
             logs = model.train_function(batches)
             # One execution: steps_per_execution steps, or what is left of the epoch.
-            step = min(step + steps_per_execution(spec), steps)
+            step = min(step + schedule.steps_per_execution(spec.mode), steps)
             if windows.due(epoch, step):
                 float(logs["loss"])  # waits for the step, as the callback's logs conversion does
                 windows.synced(epoch, step)

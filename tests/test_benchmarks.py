@@ -1,7 +1,7 @@
 """The benchmarks run, at tiny sizes on the CPU, and print what they promise: overhead.py a ratio
-per ABBA pair and their spread, floor.py a step time per model and a CSV the report reads. Their
-numbers are not checked here (a CPU shared with other work says nothing about fwbench's cost);
-that each number is the quotient, median or statistic it claims to be is.
+per ABBA pair and their spread, floor.py a step time per framework and model and a CSV the report
+reads. Their numbers are not checked here (a CPU shared with other work says nothing about
+fwbench's cost); that each number is the quotient, median or statistic it claims to be is.
 
 The batch-sweep suite files are checked to be one sweep: alike but for the batch size."""
 
@@ -113,40 +113,67 @@ def test_overhead_refuses_bad_options_before_anything_starts(args, message):
 
 
 def floor(*args: str) -> subprocess.CompletedProcess:
+    # The orchestrator's interpreter, as a person runs it: each floor runs in its framework's.
     return subprocess.run(
-        [venv_python("pytorch"), "-m", "benchmarks.floor", *args],
+        [sys.executable, "-m", "benchmarks.floor", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
 
 
 @pytest.mark.framework
 def test_floor_without_a_gpu_exits_2_saying_it_needs_one(tmp_path):
-    done = floor("--models", "mobilenet", "--out", str(tmp_path))
+    done = floor("--frameworks", "pytorch,jax", "--models", "mobilenet", "--out", str(tmp_path))
     if "needs a CUDA GPU" not in done.stderr and done.returncode == 0:
         pytest.skip("this host has a GPU: floor.py measured it")
     assert done.returncode == 2
-    assert "benchmarks.floor needs a CUDA GPU" in done.stderr
+    # Each framework says it, in its own words.
+    assert done.stderr.count("benchmarks.floor needs a CUDA GPU") == 2, done.stderr[-3000:]
+    assert "PyTorch sees no CUDA device" in done.stderr
+    assert "JAX sees no GPU" in done.stderr
     assert not (tmp_path / "floor.csv").exists()
 
 
 @pytest.mark.framework
-def test_floor_on_the_cpu_runs_the_same_step_and_labels_it_a_check_not_a_floor(tmp_path):
+def test_floor_on_the_cpu_runs_each_frameworks_code_and_labels_it_a_check_not_a_floor(tmp_path):
     # 7 classes: the head is the one asked for, not one taken from a dataset the floor lacks.
+    # Two steps per call: JAX's and TensorFlow's loop of several steps, kept short on the CPU.
     done = floor(
-        "--device", "cpu", "--models", "mobilenet", "--batch-size", "4", "--replays", "3",
-        "--num-classes", "7", "--out", str(tmp_path),
+        "--frameworks", "pytorch,tensorflow,jax", "--device", "cpu", "--models", "mobilenet_v2",
+        "--batch-size", "8", "--replays", "2", "--steps-per-call", "2", "--num-classes", "7",
+        "--out", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "floor.csv").open()))
-    assert len(rows) == 1
-    row = rows[0]
-    assert (row["model"], row["batch_size"], row["device_name"]) == ("mobilenet", "4", "cpu")
-    assert "a check of the code, not a floor" in row["method"]
-    assert 0 < float(row["step_ms_median"]) <= float(row["step_ms_p90"])
-    assert f"mobilenet     batch 4: {float(row['step_ms_median']):.2f} ms/step" in done.stdout
+    assert [row["framework"] for row in rows] == ["pytorch", "tensorflow", "jax"]
+    for row in rows:
+        assert (row["model"], row["batch_size"], row["device_name"]) == ("mobilenet_v2", "8", "cpu")
+        assert row["method"].endswith("on the CPU: a check of the code, not a floor")
+        assert 0 < float(row["step_ms_median"]) <= float(row["step_ms_p90"])
+        assert (
+            f"{row['framework']:10} mobilenet_v2  batch 8: "
+            f"{float(row['step_ms_median']):.2f} ms/step" in done.stdout
+        )
+    methods = {row["framework"]: row["method"] for row in rows}
+    assert methods["pytorch"].startswith("eager step, median of 2")
+    assert "2 steps per dispatch" in methods["jax"]
+    assert "2 steps per execution" in methods["tensorflow"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frameworks", "pytorch,mxnet"], "framework (with a benchmarks/floors/<name>.py) mxnet"),
+        (["--models", "resnet18"], "model resnet18 not known; choose from resnet50"),
+        (["--steps-per-call", "0"], "--steps-per-call must be at least 1, not 0"),
+    ],
+)
+def test_floor_refuses_bad_options_before_any_framework_starts(args, message):
+    done = floor(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
 
 
 def test_the_batch_sweep_is_one_suite_per_batch_size_alike_but_for_it():

@@ -24,7 +24,7 @@ from orchestrator.data import preparation as prepare
 from orchestrator.errors import UserError
 from orchestrator.inputs import options
 from services.common import datasets
-from tests.conftest import FRAMEWORKS, SHARED_CIFAR, once_in_make_test, tiny_spec
+from tests.conftest import FRAMEWORKS, SHARED_CIFAR, tiny_spec
 from tests.conftest import fwbench as fwbench_subprocess
 
 CLASSES = ("cat", "dog", "frog")
@@ -371,8 +371,11 @@ def test_a_corrupted_archive_is_a_clear_error_with_exit_2(tmp_path, damage):
     assert not (tmp_path / "d").exists() and no_partial_left(tmp_path)
 
 
+# Slow in every framework (~375 steps each, 2-4 minutes on 2 cores); in `make test`, a directory
+# dataset trains in test_service and synthetic data learns in test_frameworks.
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_training_on_real_images_beats_chance(real_cifar, stub, framework):
     # The default model (canonical mobilenet_v2, shared initial weights) and augmentation. Adam
     # rather than the default SGD: on CPU the budget is ~375 steps, and SGD at lr 0.01 is then

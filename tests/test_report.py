@@ -207,6 +207,16 @@ def test_more_frameworks_are_ratios_against_the_first_and_modes_are_never_pooled
     assert verdicts[1].startswith("mobilenet_v2 (default), PyTorch vs JAX: JAX steady-state 1.33×")
 
 
+def test_a_default_jax_run_comes_with_why_its_step_is_slow_and_a_set_without_one_does_not(
+    three, gpu
+):
+    _, markdown, _ = three
+    assert "### Notes on the modes" in markdown
+    assert "On every call `nnx.jit` walks those objects' graph in Python" in markdown
+    assert '"Performance considerations"' in markdown
+    assert "Notes on the modes" not in gpu[1]
+
+
 def test_missing_files_read_as_not_recorded(three):
     _, markdown, _ = three
     assert "**Run started** not recorded · fwbench version not recorded" in markdown

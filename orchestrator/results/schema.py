@@ -107,8 +107,9 @@ EPOCH_COLUMNS = (*RUN_KEYS, *EPOCH_FIELDS)
 TELEMETRY_COLUMNS = (*RUN_KEYS, *TELEMETRY_FIELDS)
 DEPLOY_COLUMNS = (*RUN_KEYS, *DEPLOY_FIELDS)
 DEBUG_COLUMNS = tuple(PROBE_FIELDS)
-# benchmarks/floor.py's, not the contract's: one row per model.
+# benchmarks/floor.py's, not the contract's: one row per framework and model.
 FLOOR_COLUMNS = (
+    "framework",
     "model",
     "batch_size",
     "precision",
@@ -133,7 +134,11 @@ KNOB_COLUMNS = (*SPEC_FIELDS, *DERIVED_SPEC_COLUMNS)
 # What a column holds where an older fwbench left it out; any other reads empty (not recorded).
 # mode: before it was recorded every run trained the default way, and the report groups runs by
 # mode. Empty cells too: a journal from then replays with an empty mode.
-BEFORE_RECORDED = {RUNS_CSV: {"mode": "default"}}
+BEFORE_RECORDED = {
+    RUNS_CSV: {"mode": "default"},
+    # benchmarks/floor.py measured only PyTorch before it measured every framework.
+    FLOOR_CSV: {"framework": "pytorch"},
+}
 
 
 def row(message, fields: dict[str, str]) -> dict:

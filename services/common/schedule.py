@@ -23,6 +23,10 @@ import numpy as np
 
 PAD = 4
 SIZE = 32
+# The tuned mode's training steps per call into a compiled program (Keras' steps_per_execution,
+# JAX's scan over that many batches): the host's cost per call, paid once for this many steps.
+# Progress is reported once per call.
+TUNED_STEPS_PER_EXECUTION = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,22 @@ class EpochPlan:
 
 def steps_per_epoch(train_samples: int, batch_size: int) -> int:
     return -(-train_samples // batch_size)
+
+
+def steps_per_execution(mode: str) -> int:
+    return TUNED_STEPS_PER_EXECUTION if mode == "tuned" else 1
+
+
+def executions(train_samples: int, batch_size: int, steps: int) -> list[tuple[int, int]]:
+    """An epoch's batches as (first batch, count) for a trainer that runs up to `steps` training
+    steps per call of one compiled program: every batch exactly once, in order, and the batches
+    of one call of one size (a program is compiled for one shape). Calls of `steps` full batches,
+    then the full batches left over in one call, then the short last batch alone."""
+    full = train_samples // batch_size
+    calls = [(first, min(steps, full - first)) for first in range(0, full, steps)]
+    if train_samples % batch_size:
+        calls.append((full, 1))
+    return calls
 
 
 def epoch_plan(seed: int, epoch: int, train_samples: int, augment: str) -> EpochPlan:

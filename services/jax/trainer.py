@@ -28,8 +28,7 @@ import optax
 from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, schedule
-from services.common import injection as debug
+from services.common import datasets, deploy, injection, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.jax import models, serving
 
@@ -122,10 +121,12 @@ def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
         "compile": "xla (nnx.jit)" if spec.compile else "xla (nnx.jit; JAX always compiles)",
         "mode": spec.mode,
         "train_step": (
-            "functional: jax.jit over nnx.split state, batch cut in the step"
+            f"functional: K={schedule.TUNED_STEPS_PER_EXECUTION} steps per dispatch, lax.scan "
+            "over the epoch plan, flat donated state"
             if spec.mode == "tuned"
-            else "nnx.jit"
+            else "nnx.jit, one step per dispatch"
         ),
+        "steps_per_execution": str(schedule.steps_per_execution(spec.mode)),
         # Tuned changes nothing here: the default step is already one XLA program with donated
         # buffers, dispatched asynchronously, and the batches are cut on the device.
         "cudnn_benchmark": "always (XLA autotunes)",
@@ -175,6 +176,19 @@ class Pipeline:
         order = _batch_order(self.plan, start, size)
         images = normalise(self.augmented(k), self.mean, self.std)
         return images, self.train_labels[order]
+
+    def device_data(self, k: int) -> tuple:
+        """What cut() takes to cut batches k, k + 1, ... inside a compiled program."""
+        start = k * self.batch_size
+        return self.train_padded, self.train_labels, self.plan, self.mean, self.std, start
+
+    @staticmethod
+    def cut(i, data: tuple, size: int) -> tuple[jax.Array, jax.Array]:
+        """Batch i after the first of device_data (i traced), as train_batch cuts it."""
+        padded, labels, plan, mean, std, first_start = data
+        start = first_start + i * size
+        order = jax.lax.dynamic_slice_in_dim(plan[0], start, size)
+        return normalise(_augmented(padded, plan, start, size), mean, std), labels[order]
 
     def test_batches(self):
         for start in range(0, len(self.test_labels), self.batch_size):
@@ -246,6 +260,15 @@ class LossScale(nnx.Variable):
     """fp16's dynamic loss scale and the number of finite steps since it last changed."""
 
 
+def training_objects(spec: pb.TrainSpec, model_spec: pb.ModelSpec, total_steps: int) -> tuple:
+    """What a training step updates: the model, its optimizer, and under fp16 the loss scale
+    (else None)."""
+    model = models.build(model_spec, spec.seed, COMPUTE_DTYPES.get(spec.precision, jnp.float32))
+    optimizer = new_optimizer(model, with_overflow_skip(spec, make_optimizer(spec, total_steps)))
+    fp16 = spec.precision == "fp16"
+    return model, optimizer, LossScale(jnp.array([LOSS_SCALE_INITIAL, 0.0])) if fp16 else None
+
+
 def update(model, optimizer, scale, images, labels, label_smoothing):
     """One update of model: (the loss before it, correct predictions)."""
     if scale is None:
@@ -263,29 +286,42 @@ train_step = nnx.jit(update, static_argnames="label_smoothing", donate_argnums=(
 
 
 class FunctionalStep:
-    """Tuned: Flax's documented remedy for that walk, a functional training loop. The model and
-    optimizer are split once into a graph definition and a pytree of arrays; one jax.jit program
-    per batch shape takes the state (donated), cuts batch k from the epoch plan on the device,
-    updates, and adds to the epoch's sums, so a step is one dispatch of one program. The objects
-    are brought up to date (sync) before anything reads them."""
+    """Tuned: Flax's documented remedy for that walk (a functional training loop), and Keras'
+    steps_per_execution in JAX: one compiled program runs `count` training steps, a lax.scan over
+    consecutive batches, so the host's cost of a dispatch is paid once for all of them.
 
-    def __init__(self, objects: tuple, pipeline: Pipeline, label_smoothing: float):
-        self.objects = objects
-        self.graphdef, self.state = nnx.split(objects)
-        self.pipeline = pipeline
-        self.label_smoothing = label_smoothing
+    The model and optimizer are split once into a graph definition and their arrays, held as a
+    flat list (donated to each call): JAX flattens a list of arrays in C++, while the nnx State
+    pytree would be walked in Python on every dispatch (~420 arrays for these models). Inside the
+    program the list is unflattened with the treedef of the split, merged, updated, and flattened
+    again. The epoch's sums (loss, correct predictions, loss since the last progress report) are
+    carried on the device. The objects are brought up to date (sync) before anything reads them.
+
+    friction: on the CPU, XLA leaves convolution gradients inside a loop body in a layout its
+    fast kernels do not take (jax issue 12868), so there this loop trains slower than the default
+    step (MobileNetV2 about 5x on 2 cores). On an H200, several steps of these models in one
+    program measured within a few percent of PyTorch's floor.
+    """
+
+    def __init__(self, model, optimizer, scale: LossScale | None, label_smoothing: float, cut):
+        """cut(i, data, size) -> (images, labels): the dispatch's batch i (traced) of `size`
+        samples, from the arrays `data` given to the call."""
+        self.objects = (model, optimizer) if scale is None else (model, optimizer, scale)
+        graphdef, state = nnx.split(self.objects)
+        self.leaves, self.treedef = jax.tree.flatten(state)
+        self.steps = jax.jit(
+            functools.partial(_train_steps, graphdef, self.treedef, cut, label_smoothing),
+            static_argnames=("count", "size"),
+            donate_argnums=(0, 1),
+        )
         self.zero_sums()
 
     def zero_sums(self) -> None:
         # Epoch loss sum, epoch correct count, loss sum since the last progress report.
         self.sums = (jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.zeros(()))
 
-    def __call__(self, k: int) -> None:
-        p = self.pipeline
-        self.state, self.sums = _functional_step(
-            self.graphdef, self.state, self.sums, p.train_padded, p.train_labels, p.plan,
-            p.mean, p.std, k * p.batch_size, p.size(k), self.label_smoothing,
-        )  # fmt: skip
+    def __call__(self, data: tuple, count: int, size: int) -> None:
+        self.leaves, self.sums = self.steps(self.leaves, self.sums, data, count=count, size=size)
 
     def take_window_loss(self) -> jax.Array:
         loss_sum, correct, window_loss = self.sums
@@ -293,24 +329,22 @@ class FunctionalStep:
         return window_loss
 
     def sync(self) -> None:
-        nnx.update(self.objects, self.state)
+        nnx.update(self.objects, jax.tree.unflatten(self.treedef, self.leaves))
 
 
-@functools.partial(
-    jax.jit, static_argnames=("size", "label_smoothing"), donate_argnames=("state", "sums")
-)
-def _functional_step(
-    graphdef, state, sums, padded, labels, plan, mean, std, start, size, label_smoothing
-):
-    model, optimizer, *scale = nnx.merge(graphdef, state)
-    order = jax.lax.dynamic_slice_in_dim(plan[0], start, size)
-    images = normalise(_augmented(padded, plan, start, size), mean, std)
-    loss, right = update(
-        model, optimizer, *(scale or [None]), images, labels[order], label_smoothing
-    )
-    loss_sum, correct, window_loss = sums
-    sums = (loss_sum + loss * size, correct + right, window_loss + loss)
-    return nnx.state((model, optimizer, *scale)), sums
+def _train_steps(graphdef, treedef, cut, label_smoothing, leaves, sums, data, count, size):
+    def step(carry, i):
+        leaves, (loss_sum, correct, window_loss) = carry
+        model, optimizer, *scale = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+        images, labels = cut(i, data, size)
+        loss, right = update(model, optimizer, *(scale or [None]), images, labels, label_smoothing)
+        leaves, updated = jax.tree.flatten(nnx.state((model, optimizer, *scale)))
+        # The carry is matched by position: arrays in another order would be mixed up silently.
+        assert updated == treedef, "the state's structure changed inside the step"
+        return (leaves, (loss_sum + loss * size, correct + right, window_loss + loss)), None
+
+    (leaves, sums), _ = jax.lax.scan(step, (leaves, sums), jnp.arange(count))
+    return leaves, sums
 
 
 def scaled_gradients(model, scale, images, labels, label_smoothing):
@@ -365,7 +399,7 @@ def peak_memory_bytes(device: jax.Device) -> int | None:
 def train(spec: pb.TrainSpec, recorder) -> None:
     device = resolve_device(spec.device)
     settings = configure(spec, device)
-    inject = debug.Injection(spec)
+    inject = injection.Injection(spec)
     settings["execution"] = "jax.disable_jit()" if inject.eager else "jax.jit (nnx.jit)"
     # A debug probe's eager execution: every jit-compiled function runs as Python, op by op, as
     # under `with jax.disable_jit()` (the worker process runs this one job).
@@ -380,11 +414,9 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     start = time.perf_counter()
     train_samples = len(dataset.train_labels)
     steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    dtype = COMPUTE_DTYPES.get(spec.precision, jnp.float32)
-    model = models.build(inject.model_spec(spec.model), spec.seed, dtype)
-    transform = with_overflow_skip(spec, make_optimizer(spec, steps * spec.epochs))
-    optimizer = new_optimizer(model, transform)
-    scale = LossScale(jnp.array([LOSS_SCALE_INITIAL, 0.0])) if spec.precision == "fp16" else None
+    model, optimizer, scale = training_objects(
+        spec, inject.model_spec(spec.model), steps * spec.epochs
+    )
     jax.block_until_ready(nnx.state((model, optimizer)))
     build_s = time.perf_counter() - start
 
@@ -401,8 +433,16 @@ def train(spec: pb.TrainSpec, recorder) -> None:
     )
 
     smoothing = spec.optimizer.label_smoothing
-    objects = (model, optimizer) if scale is None else (model, optimizer, scale)
-    functional = FunctionalStep(objects, pipeline, smoothing) if spec.mode == "tuned" else None
+    functional = (
+        FunctionalStep(model, optimizer, scale, smoothing, Pipeline.cut)
+        if spec.mode == "tuned"
+        else None
+    )
+    # One step per call in the default mode; in the tuned one, up to
+    # TUNED_STEPS_PER_EXECUTION steps of one batch size per dispatch.
+    calls = schedule.executions(
+        train_samples, spec.batch_size, schedule.steps_per_execution(spec.mode)
+    )
     recorder.train_begin()
     for epoch in range(spec.epochs):
         pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
@@ -412,23 +452,24 @@ def train(spec: pb.TrainSpec, recorder) -> None:
         window_steps = 0
         if functional:
             functional.zero_sums()
-        for k in range(steps):
+        for k, count in calls:
             # friction: a short last batch is a new shape, so XLA compiles the step once more,
-            # inside the first epoch's last step.
+            # inside the first epoch's last step (in the tuned mode, so does a last call of
+            # fewer than TUNED_STEPS_PER_EXECUTION full batches).
             if functional:
-                functional(k)
+                functional(pipeline.device_data(k), count, pipeline.size(k))
             else:
                 x, y = pipeline.train_batch(k)
                 x = inject.inputs(x, "NHWC", jnp.transpose)
                 loss, right = train_step(model, optimizer, scale, x, y, smoothing)
                 loss_sum, correct = loss_sum + loss * len(y), correct + right
                 window_loss = window_loss + loss
-            window_steps += 1
-            if recorder.step_end(epoch, k + 1):
+            window_steps += count
+            if recorder.step_end(epoch, k + count):
                 if functional:
                     window_loss = functional.take_window_loss()
                 recorder.progress(
-                    epoch, k + 1, float(jax.block_until_ready(window_loss)) / window_steps
+                    epoch, k + count, float(jax.block_until_ready(window_loss)) / window_steps
                 )
                 if recorder.diverged:
                     break

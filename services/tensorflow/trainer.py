@@ -100,7 +100,7 @@ def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[
         # decides.
         "compile": "xla (jit_compile)" if xla(spec) else "tf.function graph, no xla",
         "mode": spec.mode,
-        "steps_per_execution": str(steps_per_execution(spec)),
+        "steps_per_execution": str(schedule.steps_per_execution(spec.mode)),
         "cudnn_benchmark": "always (TensorFlow autotunes)",
         "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
         "input_pipeline": "tf.data on the CPU, parallel map, prefetch autotuned",
@@ -417,25 +417,21 @@ def deployment(
     return deploy.measure(spec, serving.formats(model), reference, device, diverged)
 
 
-# Tuned: Keras runs this many steps per call into the compiled function (its documented way to
-# take the host out of a small step), and reports to callbacks once per call.
-TUNED_STEPS_PER_EXECUTION = 32
-
-
 def xla(spec: pb.TrainSpec) -> bool:
     """XLA for --compile, and in the tuned mode (Keras' own advice for speed on a GPU)."""
     return spec.compile or spec.mode == "tuned"
 
 
-def steps_per_execution(spec: pb.TrainSpec) -> int:
-    return TUNED_STEPS_PER_EXECUTION if spec.mode == "tuned" else 1
-
-
 def compile_for_training(
-    model: keras.Model, spec: pb.TrainSpec, total_steps: int, with_metrics: bool
+    model: keras.Model,
+    spec: pb.TrainSpec,
+    total_steps: int,
+    with_metrics: bool,
+    steps_per_execution: int | None = None,
 ) -> bool:
     """`model.compile` with the spec's optimizer and loss (and, for fit, the metrics that make
-    our epoch results); returns whether the loss takes logits."""
+    our epoch results); returns whether the loss takes logits. steps_per_execution: the mode's
+    unless given (benchmarks/floors/tensorflow.py gives its own)."""
     from_logits = not outputs_probabilities(model)
     metrics = [
         keras.metrics.CategoricalAccuracy(name="accuracy"),
@@ -450,7 +446,9 @@ def compile_for_training(
         ),
         metrics=metrics if with_metrics else None,
         jit_compile=xla(spec),
-        steps_per_execution=steps_per_execution(spec),
+        # Tuned: Keras runs this many steps per call into the compiled function (its documented
+        # way to take the host out of a small step), and reports to callbacks once per call.
+        steps_per_execution=steps_per_execution or schedule.steps_per_execution(spec.mode),
         # A debug probe's eager execution: the train step runs as Python, op by op.
         run_eagerly=injection.Injection(spec).eager,
     )
