@@ -21,12 +21,20 @@ from tests.conftest import ROOT, fwbench
 pytestmark = pytest.mark.framework
 
 
-def test_every_framework_trains_and_every_file_is_written(tmp_path: Path):
+# The demo's frameworks in `make test`; all of them in `make test-slow`.
+@pytest.mark.parametrize(
+    "names",
+    [
+        pytest.param(("pytorch", "tensorflow"), id="demo-frameworks"),
+        pytest.param(frameworks.NAMES, marks=pytest.mark.slow, id="every-framework"),
+    ],
+)
+def test_every_framework_trains_and_every_file_is_written(tmp_path: Path, names):
     out = tmp_path / "run"
     # The smallest run with two epochs: that each framework learns is test_frameworks' job
     # (test_training_beats_chance_in_eval_mode); this one is about the CLI and the files.
     result = fwbench(
-        "run", "--frameworks", ",".join(frameworks.NAMES), "--models", "mobilenet_v2",
+        "run", "--frameworks", ",".join(names), "--models", "mobilenet_v2",
         "--dataset", "synthetic", "--train-limit", "256", "--test-limit", "64",
         "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--out", str(out),
     )  # fmt: skip
@@ -34,7 +42,7 @@ def test_every_framework_trains_and_every_file_is_written(tmp_path: Path):
 
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs.columns) == list(schema.RUN_COLUMNS)
-    assert sorted(runs["framework"]) == sorted(frameworks.NAMES)
+    assert sorted(runs["framework"]) == sorted(names)
     assert (runs["status"] == "ok").all()
     assert (runs["train_samples"] == 256).all()
     assert runs["final_test_accuracy"].between(0, 1).all(), runs["final_test_accuracy"]
@@ -45,14 +53,14 @@ def test_every_framework_trains_and_every_file_is_written(tmp_path: Path):
     epochs = pd.read_csv(out / "epochs.csv")
     assert list(epochs.columns) == list(schema.EPOCH_COLUMNS)
     assert epochs.groupby("framework")["epoch"].apply(list).to_dict() == {
-        name: [0, 1] for name in frameworks.NAMES
+        name: [0, 1] for name in names
     }
     spent = epochs["train_time_s"] + epochs["eval_time_s"] + epochs["between_epoch_overhead_s"]
     assert (spent - epochs["epoch_time_s"]).abs().max() < 1e-6
 
     telemetry = pd.read_csv(out / "telemetry.csv")
     assert list(telemetry.columns) == list(schema.TELEMETRY_COLUMNS)
-    assert set(telemetry["framework"]) == set(frameworks.NAMES)
+    assert set(telemetry["framework"]) == set(names)
     assert (telemetry["rss_bytes"] > 0).all()
 
     # The journal: per run its spec, its events from RunStarted to RunEnd, then its outcome.
@@ -63,7 +71,7 @@ def test_every_framework_trains_and_every_file_is_written(tmp_path: Path):
     assert "run_end" in first_run[-2] and first_run[-1]["outcome"]["status"] == "ok"
     report = (out / "report.md").read_text()
     assert "## mobilenet_v2" in report
-    assert all(framework.title in report for framework in frameworks.FRAMEWORKS.values())
+    assert all(frameworks.get(name).title in report for name in names)
 
 
 def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):

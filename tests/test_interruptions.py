@@ -54,9 +54,10 @@ def training_workers() -> list[psutil.Process]:
 
 def test_ctrl_c_cancels_keeps_the_measured_and_resume_finishes(tmp_path: Path):
     out = tmp_path / "out"
+    # Epochs of 32 steps (seconds each): the Ctrl-C lands within 0.1 s of the first one's end.
     run = start(
         "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
-        "--train-limit", "2048", "--test-limit", "64", "--epochs", "2", "--out", out,
+        "--train-limit", "1024", "--test-limit", "64", "--epochs", "2", "--out", out,
     )  # fmt: skip
     wait_for(lambda: (out / "epochs.csv").exists())  # the first epoch is measured
     run.send_signal(signal.SIGINT)

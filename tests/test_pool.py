@@ -106,7 +106,7 @@ def test_a_pool_member_that_dies_takes_only_its_run(tmp_path, serve):
         "--service",
         f"pytorch=127.0.0.1:{port_b}",
     ]
-    command += ["--train-limit", "1024", "--test-limit", "32", "--epochs", "1"]
+    command += ["--train-limit", "512", "--test-limit", "32", "--epochs", "1"]
     command += ["--repeats", "4", "--out", out]
     run = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
