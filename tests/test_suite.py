@@ -147,7 +147,8 @@ def test_seed_suite_runs_on_the_cpu_with_limits(tmp_path, shared_cifar):
     [
         ("  probes: channel_order\n", "debug_probe.probes: expected a non-empty list"),
         ("  probes: [channel_order, nope]\n", "debug_probe.probes: probe nope not known"),
-        ("  modes: [graph, graph]\n", "debug_probe.modes: mode graph named twice"),
+        ("  executions: [graph, graph]\n", "debug_probe.executions: execution graph named"),
+        ("  modes: [jit]\n", "debug_probe.modes: execution jit not known"),  # the earlier name
         ("  model: vgg16\n", "debug_probe.model: invalid choice: 'vgg16'"),
         ("  batch_size: 0\n", "debug_probe.batch_size: must be >= 1, got 0"),
         ("  frameworks: [jax]\n", "debug_probe.frameworks: not an option of `fwbench debug-probe`"),
@@ -163,8 +164,10 @@ def test_invalid_debug_probe_keys_are_named(tmp_path, text, message):
 
 def test_a_debug_probe_key_keeps_the_small_jobs_defaults(tmp_path):
     path = tmp_path / "suite_file.yaml"
-    path.write_text(VALID + "debug_probe:\n  probes: [channel_order]\n  device: cpu\n")
+    path.write_text(
+        VALID + "debug_probe:\n  probes: [channel_order]\n  modes: [graph]\n  device: cpu\n"
+    )
     probe = suite_file.load(path).debug_probe
-    assert (probe.probes, probe.device) == (["channel_order"], "cpu")
+    assert (probe.probes, probe.executions, probe.device) == (["channel_order"], ["graph"], "cpu")
     assert (probe.batch_size, probe.model, probe.epochs) == (8, "mobilenet_v2", 1)
     assert probe.lr is None  # not given: spec.DEFAULTS

@@ -457,7 +457,12 @@ DEBUG_JOB_DEFAULTS = {
 
 
 # The debug-probe options that take a list: dest -> (the names allowed, what one is called).
-DEBUG_PROBE_LISTS = {"probes": (injection.NAMES, "probe"), "modes": (injection.EXECUTIONS, "mode")}
+DEBUG_PROBE_LISTS = {
+    "probes": (injection.NAMES, "probe"),
+    "executions": (injection.EXECUTIONS, "execution"),
+}
+# Earlier names of debug-probe options, still accepted (--modes, a suite's `modes:`).
+DEBUG_PROBE_ALIASES = {"modes": "executions"}
 
 
 def debug_probe_value(dest: str, value: object) -> object:
@@ -477,7 +482,7 @@ def debug_probe_value(dest: str, value: object) -> object:
 
 def add_debug_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
-    launch options: which frameworks, probes and modes, and the small job's spec."""
+    launch options: which frameworks, probes and executions, and the small job's spec."""
     add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
     parser.add_argument(
         "--probes",
@@ -486,11 +491,14 @@ def add_debug_probe_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, out of {','.join(injection.NAMES)} (default: all)",
     )
     parser.add_argument(
-        "--modes",
-        type=csv_choice(injection.EXECUTIONS, "mode"),
+        "--executions",
+        "--modes",  # its earlier name, kept working
+        dest="executions",
+        type=csv_choice(injection.EXECUTIONS, "execution"),
         default=list(injection.EXECUTIONS),
-        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
-        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
+        help="comma-separated: graph (what users run: Keras fit's tf.function, jax.jit, PyTorch "
+        "eager) and eager (run_eagerly, jax.disable_jit()) (default: both; --modes: the same, "
+        "its earlier name)",
     )
     parser.add_argument(
         "--model",

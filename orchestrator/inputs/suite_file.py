@@ -13,8 +13,9 @@ A suite file is a YAML mapping:
       batch_size: 32                 batch_size for --batch-size, lr for --lr
     debug_probe:                     optional: after the runs, `fwbench debug-probe` on the
       probes: [channel_order]        suite's frameworks with these of its options (lists for
-      modes: [graph]                 probes and modes; the small job's own spec options, not the
-                                     runs': {} takes every default); debug.csv joins the results
+      executions: [graph]            probes and executions; the small job's own spec options, not
+                                     the runs': {} takes every default); debug.csv joins the
+                                     results. `modes`, the earlier name of executions, is accepted
 
 Spec values are checked by `options.option_value`, with the very types and choices of
 `fwbench run`'s options (orchestrator/inputs/options.py), so a file accepts what the command line
@@ -141,11 +142,12 @@ def _debug_probe(path: Path, values) -> argparse.Namespace:
     # The suite's frameworks are probed: one list of them per file.
     del parsed.frameworks
     allowed = list(vars(parsed))
-    for key, value in values.items():
-        where = f"{path}: debug_probe.{key}"
+    for written, value in values.items():
+        where = f"{path}: debug_probe.{written}"
+        key = options.DEBUG_PROBE_ALIASES.get(written, written)
         if key not in allowed:
             raise SuiteError(
-                f"{where}: not an option of `fwbench debug-probe`{_did_you_mean(key, allowed)}"
+                f"{where}: not an option of `fwbench debug-probe`{_did_you_mean(written, allowed)}"
             )
         try:
             setattr(parsed, key, options.debug_probe_value(key, value))
