@@ -729,7 +729,7 @@ def test_ci_tls_pass_runs_through_one_service_with_tls(tmp_path):
 
 @pytest.mark.parametrize("framework", frameworks.NAMES)
 def test_each_image_starts_as_compose_starts_it(framework, tmp_path):
-    # `docker run IMAGE` (fwbench friction --mode docker does) must start the service that
+    # `docker run IMAGE` (fwbench friction --install docker does) must start the service that
     # compose starts: a CMD without --insecure on 0.0.0.0 would exit at once. The CMD's shell
     # puts in the image's FWBENCH_FRAMEWORK; run here with a `python` that prints its argv.
     steps = instructions(SERVICE_DOCKERFILE, frameworks.get(framework).build_args)

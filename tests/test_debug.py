@@ -142,10 +142,11 @@ def test_a_bad_probe_name_is_a_clear_error_before_anything_starts(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_a_bad_mode_is_a_clear_error(tmp_path):
-    result = fwbench("debug-probe", "--modes", "graph,jit", "--out", tmp_path / "d")
+@pytest.mark.parametrize("flag", ["--executions", "--modes"])  # --modes: the earlier name
+def test_a_bad_execution_is_a_clear_error(tmp_path, flag):
+    result = fwbench("debug-probe", flag, "graph,jit", "--out", tmp_path / "d")
     assert result.returncode == 2
-    assert "mode jit not known; choose from graph, eager" in result.stderr
+    assert "execution jit not known; choose from graph, eager" in result.stderr
 
 
 # ---- every framework, for real ----------------------------------------------------------------
@@ -272,7 +273,7 @@ def test_the_cli_writes_every_probe_of_every_framework_to_the_csv_and_the_report
         "debug-probe",
         "--probes",
         ",".join(probes),
-        "--modes",
+        "--executions",
         "graph",
         "--device",
         "cpu",

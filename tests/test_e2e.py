@@ -98,12 +98,13 @@ def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):
     assert "Runs that did not finish" in (out / "report.md").read_text()
 
 
-def _workers(mode: str, ancestor: int) -> list[psutil.Process]:
-    """Workers of this mode started by `ancestor`'s services (not anyone else's on the host)."""
+def _workers(task: str, ancestor: int) -> list[psutil.Process]:
+    """Workers of this task (train, debug, ...) started by `ancestor`'s services (not anyone
+    else's on the host)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "services.common.worker" in cmdline and mode in cmdline:
+        if "services.common.worker" in cmdline and task in cmdline:
             with contextlib.suppress(psutil.NoSuchProcess):
                 if ancestor in {p.pid for p in process.parents()}:
                     found.append(process)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from orchestrator import friction, report
+from orchestrator import cli, friction, report
 from orchestrator.friction.docker import build_command, history_layers
 from orchestrator.report import install_friction
 from tests.conftest import ROOT, venv_python
@@ -176,10 +176,17 @@ def test_time_to_first_step_from_a_real_service(tmp_path):
     assert row.detail.startswith("on cpu: import ")
 
 
+@pytest.mark.parametrize(("argv", "install"), [([], "venv"), (["--install", "docker"], "docker")])
+def test_install_is_chosen_by_install_or_its_earlier_name_mode(argv, install):
+    parsed = cli.parser().parse_args(["friction", *argv])
+    assert parsed.install == install
+    assert cli.parser().parse_args(["friction", "--mode", install]).install == install
+
+
 def _friction_docker(tmp_path, **env) -> tuple[subprocess.CompletedProcess, str]:
     fwbench = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
     result = subprocess.run(
-        [*fwbench, "friction", "--mode", "docker", "--out", str(tmp_path / "out")],
+        [*fwbench, "friction", "--install", "docker", "--out", str(tmp_path / "out")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -189,12 +196,14 @@ def _friction_docker(tmp_path, **env) -> tuple[subprocess.CompletedProcess, str]
     return result, " ".join(result.stdout.split())
 
 
-def test_docker_mode_says_clearly_that_it_needs_an_engine(tmp_path):
+def test_the_docker_install_says_clearly_that_it_needs_an_engine(tmp_path):
     # A PATH with neither docker nor podman on it: the machine of someone without an engine.
     (tmp_path / "bin").mkdir()
     result, output = _friction_docker(tmp_path, PATH=str(tmp_path / "bin"))
     assert result.returncode == 2, output + result.stderr
-    assert "--mode docker needs a running container engine (a Docker daemon, or podman)" in output
+    assert (
+        "--install docker needs a running container engine (a Docker daemon, or podman)" in output
+    )
     assert "`docker` is not installed" in output and "`podman` is not installed" in output
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "friction.csv").exists()

@@ -140,3 +140,34 @@ def test_seed_suite_runs_on_the_cpu_with_limits(tmp_path, shared_cifar):
     assert (runs["train_samples"] == 512).all() and (runs["epochs"] == 1).all()
     assert (out / "suite_file.yaml").read_text() == SEED.read_text()
     assert "## mobilenet_v2" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("  probes: channel_order\n", "debug_probe.probes: expected a non-empty list"),
+        ("  probes: [channel_order, nope]\n", "debug_probe.probes: probe nope not known"),
+        ("  executions: [graph, graph]\n", "debug_probe.executions: execution graph named"),
+        ("  modes: [jit]\n", "debug_probe.modes: execution jit not known"),  # the earlier name
+        ("  model: vgg16\n", "debug_probe.model: invalid choice: 'vgg16'"),
+        ("  batch_size: 0\n", "debug_probe.batch_size: must be >= 1, got 0"),
+        ("  frameworks: [jax]\n", "debug_probe.frameworks: not an option of `fwbench debug-probe`"),
+    ],
+)
+def test_invalid_debug_probe_keys_are_named(tmp_path, text, message):
+    path = tmp_path / "suite_file.yaml"
+    path.write_text(VALID + "debug_probe:\n" + text)
+    with pytest.raises(suite_file.SuiteError) as error:
+        suite_file.load(path)
+    assert f"{path}: {message}" in str(error.value)
+
+
+def test_a_debug_probe_key_keeps_the_small_jobs_defaults(tmp_path):
+    path = tmp_path / "suite_file.yaml"
+    path.write_text(
+        VALID + "debug_probe:\n  probes: [channel_order]\n  modes: [graph]\n  device: cpu\n"
+    )
+    probe = suite_file.load(path).debug_probe
+    assert (probe.probes, probe.executions, probe.device) == (["channel_order"], ["graph"], "cpu")
+    assert (probe.batch_size, probe.model, probe.epochs) == (8, "mobilenet_v2", 1)
+    assert probe.lr is None  # not given: spec.DEFAULTS

@@ -33,7 +33,7 @@ EXAMPLES = """examples:
   fwbench compare results/default results/tuned
   fwbench sweep results/batch-sweep-* --out results/batch-sweep
   fwbench parity --models resnet50,vgg19,mobilenet,mobilenet_v2
-  fwbench debug-probe --frameworks pytorch,jax --probes channel_order --modes graph --out results/d
+  fwbench debug-probe --frameworks jax --probes channel_order --executions graph --out results/d
   fwbench data prepare --source ../shared/datasets/cifar10-jpeg.tar.gz --out data/cifar10
 """
 

@@ -1,9 +1,9 @@
 """`fwbench debug-probe`: how each framework reacts to the same mistakes, as a table.
 
 Every framework's service injects the probes of services/common/injection.py into the same small job
-(DebugProbe) and streams one ProbeResult per probe x execution mode. Each is a row of debug.csv,
-appended as it arrives; its columns are ProbeResult's fields (schema.PROBE_FIELDS: a field added to
-the proto is a column without an edit here).
+(DebugProbe) and streams one ProbeResult per probe x execution (graph, eager). Each is a row of
+debug.csv, appended as it arrives; its columns are ProbeResult's fields (schema.PROBE_FIELDS: a
+field added to the proto is a column without an edit here).
 The report's section shows the outcomes side by side, the price of eager execution, and every
 error message verbatim.
 """
@@ -106,11 +106,11 @@ def run_debug_probes(args: argparse.Namespace, out: Path, console: Console) -> i
 
     with common.services(args, args.frameworks, addresses, out / "logs", spec) as pool:
         context = common.context(
-            spec, pool, frameworks=args.frameworks, probes=args.probes, modes=args.modes
+            spec, pool, frameworks=args.frameworks, probes=args.probes, executions=args.executions
         )
         if not (out / schema.CONTEXT_JSON).exists():
             (out / schema.CONTEXT_JSON).write_text(json.dumps(context, indent=2))
-        failed = probe(pool.clients(), spec, args.probes, args.modes, writer, show)
+        failed = probe(pool.clients(), spec, args.probes, args.executions, writer, show)
     if writer.rows:
         console.print(debugging.table(debugging.read(writer.path)))
     rendered = report.render(out)

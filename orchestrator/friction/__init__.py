@@ -1,7 +1,7 @@
 """`fwbench friction`: what it costs to get each framework running, measured instead of told.
 
-Per framework, in venv mode (the default), everything in a temporary directory that is removed
-afterwards:
+Per framework, with --install venv (the default), everything in a temporary directory that is
+removed afterwards:
 - build: a fresh venv and `pip install -r services/<framework>/requirements.txt`, as
   scripts/setup-env does it (pip upgraded first), with a cold pip cache of its own; its size;
 - what got installed (read from the installed metadata): distributions, their total size, the
@@ -22,13 +22,14 @@ what is duplicated, how many CUDA majors, and whether the frameworks import and 
 one interpreter, in each order, each in a fresh interpreter. A crash there is a finding, not a
 failure of fwbench. The GPU images' requirements are resolved together the same way.
 
-docker mode (docker, or podman where no Docker daemon answers): each image of docker-compose.yml
-built cold and warm, its size and layers, what pip downloaded, and container start to SERVING.
+--install docker (docker, or podman where no Docker daemon answers): each image of
+docker-compose.yml built cold and warm, its size and layers, what pip downloaded, and container
+start to SERVING.
 
 The package: common (rows, subjects), venv (building an environment), environment (what got
-installed), probes (import, first step, one process), code (lines and workarounds), measure (venv
-mode), docker (docker mode), table (friction.csv's frame and terminal table; the report's
-section is report/install_friction.py).
+installed), probes (import, first step, one process), code (lines and workarounds), measure
+(the venv install), docker (the docker install), table (friction.csv's frame and terminal table;
+the report's section is report/install_friction.py).
 
 Output: DIR/friction.csv (one row per framework and measure), a section of DIR/report.md, and a
 table on the terminal.
@@ -54,7 +55,11 @@ from orchestrator.friction.probes import first_step_rows
 from orchestrator.friction.table import frame, print_table
 from services.common import frameworks
 
+# What `fwbench friction --install` measures: fresh virtualenvs, or the images.
+INSTALLS = ("venv", "docker")
+
 __all__ = [
+    "INSTALLS",
     "FrictionError",
     "Row",
     "Subject",
@@ -76,7 +81,7 @@ __all__ = [
 def measure(args: argparse.Namespace, console: Console):
     """`fwbench friction`'s measurements as friction.csv's frame (table.frame)."""
     subjects = [Subject.of(frameworks.get(name)) for name in args.frameworks]
-    if args.mode == "docker":
+    if args.install == "docker":
         rows = measure_docker(subjects, console)
     else:
         rows = measure_venv(subjects, args.models, console, shared=not args.no_shared)

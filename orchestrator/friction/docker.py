@@ -1,6 +1,6 @@
-"""docker mode: each framework's image built with the machine's container engine (a Docker daemon,
-or podman where none answers), cold and warm, its size and layers, what pip downloaded for it, and
-the time from starting a container to its gRPC health answering SERVING."""
+"""--install docker: each framework's image built with the machine's container engine (a Docker
+daemon, or podman where none answers), cold and warm, its size and layers, what pip downloaded for
+it, and the time from starting a container to its gRPC health answering SERVING."""
 
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ def container_engine() -> tuple[str, str]:
             return engine, result.stdout.strip()
         said.append(f"`{engine} version` says: {output_tail(result.stderr or result.stdout, 2)}")
     raise FrictionError(
-        "--mode docker needs a running container engine (a Docker daemon, or podman); "
+        "--install docker needs a running container engine (a Docker daemon, or podman); "
         + "; ".join(said)
-        + "\nUse --mode venv on this machine."
+        + "\nUse --install venv on this machine."
     )
 
 

@@ -1,4 +1,4 @@
-"""The measurements of venv mode (fresh environments) and docker mode (images)."""
+"""The measurements of the venv install (fresh environments) and the docker install (images)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,12 @@ default to None ("not given"), so that:
 - `--help` shows those same defaults, read from DEFAULTS rather than written twice;
 - a suite file's values and the command line's are merged by "given or not"
   (orchestrator/inputs/suite_file.py).
+
+One function, `spec_from_values`, makes the spec from a mapping of option values (the options'
+dests: batch_size for --batch-size): the command line's (`build_spec`: the argparse Namespace as a
+mapping) and a suite file's alike. A suite's values, written as data, are checked and converted by
+`option_value` with the same types and choices as the command line's, without passing through
+argv.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
@@ -59,20 +65,29 @@ def csv_choice(allowed: tuple[str, ...], what: str) -> Callable[[str], list[str]
     """An argparse type for comma-separated names out of `allowed`."""
 
     def parse(value: str) -> list[str]:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        bad = [v for v in items if v not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"{what} {', '.join(bad) or '(none)'} not known; choose from {', '.join(allowed)}"
-            )
-        repeated = sorted({v for v in items if items.count(v) > 1})
-        if repeated:
-            raise argparse.ArgumentTypeError(
-                f"{what} {', '.join(repeated)} named twice; name each once (repeats: --repeats)"
-            )
-        return items
+        return names_value([v.strip() for v in value.split(",") if v.strip()], allowed, what)
 
     return parse
+
+
+class OptionError(argparse.ArgumentTypeError):
+    """A value does not fit its option; the message says why (the caller says where). An
+    ArgumentTypeError, so that argparse reports it as it reports its own."""
+
+
+def names_value(items: list, allowed: tuple[str, ...], what: str) -> list[str]:
+    """A list of names out of `allowed`, each named once (--frameworks a,b; a suite's lists)."""
+    bad = [str(v) for v in items if v not in allowed]
+    if bad or not items:
+        raise OptionError(
+            f"{what} {', '.join(bad) or '(none)'} not known; choose from {', '.join(allowed)}"
+        )
+    repeated = sorted({v for v in items if items.count(v) > 1})
+    if repeated:
+        raise OptionError(
+            f"{what} {', '.join(repeated)} named twice; name each once (repeats: --repeats)"
+        )
+    return list(items)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +190,10 @@ SPEC_OPTIONS = (
         non_negative_int,
     ),
 )
-# Options that choose the data rather than set a spec field.
-DATA_DESTS = ("dataset", "data_dir", "archive")
+# Options that choose the data rather than set a spec field, with their types.
+DATA_TYPES: dict[str, Callable] = {"dataset": str, "data_dir": Path, "archive": Path}
+DATA_DESTS = tuple(DATA_TYPES)
+SPEC_OPTIONS_BY_DEST = {o.dest: o for o in SPEC_OPTIONS}
 
 
 # Defaults that are not a constant of spec.DEFAULTS, in words.
@@ -231,29 +248,63 @@ def spec_dests() -> tuple[str, ...]:
     return (*DATA_DESTS, *(o.dest for o in SPEC_OPTIONS))
 
 
-def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
-    """The base TrainSpec of the options (model name, run id unset): given values set, the rest
-    from spec.DEFAULTS. Prepares the dataset if --dataset names one that is not ready yet."""
+def option_value(dest: str, value: object) -> object:
+    """A value written as data (a suite file's) for the option `dest` of spec_dests(), checked and
+    converted with the command line's type and choices. Raises OptionError."""
+    option = SPEC_OPTIONS_BY_DEST.get(dest)
+    if option is not None and option.is_flag:  # --compile / --no-compile
+        if not isinstance(value, bool):
+            raise OptionError(f"expected true or false, got {value!r}")
+        return value
+    if isinstance(value, bool | list | dict) or value is None:
+        raise OptionError(f"expected a single value, got {value!r}")
+    # The text a person would have typed: 3.5 is refused by --batch-size as '3.5' would be.
+    text = str(value)
+    convert = DATA_TYPES[dest] if option is None else (option.type or str)
+    try:
+        typed = convert(text)
+    except argparse.ArgumentTypeError as e:
+        raise OptionError(str(e)) from None
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"invalid {getattr(convert, '__name__', 'value')} value: {text!r}"
+        ) from None
+    choices = option.choices if option is not None else None
+    if choices is not None and typed not in choices:
+        raise OptionError(f"invalid choice: {typed!r} (choose from {', '.join(choices)})")
+    return typed
+
+
+def spec_from_values(values: Mapping[str, object]) -> pb.TrainSpec:
+    """The base TrainSpec (model name, run id unset) of a mapping of option values (dest ->
+    value; missing or None: not given), from the command line or a suite file: given values set,
+    the rest from spec.DEFAULTS. Prepares the dataset if `dataset` names one that is not ready
+    yet, and sizes the head to its classes."""
     spec = pb.TrainSpec()
     for option in SPEC_OPTIONS:
-        value = getattr(args, option.dest)
+        value = values.get(option.dest)
         if value is not None:
             *path, name = option.field.split(".")
             message = spec
             for part in path:
                 message = getattr(message, part)
             setattr(message, name, value)
-    dataset = args.dataset or DEFAULT_DATASET
+    dataset = values.get("dataset") or DEFAULT_DATASET
     if dataset == "synthetic":
         spec.data.source = "synthetic"
         sizes = (datasets.SYNTHETIC_TRAIN, datasets.SYNTHETIC_TEST)
     else:
         spec.data.source = "directory"
-        data_dir = preparation.resolve(dataset, args.data_dir, args.archive)
+        data_dir = preparation.resolve(dataset, values.get("data_dir"), values.get("archive"))
         spec.data.data_dir = str(data_dir)
         sizes = _check_directory(data_dir, spec)
     _check_limits(spec, dataset, *sizes)
     return specs.with_defaults(spec)
+
+
+def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
+    """The base TrainSpec of parsed command-line options: spec_from_values of their mapping."""
+    return spec_from_values(vars(args))
 
 
 def _check_directory(data_dir: Path, spec: pb.TrainSpec) -> tuple[int, int]:
@@ -405,9 +456,33 @@ DEBUG_JOB_DEFAULTS = {
 }
 
 
+# The debug-probe options that take a list: dest -> (the names allowed, what one is called).
+DEBUG_PROBE_LISTS = {
+    "probes": (injection.NAMES, "probe"),
+    "executions": (injection.EXECUTIONS, "execution"),
+}
+# Earlier names of debug-probe options, still accepted (--modes, a suite's `modes:`).
+DEBUG_PROBE_ALIASES = {"modes": "executions"}
+
+
+def debug_probe_value(dest: str, value: object) -> object:
+    """A value written as data (a suite's debug_probe) for the `fwbench debug-probe` option
+    `dest`, checked as the command line's is. Raises OptionError."""
+    if dest in DEBUG_PROBE_LISTS:
+        allowed, what = DEBUG_PROBE_LISTS[dest]
+        if not isinstance(value, list) or not value:
+            raise OptionError(f"expected a non-empty list, e.g. [{', '.join(allowed)}]")
+        return names_value(value, allowed, what)
+    if dest == "model":
+        if value not in specs.MODELS:
+            raise OptionError(f"invalid choice: {value!r} (choose from {', '.join(specs.MODELS)})")
+        return value
+    return option_value(dest, value)
+
+
 def add_debug_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """What `fwbench debug-probe` (and a suite's debug_probe key) accepts besides --out and the
-    launch options: which frameworks, probes and modes, and the small job's spec."""
+    launch options: which frameworks, probes and executions, and the small job's spec."""
     add_list_argument(parser, "--frameworks", frameworks.NAMES, list(frameworks.NAMES))
     parser.add_argument(
         "--probes",
@@ -416,11 +491,14 @@ def add_debug_probe_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, out of {','.join(injection.NAMES)} (default: all)",
     )
     parser.add_argument(
-        "--modes",
-        type=csv_choice(injection.EXECUTIONS, "mode"),
+        "--executions",
+        "--modes",  # its earlier name, kept working
+        dest="executions",
+        type=csv_choice(injection.EXECUTIONS, "execution"),
         default=list(injection.EXECUTIONS),
-        help="execution modes, comma-separated: graph (what users run: Keras fit's tf.function, "
-        "jax.jit, PyTorch eager) and eager (run_eagerly, jax.disable_jit()) (default: both)",
+        help="comma-separated: graph (what users run: Keras fit's tf.function, jax.jit, PyTorch "
+        "eager) and eager (run_eagerly, jax.disable_jit()) (default: both; --modes: the same, "
+        "its earlier name)",
     )
     parser.add_argument(
         "--model",

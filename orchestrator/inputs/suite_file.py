@@ -13,13 +13,15 @@ A suite file is a YAML mapping:
       batch_size: 32                 batch_size for --batch-size, lr for --lr
     debug_probe:                     optional: after the runs, `fwbench debug-probe` on the
       probes: [channel_order]        suite's frameworks with these of its options (lists for
-      modes: [graph]                 probes and modes; the small job's own spec options, not the
-                                     runs': {} takes every default); debug.csv joins the results
+      executions: [graph]            probes and executions; the small job's own spec options, not
+                                     the runs': {} takes every default); debug.csv joins the
+                                     results. `modes`, the earlier name of executions, is accepted
 
-Spec values go through the very argparse options of `fwbench run` (orchestrator/inputs/options.py),
-so a file accepts what the command line accepts and nothing else; an error names the file and the
-bad key. Options given on the command line (--epochs, --train-limit, --models, ...) override the
-file.
+Spec values are checked by `options.option_value`, with the very types and choices of
+`fwbench run`'s options (orchestrator/inputs/options.py), so a file accepts what the command line
+accepts and nothing else; an error names the file and the bad key. The spec is then made by
+`options.spec_from_values`, as the command line's is. Options given on the command line (--epochs,
+--train-limit, --models, ...) override the file.
 """
 
 from __future__ import annotations
@@ -51,17 +53,9 @@ class Suite:
     frameworks: list[str]
     models: list[str]
     repeats: int
-    spec: dict  # argparse dest -> value, as `fwbench run` would have parsed it
+    spec: dict  # option dest -> value, checked and converted as `fwbench run`'s options are
     # The arguments of `fwbench debug-probe` (frameworks, out and launch options aside), or None.
     debug_probe: argparse.Namespace | None = None
-
-
-def _spec_parser() -> argparse.ArgumentParser:
-    # exit_on_error=False: a bad value raises ArgumentError (reworded below) instead of exiting;
-    # allow_abbrev=False: `batch: 32` must not pass for --batch-size.
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    options.add_spec_arguments(parser)
-    return parser
 
 
 def load(path: Path) -> Suite:
@@ -121,67 +115,44 @@ def _names(path: Path, key: str, value, allowed: tuple[str, ...]) -> list[str]:
 
 
 def _spec(path: Path, spec: dict) -> dict:
-    parser = _spec_parser()
     dests = options.spec_dests()
-    flags = {o.dest for o in options.SPEC_OPTIONS if o.is_flag}
     values = {}
     for key, value in spec.items():
         where = f"{path}: spec.{key}"
         if key not in dests:
             hint = _did_you_mean(key, dests)
             raise SuiteError(f"{where}: not an option of `fwbench run`{hint}")
-        option = "--" + key.replace("_", "-")
-        if key in flags:  # --compile / --no-compile
-            if not isinstance(value, bool):
-                raise SuiteError(f"{where}: expected true or false, got {value!r}")
-            argv = [option if value else "--no-" + option.removeprefix("--")]
-        elif isinstance(value, bool | list | dict) or value is None:
-            raise SuiteError(f"{where}: expected a single value, got {value!r}")
-        else:
-            argv = [f"{option}={value}"]
         try:
-            values[key] = getattr(parser.parse_args(argv), key)
-        except argparse.ArgumentError as e:
-            raise SuiteError(f"{where}: {e.message}") from e
+            values[key] = options.option_value(key, value)
+        except options.OptionError as e:
+            raise SuiteError(f"{where}: {e}") from e
     return values
 
 
 def _debug_probe(path: Path, values) -> argparse.Namespace:
-    """The debug_probe mapping through the very options of `fwbench debug-probe`."""
+    """The debug_probe mapping, checked as the options of `fwbench debug-probe` are; the rest
+    their defaults (the small job's)."""
     if not isinstance(values, dict):
         raise SuiteError(
             f"{path}: debug_probe: expected a mapping of `fwbench debug-probe` options"
         )
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     options.add_debug_probe_arguments(parser)
+    parsed = parser.parse_args([])  # the defaults; the file's values are set below
     # The suite's frameworks are probed: one list of them per file.
-    allowed = [a.dest for a in parser._actions if a.dest != "frameworks"]
-    flags = {o.dest for o in options.SPEC_OPTIONS if o.is_flag}
-    argv = []
-    for key, value in values.items():
-        where = f"{path}: debug_probe.{key}"
+    del parsed.frameworks
+    allowed = list(vars(parsed))
+    for written, value in values.items():
+        where = f"{path}: debug_probe.{written}"
+        key = options.DEBUG_PROBE_ALIASES.get(written, written)
         if key not in allowed:
             raise SuiteError(
-                f"{where}: not an option of `fwbench debug-probe`{_did_you_mean(key, allowed)}"
+                f"{where}: not an option of `fwbench debug-probe`{_did_you_mean(written, allowed)}"
             )
-        option = "--" + key.replace("_", "-")
-        if key in flags:
-            if not isinstance(value, bool):
-                raise SuiteError(f"{where}: expected true or false, got {value!r}")
-            argv.append(option if value else "--no-" + option.removeprefix("--"))
-        elif key in ("probes", "modes"):
-            if not isinstance(value, list) or not value:
-                raise SuiteError(f"{where}: expected a non-empty list, e.g. [graph, eager]")
-            argv.append(f"{option}={','.join(map(str, value))}")
-        elif isinstance(value, bool | list | dict) or value is None:
-            raise SuiteError(f"{where}: expected a single value, got {value!r}")
-        else:
-            argv.append(f"{option}={value}")
-    try:
-        parsed = parser.parse_args(argv)
-    except argparse.ArgumentError as e:
-        raise SuiteError(f"{path}: debug_probe: {e.message}") from e
-    del parsed.frameworks
+        try:
+            setattr(parsed, key, options.debug_probe_value(key, value))
+        except options.OptionError as e:
+            raise SuiteError(f"{where}: {e}") from e
     return parsed
 
 

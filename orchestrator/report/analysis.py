@@ -10,8 +10,8 @@ import pandas as pd
 
 from orchestrator.report import stats
 from orchestrator.report.resultset import ResultSet
+from services.common import frameworks as registry
 
-NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX"}
 # Coefficient of variation above which a metric is too noisy to trust at a glance.
 HIGH_COV = 0.05
 # NVML utilisation below which the GPU mostly waits for the host to launch work.
@@ -21,7 +21,9 @@ NOISY_ACCURACY_POINTS = 2.0
 
 
 def name(framework: str) -> str:
-    return NAMES.get(framework, framework)
+    """The framework's title from the registry; an unknown name (an older set) as it is."""
+    known = registry.FRAMEWORKS.get(framework)
+    return known.title if known else framework
 
 
 @dataclass(frozen=True)

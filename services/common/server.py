@@ -75,13 +75,13 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self._active: tuple[str, Worker] | None = None  # (what, worker) holding the slot
         self._shutting_down = False
 
-    def _take_slot(self, what: str, mode: str, request, context) -> Worker:
+    def _take_slot(self, what: str, task: str, request, context) -> Worker:
         """Starts the worker of a request in the one slot, or aborts: RESOURCE_EXHAUSTED while
         another request holds it, UNAVAILABLE while the service shuts down."""
         return self._hold_slot(
             what,
             context,
-            lambda: Worker(self._framework, mode, request.SerializeToString(), self._python),
+            lambda: Worker(self._framework, task, request.SerializeToString(), self._python),
         )
 
     def _hold_slot(self, what: str, context, start):
@@ -259,11 +259,11 @@ class Workers:
         self._current: Worker | None = None
         self.stopped = False
 
-    def run(self, mode: str, request) -> Worker:
+    def run(self, task: str, request) -> Worker:
         with self._lock:
             if self.stopped:
                 raise WorkerError("CANCELLED", "the request was stopped")
-            self._current = Worker(self._framework, mode, request.SerializeToString(), self._python)
+            self._current = Worker(self._framework, task, request.SerializeToString(), self._python)
             return self._current
 
     def stop(self, grace_s: float) -> None:

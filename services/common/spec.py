@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import architectures
 
-MODELS = ("resnet50", "vgg19", "mobilenet", "mobilenet_v2")
+# The models are architectures.py's, in its order (resnet50, vgg19, mobilenet, mobilenet_v2).
+MODELS: tuple[str, ...] = tuple(architectures.ARCHITECTURES)
 ARCHITECTURES = ("canonical", "library")
 INITS = ("shared", "framework")
 SOURCES = ("synthetic", "directory")

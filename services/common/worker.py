@@ -6,14 +6,15 @@ Running out of memory is RESOURCE_EXHAUSTED naming which memory: the framework's
 out-of-memory error, Python's MemoryError (host), or, when the kernel's OOM killer SIGKILLs the
 worker, the cgroup's oom_kill counter having risen meanwhile (host).
 
-Parent side: `Worker` starts `python -m services.common.worker FRAMEWORK MODE FD ORIGIN`, writes
+Parent side: `Worker` starts `python -m services.common.worker FRAMEWORK TASK FD ORIGIN`, writes
 the serialized request to its stdin and reads framed messages from a pipe (not stdout, which
 frameworks print to). Child side: `main()` loads the framework's Trainer
-(services/common/frameworks.py), runs the mode and writes the frames.
+(services/common/frameworks.py), does the task (the kind of request it serves: describe,
+inspect, train or debug) and writes the frames.
 
 A frame is one kind byte, a 4-byte big-endian length and a payload:
-  E  a serialized TrainEvent        (mode train)
-  R  a serialized response message  (modes describe, inspect, debug)
+  E  a serialized TrainEvent        (task train)
+  R  a serialized response message  (tasks describe, inspect, debug)
   X  an error: JSON {"code": grpc status name, "message": text}
 """
 
@@ -54,10 +55,10 @@ class WorkerError(Exception):
 class Worker:
     """A running worker process, seen from the server."""
 
-    def __init__(self, framework: str, mode: str, request: bytes, python: str = sys.executable):
+    def __init__(self, framework: str, task: str, request: bytes, python: str = sys.executable):
         read_fd, write_fd = os.pipe()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        cmd = [python, "-m", "services.common.worker", framework, mode, str(write_fd)]
+        cmd = [python, "-m", "services.common.worker", framework, task, str(write_fd)]
         self._proc = subprocess.Popen(
             [*cmd, repr(time.time())],
             stdin=subprocess.PIPE,
@@ -230,7 +231,7 @@ def _error(exc: BaseException) -> tuple[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    framework, mode, fd, origin = argv
+    framework, task, fd, origin = argv
     sink = Sink(int(fd), float(origin))
     # The parent's SIGTERM (cancel) should end the run promptly, not after the current epoch.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
@@ -240,22 +241,22 @@ def main(argv: list[str]) -> int:
         request_bytes = sys.stdin.buffer.read()
         trainer = frameworks.get(framework).load_trainer()
         import_s = sink.t_s()
-        if mode == "describe":
+        if task == "describe":
             from services.common.telemetry import visible_gpu_uuids
 
             response = trainer.describe()
             response.import_s = import_s
             response.gpu_uuids.extend(visible_gpu_uuids())
             sink.write(RESPONSE, response.SerializeToString())
-        elif mode == "inspect":
+        elif task == "inspect":
             request = pb.InspectRequest.FromString(request_bytes)
             sink.write(RESPONSE, trainer.inspect(request).SerializeToString())
-        elif mode == "train":
+        elif task == "train":
             from services.common.recorder import Recorder
 
             spec = pb.TrainRequest.FromString(request_bytes).spec
             trainer.train(spec, Recorder(sink, spec, framework, import_s))
-        elif mode == "debug":
+        elif task == "debug":
             from services.common import injection
 
             spec = pb.TrainSpec.FromString(request_bytes)
@@ -263,7 +264,7 @@ def main(argv: list[str]) -> int:
                 RESPONSE, injection.run(trainer, framework, spec, import_s).SerializeToString()
             )
         else:
-            raise ValueError(f"unknown worker mode {mode!r}")
+            raise ValueError(f"unknown worker task {task!r}")
     except Exception as exc:
         traceback.print_exc()
         code, message = _error(exc)
