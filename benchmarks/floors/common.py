@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,6 +103,19 @@ def job_spec(args: argparse.Namespace, model: str) -> pb.TrainSpec:
             device=args.device,
         )
     )
+
+
+def per_step_ms(call: Callable[[], None], replays: int, steps_per_call: int) -> list[float]:
+    """Milliseconds per step of each of `replays` timed calls, each of steps_per_call steps and
+    waiting for its last one, after WARMUP_CALLS untimed calls (compilation, autotuning)."""
+    for _ in range(WARMUP_CALLS):
+        call()
+    times_ms = []
+    for _ in range(replays):
+        start_s = time.perf_counter()
+        call()
+        times_ms.append((time.perf_counter() - start_s) * 1000 / steps_per_call)
+    return times_ms
 
 
 def row(

@@ -7,7 +7,6 @@ dispatch from the host per K steps. A step's time is a dispatch's, to block_unti
 from __future__ import annotations
 
 import sys
-import time
 
 import jax
 
@@ -46,13 +45,7 @@ def measure(
         step(batch, steps_per_call, size)
         jax.block_until_ready((step.leaves, step.sums))
 
-    for _ in range(common.WARMUP_CALLS):
-        dispatch()
-    times_ms = []
-    for _ in range(replays):
-        start_s = time.perf_counter()
-        dispatch()
-        times_ms.append((time.perf_counter() - start_s) * 1000 / steps_per_call)
+    times_ms = common.per_step_ms(dispatch, replays, steps_per_call)
     method = (
         f"{steps_per_call} steps per dispatch of one compiled program (lax.scan, flat donated "
         f"state) on one resident batch, median of {replays} dispatches / {steps_per_call} "

@@ -8,7 +8,6 @@ time is an execution's, to its loss read back, over K.
 from __future__ import annotations
 
 import sys
-import time
 
 import tensorflow as tf
 
@@ -43,13 +42,7 @@ def measure(
     def execution() -> None:
         float(model.train_function(batches)["loss"])  # waits for the execution's last step
 
-    for _ in range(common.WARMUP_CALLS):
-        execution()
-    times_ms = []
-    for _ in range(replays):
-        start_s = time.perf_counter()
-        execution()
-        times_ms.append((time.perf_counter() - start_s) * 1000 / steps_per_call)
+    times_ms = common.per_step_ms(execution, replays, steps_per_call)
     method = (
         f"Keras train function, XLA (jit_compile), {steps_per_call} steps per execution over one "
         f"batch repeated by tf.data, median of {replays} executions / {steps_per_call}"
