@@ -255,7 +255,7 @@ def test_deploy_options_and_the_suite_key_set_the_spec(tmp_path):
         cli.parser().parse_args(["run", "--out", "x"])
     ).deploy.deploy_enabled
 
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(
         "name: d\nframeworks: [pytorch]\nmodels: [mobilenet_v2]\nspec:\n  deploy: true\n"
     )

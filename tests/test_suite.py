@@ -62,7 +62,7 @@ def test_seed_suite_is_the_seed_experiment():
     ],
 )
 def test_invalid_suites_name_the_bad_key(tmp_path, text, message):
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(text)
     with pytest.raises(suite_file.SuiteError) as error:
         suite_file.load(path)
@@ -71,7 +71,7 @@ def test_invalid_suites_name_the_bad_key(tmp_path, text, message):
 
 
 def test_the_command_line_reports_a_bad_suite_without_a_traceback(tmp_path):
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(VALID + "  optimiser: adam\n")
     result = subprocess.run(
         [sys.executable, "-c", "from orchestrator.cli import main; main()", "suite", str(path)],
@@ -90,7 +90,7 @@ def test_the_command_line_reports_a_bad_suite_without_a_traceback(tmp_path):
 def test_a_suite_without_epochs_announces_the_default_and_reaches_validation(tmp_path):
     # Neither the file nor the command line sets epochs: the announcement names the default,
     # then the bad dataset is refused as any bad input is (exit 2, no traceback).
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(
         f"name: x\nframeworks: [pytorch]\nmodels: [vgg19]\nspec:\n  dataset: {tmp_path / 'none'}\n"
     )
@@ -105,7 +105,7 @@ def test_a_suite_without_epochs_announces_the_default_and_reaches_validation(tmp
 
 
 def test_command_line_options_override_the_file_and_only_those(tmp_path):
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(VALID + "  lr: 1e-3\n  compile: true\nrepeats: 3\n")
     argv = ["suite", str(path), "--epochs", "1", "--train-limit", "64", "--models", "vgg19"]
     run = suite_file.run_arguments(cli.parser().parse_args(argv))
@@ -138,7 +138,7 @@ def test_seed_suite_runs_on_the_cpu_with_limits(tmp_path, shared_cifar):
     assert sorted(runs["framework"]) == ["pytorch", "tensorflow"]
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
     assert (runs["train_samples"] == 512).all() and (runs["epochs"] == 1).all()
-    assert (out / "suite_file.yaml").read_text() == SEED.read_text()
+    assert (out / "suite.yaml").read_text() == SEED.read_text()
     assert "## mobilenet_v2" in (out / "report.md").read_text()
 
 
@@ -155,7 +155,7 @@ def test_seed_suite_runs_on_the_cpu_with_limits(tmp_path, shared_cifar):
     ],
 )
 def test_invalid_debug_probe_keys_are_named(tmp_path, text, message):
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(VALID + "debug_probe:\n" + text)
     with pytest.raises(suite_file.SuiteError) as error:
         suite_file.load(path)
@@ -163,7 +163,7 @@ def test_invalid_debug_probe_keys_are_named(tmp_path, text, message):
 
 
 def test_a_debug_probe_key_keeps_the_small_jobs_defaults(tmp_path):
-    path = tmp_path / "suite_file.yaml"
+    path = tmp_path / "suite.yaml"
     path.write_text(
         VALID + "debug_probe:\n  probes: [channel_order]\n  modes: [graph]\n  device: cpu\n"
     )
