@@ -6,7 +6,7 @@
 #   make test-slow  the exhaustive matrices (marker `slow`: every framework x mode, interruptions,
 #                   pools); CI runs it after `make test`
 #   make test-containers  build the images and run the compose stack for real (root, Debian 12;
-#                         scripts/compose-e2e: ~12 min cold, ~33 GB peak, leaves nothing behind)
+#                         scripts/compose-e2e: ~12 min cold, ~43 GB peak, leaves nothing behind)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 # The frameworks' list lives in one place (services/common/frameworks.py).
