@@ -20,6 +20,7 @@ from rich.console import Console
 
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator import cli
+from orchestrator.data import pixels
 from orchestrator.data import preparation as prepare
 from orchestrator.errors import UserError
 from orchestrator.inputs import options
@@ -116,9 +117,9 @@ def test_image_folder_directory_and_archive_prepare_to_the_same_bytes(tmp_path):
     assert d.train_images.shape == (12, 32, 32, 3) and d.test_images.shape == (6, 32, 32, 3)
     np.testing.assert_allclose(d.mean, datasets.channel_stats(np.asarray(d.train_images))[0])
     # Lossless 32x32 RGB files come through bit-exact, with their class as label.
-    for (split, c, _), pixels in exact.items():
+    for (split, c, _), expected in exact.items():
         images = np.asarray(getattr(d, f"{split}_images"))
-        matches = np.flatnonzero((images == pixels).all(axis=(1, 2, 3)))
+        matches = np.flatnonzero((images == expected).all(axis=(1, 2, 3)))
         assert len(matches) == 1
         assert getattr(d, f"{split}_labels")[matches[0]] == CLASSES.index(c)
     # Stored shuffled, so that a --train-limit takes a mix of classes.
@@ -172,6 +173,122 @@ def test_layout_errors_are_explained(tmp_path, change, message):
     )
     assert code == 2 and message in printed
     assert not (tmp_path / "d").exists()
+
+
+# --- every Pillow mode to 8-bit RGB, its range kept ---
+
+RAMP = np.arange(256, dtype=np.uint8)  # one row: black to white
+WIDE_RAMP = np.linspace(0, 65535, 256).round()  # the same ramp on the 16-bit scale
+
+
+def raw_image(mode: str, pixels: np.ndarray) -> Image.Image:
+    """An image of `mode` from a row of pixels (one value, or a tuple of bands, each), in the
+    mode's own raw layout."""
+    row = np.ascontiguousarray(pixels)
+    return Image.frombytes(mode, (len(row), 1), row.tobytes())
+
+
+def bands(*channels) -> np.ndarray:
+    return np.stack([np.broadcast_to(c, RAMP.shape) for c in channels], axis=-1).astype(np.uint8)
+
+
+def palette_image(mode: str) -> Image.Image:
+    image = raw_image(mode, RAMP if mode == "P" else bands(RAMP, 255))
+    image.putpalette(bands(RAMP, 255 - RAMP, RAMP // 2).tobytes())
+    return image
+
+
+COLOURS = bands(RAMP, 255 - RAMP, RAMP // 2)
+GREY = bands(RAMP, RAMP, RAMP)
+WIDE_GREY = bands(*[np.rint(WIDE_RAMP * 255 / 65535)] * 3)
+# Pillow mode: (a one-row image in that mode, the RGB pixels it must become, tolerance).
+GRADIENTS = {
+    "1": lambda: (
+        Image.fromarray(RAMP[None] % 2 == 0),
+        bands(*[(RAMP % 2 == 0) * 255] * 3),
+        0,
+    ),
+    "L": lambda: (raw_image("L", RAMP), GREY, 0),
+    "LA": lambda: (raw_image("LA", bands(RAMP, 255 - RAMP)), GREY, 0),
+    "La": lambda: (raw_image("La", bands(RAMP, 255)), GREY, 0),
+    "P": lambda: (palette_image("P"), COLOURS, 0),
+    "PA": lambda: (palette_image("PA"), COLOURS, 0),
+    "RGB": lambda: (raw_image("RGB", COLOURS), COLOURS, 0),
+    "RGBA": lambda: (raw_image("RGBA", bands(RAMP, 255 - RAMP, RAMP // 2, 7)), COLOURS, 0),
+    "RGBX": lambda: (raw_image("RGBX", bands(RAMP, 255 - RAMP, RAMP // 2, 7)), COLOURS, 0),
+    "RGBa": lambda: (raw_image("RGBa", bands(RAMP, 255 - RAMP, RAMP // 2, 255)), COLOURS, 0),
+    # (255 - C)(255 - K) / 255 with K = 0: the complement of each ink.
+    "CMYK": lambda: (
+        raw_image("CMYK", bands(255 - RAMP, RAMP, 255, 0)),
+        bands(RAMP, 255 - RAMP, 0),
+        0,
+    ),
+    "YCbCr": lambda: (raw_image("YCbCr", bands(RAMP, 128, 128)), GREY, 1),
+    # Through CIE L*a*b* and back: a grey stays grey, within rounding.
+    "LAB": lambda: (raw_image("RGB", GREY).convert("LAB"), GREY, 2),
+    "HSV": lambda: (raw_image("HSV", bands(0, 255, RAMP)), bands(RAMP, 0, 0), 0),
+    "I;16": lambda: (raw_image("I;16", WIDE_RAMP.astype("<u2")), WIDE_GREY, 0),
+    "I;16L": lambda: (raw_image("I;16L", WIDE_RAMP.astype("<u2")), WIDE_GREY, 0),
+    "I;16B": lambda: (raw_image("I;16B", WIDE_RAMP.astype(">u2")), WIDE_GREY, 0),
+    "I;16N": lambda: (raw_image("I;16N", WIDE_RAMP.astype(np.uint16)), WIDE_GREY, 0),
+    "I": lambda: (raw_image("I", WIDE_RAMP.astype(np.int32)), WIDE_GREY, 0),
+    "F": lambda: (raw_image("F", (RAMP / 255).astype(np.float32)), GREY, 0),
+}
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_every_pillow_mode_becomes_8_bit_rgb_with_its_range_kept(mode):
+    # Parametrised over Pillow's own list: a mode a newer Pillow adds fails here until it has a
+    # rule and a case.
+    image, expected, tolerance = GRADIENTS[mode]()
+    assert image.mode == mode
+    rgb, rule = pixels.to_rgb(image)
+    assert rgb.mode == "RGB" and rule
+    np.testing.assert_allclose(np.asarray(rgb)[0], expected, atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    "mode, values",
+    [
+        ("I", [-1000, 0, 1000, 3000]),  # a signed 16-bit TIFF
+        ("I", [70_000, 140_000, 210_000, 350_000]),  # a 32-bit TIFF
+        ("F", [-2.0, 0.0, 2.0, 6.0]),
+    ],
+    ids=["signed", "32-bit", "float-beyond-1"],
+)
+def test_wide_pixels_beyond_their_nominal_range_are_stretched_by_their_own(mode, values):
+    dtype = np.int32 if mode == "I" else np.float32
+    rgb, rule = pixels.to_rgb(raw_image(mode, np.array(values, dtype)))
+    assert np.asarray(rgb)[0].tolist() == [[v] * 3 for v in (0, 64, 128, 255)]
+    assert "own minimum..maximum" in rule
+    constant, rule = pixels.to_rgb(raw_image(mode, np.array([values[0]] * 4, dtype)))
+    assert np.asarray(constant).max() == 0 and "own minimum..maximum" in rule
+
+
+def test_float_pixels_without_an_8_bit_value_are_refused():
+    with pytest.raises(pixels.ConversionError, match="NaN or infinity"):
+        pixels.to_rgb(raw_image("F", np.array([0.5, np.nan], np.float32)))
+
+
+def test_a_16_bit_greyscale_png_keeps_its_gradient_and_meta_json_says_how(tmp_path):
+    make_image_folder(tmp_path / "src")
+    # Every pixel a different 16-bit value, across the whole range.
+    wide = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "src" / "train" / "cat" / "wide.png")
+    assert Image.open(tmp_path / "src" / "train" / "cat" / "wide.png").mode == "I;16"
+    code, printed = fwbench(
+        "data", "prepare", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "d")
+    )
+    assert code == 0, printed
+    assert f"1 I;16 image to 8-bit RGB: {pixels.SIXTEEN_BIT_RULE}" in printed
+
+    expected = np.repeat(np.rint(wide / 65535 * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    d = datasets.from_directory(tmp_path / "d")
+    matches = np.flatnonzero((np.asarray(d.train_images) == expected).all(axis=(1, 2, 3)))
+    assert len(matches) == 1 and d.train_labels[matches[0]] == CLASSES.index("cat")
+    conversions = datasets.read_meta(tmp_path / "d")["preprocessing"]["rgb_conversion"]
+    assert {"mode": "I;16", "images": 1, "rule": pixels.SIXTEEN_BIT_RULE} in conversions
+    assert {c["mode"] for c in conversions} == {"RGB", "L", "P", "RGBA", "I;16"}
 
 
 def test_an_existing_dataset_is_kept_unless_forced(tmp_path):
@@ -314,6 +431,93 @@ def test_a_service_refuses_a_dataset_changed_after_preparing(tmp_path, stub, fra
     details = raised.value.details()
     assert "train_images.npy" in details and "does not match meta.json" in details
     assert "prepare it again" in details
+
+
+# --- the statistics that normalise every framework's input ---
+
+
+def test_a_dataset_of_one_colour_is_refused_when_prepared(tmp_path):
+    for split, count in (("train", 3), ("test", 1)):
+        (tmp_path / "src" / split / "cat").mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (32, 32), "white").save(tmp_path / "src" / split / "cat" / f"{i}.png")
+    code, printed = fwbench(
+        "data", "prepare", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "d")
+    )
+    assert code == 2, printed
+    assert "src: the training images' statistics: std [0.0, 0.0, 0.0]" in printed
+    assert "channel R is not above 0" in printed and "check the source images" in printed
+    assert not (tmp_path / "d").exists() and no_partial_left(tmp_path)
+
+
+def prepared_synthetic(out: Path) -> Path:
+    code, printed = fwbench(
+        *("data", "prepare", "--source", "synthetic", "--out", str(out)),
+        *("--train-count", "64", "--test-count", "32"),
+    )
+    assert code == 0, printed
+    return out
+
+
+def edit_meta(data_dir: Path, **fields) -> None:
+    """Sets meta.json fields by hand, as a person (or a tool) might; json writes NaN as NaN."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    (data_dir / "meta.json").write_text(json.dumps(meta | fields))
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"std": [0.0, 0.2, 0.2]}, "std [0.0, 0.2, 0.2]: channel R is not above 0"),
+        ({"std": [0.2, float("nan"), 0.2]}, "std [0.2, nan, 0.2]: channel G is not finite"),
+        ({"std": [0.2, 0.2, 64.0]}, "channel B is above 0.5, the most that values in [0, 1]"),
+        ({"mean": [0.5, 120.0, 0.5]}, "channel G is outside the pixel scale [0, 1]"),
+        ({"mean": [0.5, 0.5]}, "mean is [0.5, 0.5], not three numbers (R, G, B)"),
+        ({"mean": "0.5"}, "mean is '0.5', not three numbers"),
+    ],
+    ids=["std-0", "std-nan", "std-absurd", "mean-absurd", "mean-two-channels", "mean-text"],
+)
+def test_implausible_statistics_in_meta_json_are_refused_when_read(tmp_path, fields, message):
+    data_dir = prepared_synthetic(tmp_path / "d")
+    edit_meta(data_dir, **fields)
+    with pytest.raises(datasets.DataError) as refused:
+        datasets.read_meta(data_dir)  # what the services and the CLI read a dataset through
+    assert str(refused.value).startswith(f"{data_dir / 'meta.json'}: ")
+    assert message in str(refused.value)
+    remedy = f"prepare the dataset again (`fwbench data prepare --source SOURCE --out {data_dir}"
+    assert remedy in str(refused.value)
+
+
+def test_the_cli_refuses_a_run_on_a_dataset_whose_std_is_0_before_any_service(tmp_path):
+    data_dir = prepared_synthetic(tmp_path / "d")
+    edit_meta(data_dir, std=[0.0, 0.2, 0.2])
+    # A remote address where nothing listens: were the dataset not checked, the run would fail
+    # to connect (in 15 s) rather than train.
+    result = fwbench_subprocess(
+        *("run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--dataset", data_dir),
+        *("--launcher", "remote", "--service", "pytorch=127.0.0.1:9", "--out", tmp_path / "o"),
+        timeout_s=120,
+    )
+    printed = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, printed
+    assert "Traceback" not in printed
+    assert "std [0.0, 0.2, 0.2]: channel R is not above 0" in printed
+    assert "fwbench data prepare" in printed
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.framework
+def test_a_service_refuses_a_dataset_whose_std_is_0_rather_than_diverging(tmp_path, stub):
+    # The refusal comes before any worker, in code every framework's service shares: one
+    # framework proves it.
+    data_dir = prepared_synthetic(tmp_path / "d")
+    edit_meta(data_dir, std=[0.0, 0.2, 0.2])
+    spec = tiny_spec(data__source="directory", data__data_dir=str(data_dir))
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub("pytorch").Train(pb.TrainRequest(spec=spec), timeout=300))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "meta.json: std [0.0, 0.2, 0.2]: channel R is not above 0" in raised.value.details()
+    assert "prepare the dataset again" in raised.value.details()
 
 
 # --- real data: the shared CIFAR-10 JPEG archive ---

@@ -12,9 +12,11 @@ read. Sources:
   plain .tar has none;
 - `synthetic`: the seeded generator of services/common/datasets.py, written to disk.
 
-ImageFolder images that are not 32x32 are resized (RESIZE_POLICY) and samples are stored in a
-seeded shuffled order, as the official CIFAR-10 batches are, so that --train-limit/--test-limit
-take a mix of classes rather than the first classes in name order. Both are recorded in meta.json.
+ImageFolder images of every Pillow mode are converted to 8-bit RGB with their range kept
+(orchestrator/data/pixels.py: a 16-bit image is scaled, not clipped), images that are not 32x32
+are resized (RESIZE_POLICY), and samples are stored in a seeded shuffled order, as the official
+CIFAR-10 batches are, so that --train-limit/--test-limit take a mix of classes rather than the
+first classes in name order. All three are recorded in meta.json.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from orchestrator.data import pixels
 from orchestrator.errors import UserError
 from services.common import datasets
 
@@ -59,8 +62,7 @@ SPLITS = ("train", "test")
 SIZE = datasets.IMAGE_SHAPE[:2]
 RESIZE_POLICY = (
     "images that are not 32x32 are stretched to 32x32 (aspect ratio not kept) with Pillow's "
-    "bilinear filter, which antialiases when downscaling; non-RGB images are converted to RGB "
-    "(alpha dropped)"
+    "bilinear filter, which antialiases when downscaling, after their conversion to 8-bit RGB"
 )
 # Fixed rather than the run's seed: a prepared dataset is one copy, shared by every run.
 ORDER_SEED = 0
@@ -140,11 +142,17 @@ def summary(out: Path, meta: dict, elapsed_s: float) -> str:
     size_mb = sum((out / e["file"]).stat().st_size for e in meta["arrays"].values()) / 1e6
     mean = ", ".join(f"{v:.4f}" for v in meta["mean"])
     std = ", ".join(f"{v:.4f}" for v in meta["std"])
+    # Shown, not only recorded: a conversion is what makes a dataset look unlike its files.
+    converted = [
+        f"\n  {c['images']:,} {c['mode']} image{'s' * (c['images'] != 1)} to 8-bit RGB: {c['rule']}"
+        for c in meta.get("preprocessing", {}).get("rgb_conversion", [])
+        if c["mode"] != "RGB"
+    ]
     return (
         f"Prepared {meta['name']} in {out}: {meta['train_count']:,} train and "
         f"{meta['test_count']:,} test images, {len(meta['classes'])} classes, "
         f"{size_mb:.1f} MB of arrays, {elapsed_s:.1f} s\n"
-        f"  train mean (RGB, [0, 1]) {mean} · std {std}"
+        f"  train mean (RGB, [0, 1]) {mean} · std {std}" + "".join(converted)
     )
 
 
@@ -265,7 +273,7 @@ def read_cifar10(archive: Path) -> Decoded:
 def read_image_folder(source: Path, console: Console) -> Decoded:
     images: dict[str, dict[tuple[str, str], np.ndarray]] = {s: {} for s in SPLITS}
     sizes: collections.Counter[str] = collections.Counter()
-    modes: collections.Counter[str] = collections.Counter()
+    conversions: collections.Counter[tuple[str, str]] = collections.Counter()
     roots: set[tuple[str, ...]] = set()
     with Progress(
         TextColumn(f"decoding {source.name}"),
@@ -280,7 +288,7 @@ def read_image_folder(source: Path, console: Console) -> Decoded:
             root, split, label, filename = sample
             roots.add(root)
             where = f"{source}:{'/'.join((*root, split, label, filename))}"
-            images[split][(label, filename)] = decode(content, where, sizes, modes)
+            images[split][(label, filename)] = decode(content, where, sizes, conversions)
             if count % 500 == 0:
                 progress.update(task, images=count, **progress_now())
         progress.update(task, images=sum(map(len, images.values())), total=1, completed=1)
@@ -298,7 +306,9 @@ def read_image_folder(source: Path, console: Console) -> Decoded:
         arrays[f"{split}_images"] = np.stack([images[split][keys[i]] for i in order])
         arrays[f"{split}_labels"] = np.array([label_of[keys[i][0]] for i in order], np.int64)
     resized = sum(n for size, n in sizes.items() if size != f"{SIZE[1]}x{SIZE[0]}")
-    converted = sum(n for mode, n in modes.items() if mode != "RGB")
+    modes: collections.Counter[str] = collections.Counter()
+    for (mode, _), n in conversions.items():
+        modes[mode] += n
     return Decoded(
         arrays=arrays,
         classes=classes,
@@ -311,7 +321,12 @@ def read_image_folder(source: Path, console: Console) -> Decoded:
             "preprocessing": {
                 "resize": RESIZE_POLICY,
                 "resized_images": resized,
-                "converted_to_rgb_images": converted,
+                "converted_to_rgb_images": sum(n for m, n in modes.items() if m != "RGB"),
+                # Per Pillow mode (and, for 32-bit modes, per range), what made it 8-bit RGB.
+                "rgb_conversion": [
+                    {"mode": mode, "images": n, "rule": rule}
+                    for (mode, rule), n in conversions.most_common()
+                ],
                 # Width x height and Pillow mode of the source images, most common first.
                 "source_sizes": dict(sizes.most_common(10)),
                 "source_modes": dict(modes.most_common()),
@@ -396,15 +411,18 @@ def decode(
     f: Path | io.BytesIO,
     where: str,
     sizes: collections.Counter[str],
-    modes: collections.Counter[str],
+    conversions: collections.Counter[tuple[str, str]],
 ) -> np.ndarray:
-    """A 32x32 RGB uint8 image from an open image file, counting source sizes and modes."""
+    """A 32x32 RGB uint8 image from an open image file, counting source sizes and the
+    (source mode, conversion rule) of each image."""
     try:
         with Image.open(f) as image:
             image.load()  # decode now: a truncated or corrupt file fails here, named
             sizes[f"{image.width}x{image.height}"] += 1
-            modes[image.mode] += 1
-            rgb = image.convert("RGB")
+            rgb, rule = pixels.to_rgb(image)
+            conversions[image.mode, rule] += 1
+    except pixels.ConversionError as e:
+        raise UserError(f"{where}: {e}") from e
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         # OSError covers UnidentifiedImageError and truncation; SyntaxError is what some of
         # Pillow's format plugins raise for malformed headers.

@@ -11,7 +11,8 @@ The directory format, FORMAT:
   train_images.npy, test_images.npy   uint8 N x 32 x 32 x 3 (NHWC, RGB), memory-mapped on load
   train_labels.npy, test_labels.npy   int64 N, indices into `classes`
   meta.json   format, name, classes, train_count, test_count, mean and std (per RGB channel, of
-              the training images on the [0, 1] scale), arrays (file, sha256, shape, dtype of each
+              the training images on the [0, 1] scale; check_stats refuses values that cannot
+              be, when written and when read), arrays (file, sha256, shape, dtype of each
               array: checked before every use; files only in the dataset's own directory) and
               provenance (source, preprocessing, order)
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -41,10 +43,14 @@ ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 META_KEYS = ("name", "classes", "mean", "std", "arrays")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 50_000, 10_000
 SYNTHETIC_CLASSES = 10
+CHANNELS = ("R", "G", "B")
+STD_MAX = 0.5  # the largest std of values in [0, 1]: half of them 0, half 1
+STATS_ROUNDING = 1e-9  # how far a std computed in float64 may land past STD_MAX
 
 
 class DataError(Exception):
-    """The dataset is missing, unreadable or does not match its checksums. FAILED_PRECONDITION."""
+    """The dataset is missing, unreadable, does not match its checksums or has statistics that
+    cannot be its images'. FAILED_PRECONDITION."""
 
 
 class DataAccessError(DataError):
@@ -75,7 +81,41 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
         total_sq += (chunk**2).sum(axis=(0, 1, 2))
     count = len(images) * IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
     mean = total / count
-    return mean.tolist(), np.sqrt(total_sq / count - mean**2).tolist()
+    # Rounding can make a constant channel's variance a hair below 0, whose root is NaN; it is 0.
+    return mean.tolist(), np.sqrt(np.maximum(total_sq / count - mean**2, 0)).tolist()
+
+
+def check_stats(mean, std, where: str, remedy: str) -> None:
+    """Raises DataError, naming `where` and ending with `remedy`, unless mean and std could be
+    the per-channel statistics of pixels on the [0, 1] scale: three finite numbers each, every
+    mean within [0, 1], every std above 0 and at most 0.5. Every framework's first step is
+    (x - mean) / std: a std of 0 or NaN makes every input infinite or NaN, and the run would
+    "diverge" at step 1, blamed on the framework."""
+    for key, values in (("mean", mean), ("std", std)):
+        if not (
+            isinstance(values, list)
+            and len(values) == len(CHANNELS)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ):
+            raise DataError(f"{where}: {key} is {values!r}, not three numbers (R, G, B); {remedy}")
+        for channel, value in zip(CHANNELS, values, strict=True):
+            if problem := _stat_problem(key, value):
+                raise DataError(f"{where}: {key} {values}: channel {channel} {problem}; {remedy}")
+
+
+def _stat_problem(key: str, value: float) -> str | None:
+    if not math.isfinite(value):
+        return "is not finite"
+    if key == "mean" and not 0 <= value <= 1:
+        return "is outside the pixel scale [0, 1]"
+    if key == "std" and value <= 0:
+        return (
+            "is not above 0: that channel has one value in every training image, and inputs "
+            "divided by it are infinite"
+        )
+    if key == "std" and value > STD_MAX + STATS_ROUNDING:
+        return f"is above {STD_MAX}, the most that values in [0, 1] can spread"
+    return None
 
 
 def synthetic_split(seed: int, split: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +200,14 @@ def write(
     `provenance` (source, preprocessing, order) is recorded in meta.json as is.
     """
     check_arrays(arrays, len(classes), name)
+    mean, std = channel_stats(arrays["train_images"])
+    check_stats(
+        mean,
+        std,
+        f"{name}: the training images' statistics",
+        "check the source images: a dataset whose images are all white, all black or one "
+        "colour cannot be normalised (and is often a decoding problem)",
+    )
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not replace:
         raise DataError(f"{out_dir} already exists and is not empty")
@@ -178,7 +226,6 @@ def write(
                 "shape": list(arrays[array_name].shape),
                 "dtype": str(arrays[array_name].dtype),
             }
-        mean, std = channel_stats(arrays["train_images"])
         meta = {
             "format": FORMAT,
             "name": name,
@@ -225,6 +272,16 @@ def read_meta(data_dir: Path) -> dict:
         raise DataError(f"{meta_path} lacks {', '.join(missing)}: prepare the dataset again")
     if not (isinstance(meta["classes"], list) and all(isinstance(c, str) for c in meta["classes"])):
         raise DataError(f"{meta_path}: classes must be a list of names: prepare the dataset again")
+    source = meta.get("source")
+    source_path = source.get("path") if isinstance(source, dict) else None
+    check_stats(
+        meta["mean"],
+        meta["std"],
+        str(meta_path),
+        "mean and std are the training images' per-channel statistics on the [0, 1] scale, by "
+        "which every framework normalises its input: prepare the dataset again (`fwbench data "
+        f"prepare --source {source_path or 'SOURCE'} --out {data_dir} --force`)",
+    )
     for name in ARRAYS:
         entry = meta["arrays"][name]
         shape = entry.get("shape") if isinstance(entry, dict) else None
