@@ -44,27 +44,49 @@ def wait_for(condition, timeout_s: float = 180) -> None:
         time.sleep(0.1)
 
 
-def training_workers() -> list[psutil.Process]:
+def local_services(run: subprocess.Popen) -> list[psutil.Process]:
+    """The services this fwbench process started: they name it with --parent-pid."""
     return [
         p
         for p in psutil.process_iter(["cmdline"])
-        if "services.common.worker" in (p.info["cmdline"] or []) and "train" in p.info["cmdline"]
+        if "services.common.server" in (p.info["cmdline"] or [])
+        and str(run.pid) in p.info["cmdline"]
     ]
+
+
+def training_workers(run: subprocess.Popen) -> list[psutil.Process]:
+    """The workers training for this fwbench process, children of its local services (other
+    fwbench runs on the machine train workers too, and are not ours)."""
+    workers = []
+    for service in local_services(run):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            workers += [
+                child
+                for child in service.children(recursive=True)
+                if "services.common.worker" in child.cmdline() and "train" in child.cmdline()
+            ]
+    return workers
+
+
+def all_gone(processes: list[psutil.Process]) -> bool:
+    return not any(p.is_running() for p in processes)
 
 
 def test_ctrl_c_cancels_keeps_the_measured_and_resume_finishes(tmp_path: Path):
     out = tmp_path / "out"
-    # Epochs of 32 steps (seconds each): the Ctrl-C lands within 0.1 s of the first one's end.
+    # Epochs of 16 steps (a second or more each): the Ctrl-C lands within 0.1 s of the first
+    # one's end, well inside the second.
     run = start(
         "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
-        "--train-limit", "1024", "--test-limit", "64", "--epochs", "2", "--out", out,
+        "--train-limit", "512", "--test-limit", "64", "--epochs", "2", "--out", out,
     )  # fmt: skip
     wait_for(lambda: (out / "epochs.csv").exists())  # the first epoch is measured
+    workers = training_workers(run)
     run.send_signal(signal.SIGINT)
     interrupted_at = time.monotonic()
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 130, output
-    wait_for(lambda: not training_workers(), timeout_s=5)
+    wait_for(lambda: all_gone(workers) and not training_workers(run), timeout_s=5)
     assert time.monotonic() - interrupted_at < 15
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs["status"]) == ["cancelled"]
@@ -89,9 +111,9 @@ def test_after_kill_9_report_recovers_every_finished_run(tmp_path: Path):
     out = tmp_path / "out"
     run = start(
         "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "3",
-        "--train-limit", "1024", "--test-limit", "64", "--epochs", "1", "--out", out,
+        "--train-limit", "512", "--test-limit", "64", "--epochs", "1", "--out", out,
     )  # fmt: skip
-    wait_for(lambda: (out / "runs.csv").exists() and training_workers())
+    wait_for(lambda: (out / "runs.csv").exists() and training_workers(run))
     run.kill()
     run.wait()
     finished = pd.read_csv(out / "runs.csv")
@@ -112,13 +134,8 @@ def test_a_service_that_dies_mid_suite_takes_only_its_run(tmp_path: Path):
         "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
         "--train-limit", "2048", "--test-limit", "64", "--epochs", "1", "--out", out,
     )  # fmt: skip
-    wait_for(lambda: training_workers())
-    [server] = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "services.common.server" in (p.info["cmdline"] or [])
-        and str(run.pid) in p.info["cmdline"]
-    ]
+    wait_for(lambda: training_workers(run))
+    [server] = local_services(run)
     server.kill()
     output, _ = run.communicate(timeout=600)
     assert run.returncode == 1, output
@@ -171,12 +188,13 @@ def test_a_full_disk_stops_the_runs_naming_the_file_and_keeps_what_was_written(t
         wait_for(lambda: (out / "runs.csv").exists() and len(begun(out)) == 2)
         journal = (out / "events.jsonl").read_bytes()
         runs = (out / "runs.csv").read_bytes()
+        workers = training_workers(run)
         filler = fill(disk)  # while the second run trains
         output, _ = run.communicate(timeout=300)
         assert run.returncode == 2, output
         assert f"cannot write {out}/" in output and "No space left on device" in output, output
         assert f"`fwbench run --resume {out}` runs the rest" in output
-        wait_for(lambda: not training_workers(), timeout_s=10)
+        wait_for(lambda: all_gone(workers) and not training_workers(run), timeout_s=10)
         # What was written before the disk filled is all there, unchanged.
         assert (out / "events.jsonl").read_bytes().startswith(journal)
         assert (out / "runs.csv").read_bytes() == runs

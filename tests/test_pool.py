@@ -74,11 +74,11 @@ def test_services_on_two_nodes_train_at_once_one_run_each(tmp_path, serve):
     ports = [serve("pytorch", node)[1] for node in ("host-a", "host-b")]
     out = tmp_path / "out"
     services = [a for p in ports for a in ("--service", f"pytorch=127.0.0.1:{p}")]
-    result = fwbench(*RUN, *services, *TINY, "--repeats", "4", "--out", out, timeout_s=600)
+    result = fwbench(*RUN, *services, *TINY, "--repeats", "2", "--out", out, timeout_s=600)
     assert result.returncode == 0, result.stdout + result.stderr
     runs = pd.read_csv(out / "runs.csv")
     # Every run ok: a service asked for a second run at once would have refused it.
-    assert sorted(runs["run_id"]) == [f"mobilenet_v2-pytorch-r{r}" for r in range(4)]
+    assert sorted(runs["run_id"]) == [f"mobilenet_v2-pytorch-r{r}" for r in range(2)]
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
     assert overlapping(out)
     pool = json.loads((out / "context.json").read_text())["pool"]
@@ -107,7 +107,8 @@ def test_a_pool_member_that_dies_takes_only_its_run(tmp_path, serve):
         f"pytorch=127.0.0.1:{port_b}",
     ]
     command += ["--train-limit", "512", "--test-limit", "32", "--epochs", "1"]
-    command += ["--repeats", "4", "--out", out]
+    # Three runs: one on each service at once, the third on the one that survives.
+    command += ["--repeats", "3", "--out", out]
     run = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -119,7 +120,7 @@ def test_a_pool_member_that_dies_takes_only_its_run(tmp_path, serve):
     output, _ = run.communicate(timeout=600)
     assert run.returncode == 1, output
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 4 and sorted(runs["status"]) == ["failed", "ok", "ok", "ok"]
+    assert len(runs) == 3 and sorted(runs["status"]) == ["failed", "ok", "ok"]
     [error] = runs.loc[runs["status"] == "failed", "error"]
     assert error.startswith("UNAVAILABLE")
     assert f"pytorch@127.0.0.1:{port_b} service died; it leaves the pool" in output
