@@ -55,11 +55,16 @@ def test_service_addresses_need_the_remote_launcher_and_every_framework(tmp_path
     assert not out.exists()
 
 
+def unused_port() -> int:
+    """A port that was free a moment ago: nothing listens there."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow  # waits out the 15 s a starting container gets
 def test_nothing_listening_fails_in_seconds_and_leaves_no_results(tmp_path):
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unused_port()
     out = tmp_path / "out"
     start = time.monotonic()
     output = refused(
@@ -99,6 +104,31 @@ def test_limits_beyond_the_dataset_name_its_size(tmp_path):
     output = refused("run", "--dataset", data, "--test-limit", "9", "--out", tmp_path / "y")
     assert f"--test-limit 9: the test split of {data} has only 8 images" in output
     assert not (tmp_path / "y").exists()
+
+
+def test_a_last_batch_of_one_image_is_refused_before_any_service_is_asked(tmp_path):
+    # The services refuse it too (datasets.check), but only once they run. A remote service where
+    # nothing listens: had the check waited for the services, this would be "did not answer".
+    remote = ["run", "--frameworks", "pytorch", "--launcher", "remote"]
+    remote += ["--service", f"pytorch=127.0.0.1:{unused_port()}", "--out", tmp_path / "out"]
+    output = refused(*remote, "--train-limit", "65", "--batch-size", "32")
+    assert (
+        "--train-limit 65 with --batch-size 32: the last batch of every epoch would hold 1 image, "
+        "on which BatchNorm cannot train; use --train-limit 64 or 66, or another --batch-size"
+    ) in output
+    # Without --train-limit, the whole training split is what is batched.
+    data = tmp_path / "odd"
+    images, labels = datasets.synthetic_split(0, 1, 33)
+    datasets.write(
+        data,
+        {"train_images": images, "train_labels": labels % 2,
+         "test_images": images[:4], "test_labels": labels[:4] % 2},
+        ["a", "b"], "odd", {},
+    )  # fmt: skip
+    output = refused(*remote, "--dataset", data, "--batch-size", "32")
+    assert f"the 33 training images of {data} with --batch-size 32" in output
+    assert "use --train-limit 32, or another --batch-size" in output
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_head_follows_the_dataset_classes(tmp_path):
