@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.inputs import options
+from orchestrator.running import launchers
 from services.common import datasets, frameworks
 from services.common import spec as specs
 from tests.conftest import fwbench
@@ -74,6 +75,20 @@ def test_nothing_listening_fails_in_seconds_and_leaves_no_results(tmp_path):
     assert time.monotonic() - start < 30
     assert f"the pytorch service at 127.0.0.1:{port} did not answer" in output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("prefix", ["", launchers.DNS_PREFIX])
+def test_a_host_that_does_not_resolve_fails_at_once_naming_it(tmp_path, prefix):
+    # .invalid never resolves (RFC 2606). It used to wait out the 15 s a starting service gets.
+    service = f"pytorch={prefix}no-such-host.invalid:50051"
+    start = time.monotonic()
+    output = refused(
+        "run", "--frameworks", "pytorch", "--launcher", "remote", "--service", service,
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert time.monotonic() - start < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert f"--service {service}: the host no-such-host.invalid does not resolve" in output
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unusable_out_is_one_clear_error(tmp_path):
