@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -88,6 +89,39 @@ def test_a_host_that_does_not_resolve_fails_at_once_naming_it(tmp_path, prefix):
     )  # fmt: skip
     assert time.monotonic() - start < launchers.REMOTE_CONNECT_TIMEOUT_S
     assert f"--service {service}: the host no-such-host.invalid does not resolve" in output
+    assert not (tmp_path / "out").exists()
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A certificate and its key, made with the openssl CLI (an EC key: fast)."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_files_that_tls_cannot_use_are_refused_before_any_service_is_asked(tmp_path):
+    # A file that is no certificate used to fail every handshake, for 15 s, as "did not answer".
+    ca, ca_key = self_signed(tmp_path, "ca")
+    client, _ = self_signed(tmp_path, "client")
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    remote = ["run", "--frameworks", "pytorch", "--launcher", "remote", "--out", tmp_path / "out"]
+    remote += ["--service", f"pytorch=127.0.0.1:{unused_port()}"]
+    start = time.monotonic()
+    output = refused(*remote, "--tls-ca", not_pem)
+    assert time.monotonic() - start < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert f"--tls-ca (or $FWBENCH_TLS_CA) {not_pem}: holds no PEM certificate" in output
+    assert f"{ca_key}: holds no PEM certificate" in refused(*remote, "--tls-ca", ca_key)
+    assert "--tls-cert and --tls-key go together" in refused(
+        *remote, "--tls-ca", ca, "--tls-cert", client
+    )
+    mismatched = refused(*remote, "--tls-ca", ca, "--tls-cert", client, "--tls-key", ca_key)
+    pair = f"--tls-cert {client} and --tls-key {ca_key}: not a PEM certificate and its private key"
+    assert pair in mismatched
     assert not (tmp_path / "out").exists()
 
 
