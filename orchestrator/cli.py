@@ -14,7 +14,13 @@ fwbench friction      measure what installing and starting each framework costs
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# gRPC's core writes every failed TLS handshake to stderr (gRPC 1.85: at INFO, unasked), above
+# fwbench's own message saying what is wrong. Errors only, unless whoever runs fwbench chose a
+# verbosity. Read when gRPC first loads: before the imports below.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from rich.console import Console
 from rich.text import Text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.inputs import options
+from orchestrator.running import launchers
 from services.common import datasets, frameworks
 from services.common import spec as specs
 from tests.conftest import fwbench
@@ -55,11 +57,16 @@ def test_service_addresses_need_the_remote_launcher_and_every_framework(tmp_path
     assert not out.exists()
 
 
+def unused_port() -> int:
+    """A port that was free a moment ago: nothing listens there."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow  # waits out the 15 s a starting container gets
 def test_nothing_listening_fails_in_seconds_and_leaves_no_results(tmp_path):
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unused_port()
     out = tmp_path / "out"
     start = time.monotonic()
     output = refused(
@@ -69,6 +76,53 @@ def test_nothing_listening_fails_in_seconds_and_leaves_no_results(tmp_path):
     assert time.monotonic() - start < 30
     assert f"the pytorch service at 127.0.0.1:{port} did not answer" in output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("prefix", ["", launchers.DNS_PREFIX])
+def test_a_host_that_does_not_resolve_fails_at_once_naming_it(tmp_path, prefix):
+    # .invalid never resolves (RFC 2606). It used to wait out the 15 s a starting service gets.
+    service = f"pytorch={prefix}no-such-host.invalid:50051"
+    start = time.monotonic()
+    output = refused(
+        "run", "--frameworks", "pytorch", "--launcher", "remote", "--service", service,
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert time.monotonic() - start < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert f"--service {service}: the host no-such-host.invalid does not resolve" in output
+    assert not (tmp_path / "out").exists()
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A certificate and its key, made with the openssl CLI (an EC key: fast)."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_files_that_tls_cannot_use_are_refused_before_any_service_is_asked(tmp_path):
+    # A file that is no certificate used to fail every handshake, for 15 s, as "did not answer".
+    ca, ca_key = self_signed(tmp_path, "ca")
+    client, _ = self_signed(tmp_path, "client")
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    remote = ["run", "--frameworks", "pytorch", "--launcher", "remote", "--out", tmp_path / "out"]
+    remote += ["--service", f"pytorch=127.0.0.1:{unused_port()}"]
+    start = time.monotonic()
+    output = refused(*remote, "--tls-ca", not_pem)
+    assert time.monotonic() - start < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert f"--tls-ca (or $FWBENCH_TLS_CA) {not_pem}: holds no PEM certificate" in output
+    assert f"{ca_key}: holds no PEM certificate" in refused(*remote, "--tls-ca", ca_key)
+    assert "--tls-cert and --tls-key go together" in refused(
+        *remote, "--tls-ca", ca, "--tls-cert", client
+    )
+    mismatched = refused(*remote, "--tls-ca", ca, "--tls-cert", client, "--tls-key", ca_key)
+    pair = f"--tls-cert {client} and --tls-key {ca_key}: not a PEM certificate and its private key"
+    assert pair in mismatched
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unusable_out_is_one_clear_error(tmp_path):
@@ -99,6 +153,31 @@ def test_limits_beyond_the_dataset_name_its_size(tmp_path):
     output = refused("run", "--dataset", data, "--test-limit", "9", "--out", tmp_path / "y")
     assert f"--test-limit 9: the test split of {data} has only 8 images" in output
     assert not (tmp_path / "y").exists()
+
+
+def test_a_last_batch_of_one_image_is_refused_before_any_service_is_asked(tmp_path):
+    # The services refuse it too (datasets.check), but only once they run. A remote service where
+    # nothing listens: had the check waited for the services, this would be "did not answer".
+    remote = ["run", "--frameworks", "pytorch", "--launcher", "remote"]
+    remote += ["--service", f"pytorch=127.0.0.1:{unused_port()}", "--out", tmp_path / "out"]
+    output = refused(*remote, "--train-limit", "65", "--batch-size", "32")
+    assert (
+        "--train-limit 65 with --batch-size 32: the last batch of every epoch would hold 1 image, "
+        "on which BatchNorm cannot train; use --train-limit 64 or 66, or another --batch-size"
+    ) in output
+    # Without --train-limit, the whole training split is what is batched.
+    data = tmp_path / "odd"
+    images, labels = datasets.synthetic_split(0, 1, 33)
+    datasets.write(
+        data,
+        {"train_images": images, "train_labels": labels % 2,
+         "test_images": images[:4], "test_labels": labels[:4] % 2},
+        ["a", "b"], "odd", {},
+    )  # fmt: skip
+    output = refused(*remote, "--dataset", data, "--batch-size", "32")
+    assert f"the 33 training images of {data} with --batch-size 32" in output
+    assert "use --train-limit 32, or another --batch-size" in output
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_head_follows_the_dataset_classes(tmp_path):

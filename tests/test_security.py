@@ -5,6 +5,7 @@ here with the openssl CLI, real clients."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -13,8 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
+from orchestrator.running import launchers
 from services.common import healthcheck, security, server
 from tests.conftest import ROOT, fwbench, tiny_spec, venv_python
+from tests.test_cli import refused
 
 TOKEN = "s3cret-token-of-32-characters-xx"
 
@@ -29,10 +32,12 @@ pytestmark = pytest.mark.framework
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict[str, Path]:
-    """A CA, a server certificate for localhost signed by it, and a client certificate."""
+    """A CA, a server certificate for localhost signed by it, a client certificate, and another
+    CA (other.pem), which signed neither."""
     d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
-            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))  # fmt: skip
+    for name, subject in (("ca", "/CN=test CA"), ("other", "/CN=another CA")):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+                "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"))  # fmt: skip
     for name, extension in (
         ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
         ("client", "extendedKeyUsage=clientAuth"),
@@ -199,6 +204,47 @@ def test_fwbench_reaches_a_secured_service_with_the_ca_and_the_token(secured, pk
     assert refused.returncode == 2, output
     assert "refused Describe (UNAUTHENTICATED" in output and "--token-file" in output
     assert not (tmp_path / "no-token").exists()
+
+
+def remote_run(address: str, out: Path, *args) -> tuple[str, float]:
+    """What `fwbench run` against the pytorch service at address says when it refuses, and after
+    how many seconds."""
+    start = time.monotonic()
+    output = refused(
+        "run", "--frameworks", "pytorch", "--launcher", "remote", "--service",
+        f"pytorch={address}", "--out", out, *args, timeout_s=120,
+    )  # fmt: skip
+    return output, time.monotonic() - start
+
+
+def test_fwbench_says_at_once_that_a_service_speaks_tls_or_that_its_ca_did_not_sign_it(
+    secured, pki, tmp_path
+):
+    # Both used to wait out the 15 s a starting service gets, then ask "is it running?".
+    address = f"localhost:{secured.port}"
+    plaintext, took_s = remote_run(address, tmp_path / "out")
+    assert took_s < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert (
+        f"the pytorch service at {address} speaks TLS and fwbench connected in plaintext: give "
+        "--tls-ca FILE"
+    ) in plaintext
+    other = pki["other_pem"]
+    wrong_ca, took_s = remote_run(address, tmp_path / "out", "--tls-ca", other)
+    assert took_s < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert (
+        f"the certificate of the pytorch service at {address} is not signed by the CA in {other}"
+    ) in wrong_ca
+    assert not (tmp_path / "out").exists()
+
+
+def test_fwbench_says_at_once_that_a_service_does_not_speak_tls(services, pki, tmp_path):
+    address = f"127.0.0.1:{services('pytorch').port}"  # plaintext on loopback
+    output, took_s = remote_run(address, tmp_path / "out", "--tls-ca", pki["ca_pem"])
+    assert took_s < launchers.REMOTE_CONNECT_TIMEOUT_S
+    assert (
+        f"the pytorch service at {address} does not speak TLS (it answered in plaintext): drop "
+        f"--tls-ca {pki['ca_pem']}"
+    ) in output
 
 
 def test_the_healthcheck_reads_the_ca_from_the_environment(secured, pki):

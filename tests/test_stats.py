@@ -7,27 +7,50 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.report import stats
+from orchestrator.report import analysis, stats
 
 # Student's t quantiles at 0.975, from printed tables.
-T_975 = {2: 4.302652729911275, 4: 2.7764451051977987}
+T_975 = {1: 12.706204736174698, 2: 4.302652729911275, 4: 2.7764451051977987}
+UNBOUNDED = (-math.inf, math.inf)
 
 
 def test_a_summary_is_the_mean_with_its_t_interval_and_coefficient_of_variation():
-    s = stats.summarise(pd.Series([1.0, 2.0, 3.0]))
+    s = stats.summarise(pd.Series([1.0, 2.0, 3.0]), UNBOUNDED)
     half = T_975[2] * 1.0 / math.sqrt(3)  # sd of 1, 2, 3 is 1
     assert (s.n, s.mean, s.median, s.std) == (3, 2.0, 2.0, 1.0)
     assert s.ci_low == pytest.approx(2 - half) and s.ci_high == pytest.approx(2 + half)
     assert s.cov == pytest.approx(0.5)
 
 
+def test_a_summary_interval_keeps_to_what_the_quantity_can_be():
+    # Two repeats: t(0.975, 1) = 12.7 makes the unclipped intervals reach below 0 (the report
+    # printed "accuracy 9.4 % (-30.3-49.1)" and "time to target 4.02 s (-0.786-8.82)").
+    accuracy = stats.summarise(pd.Series([0.05, 0.138]), analysis.PROPORTION)
+    half = T_975[1] * pd.Series([0.05, 0.138]).std() / math.sqrt(2)
+    assert accuracy.ci_low == 0.0 and accuracy.ci_high == pytest.approx(0.094 + half)
+    wide = stats.summarise(pd.Series([0.02, 0.98]), analysis.PROPORTION)
+    assert (wide.ci_low, wide.ci_high) == (0.0, 1.0)
+    time = stats.summarise(pd.Series([3.4, 4.64]), analysis.NON_NEGATIVE)
+    half = T_975[1] * pd.Series([3.4, 4.64]).std() / math.sqrt(2)
+    assert time.ci_low == 0.0 and time.ci_high == pytest.approx(4.02 + half)
+    assert time.mean == pytest.approx(4.02)  # the point itself is never moved
+
+
+def test_every_metric_of_the_report_says_what_values_it_can_take():
+    for metric in analysis.METRICS:
+        low, high = metric.bounds
+        assert low == 0 and high > low, metric.column
+    assert analysis.BY_COLUMN["final_test_accuracy"].bounds == (0.0, 1.0)
+    assert analysis.BY_COLUMN["mean_gpu_util_pct"].bounds == (0.0, 100.0)
+
+
 def test_a_single_value_has_no_spread_and_no_interval():
-    s = stats.summarise(pd.Series([7.0]))
+    s = stats.summarise(pd.Series([7.0]), UNBOUNDED)
     assert (s.n, s.mean, s.std, s.ci_low, s.ci_high, s.cov) == (1, 7.0, None, None, None, None)
 
 
 def test_nothing_to_summarise_is_none_not_zero():
-    assert stats.summarise(pd.Series([float("nan")])) is None
+    assert stats.summarise(pd.Series([float("nan")]), UNBOUNDED) is None
 
 
 def test_the_olympic_trim_drops_lowest_and_highest_from_five_values_on():
@@ -84,3 +107,10 @@ def test_accuracy_of_single_runs_is_binomial_on_the_test_set_and_of_repeats_welc
     assert repeated.difference == pytest.approx(0.10)
     assert repeated.ci_low == pytest.approx(0.10 - half)
     assert repeated.ci_high == pytest.approx(0.10 + half)
+
+
+def test_an_accuracy_difference_over_repeats_keeps_within_minus_one_and_one():
+    # Two repeats each, spread wide: Welch's interval is about -2.6..2.6 (±260 points).
+    d = stats.accuracy_difference(pd.Series([0.05, 0.9]), pd.Series([0.9, 0.05]), 100)
+    assert (d.difference, d.ci_low, d.ci_high) == (0.0, -1.0, 1.0)
+    assert "Welch" in d.method and not d.detected

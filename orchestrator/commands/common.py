@@ -8,6 +8,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,27 @@ def client_security(args: argparse.Namespace) -> ClientSecurity:
             raise UserError(f"--{flag.replace('_', '-')}{env} {path}: no such file")
     if args.tls_cert and not args.tls_ca:
         raise UserError("--tls-cert is for mutual TLS: give the services' CA with --tls-ca too")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("--tls-cert and --tls-key go together: give both or neither")
+    # Read as TLS will read them, so that a wrong file is named here rather than failing every
+    # handshake (gRPC then says only "Failed to create security handshaker").
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if args.tls_ca is not None:
+        try:
+            context.load_verify_locations(cafile=args.tls_ca)
+        except ssl.SSLError as e:
+            raise UserError(
+                f"--tls-ca (or ${options.TLS_CA_ENV}) {args.tls_ca}: holds no PEM certificate "
+                f"({e.reason or e}); give the CA certificate that signed the services' certificates"
+            ) from e
+    if args.tls_cert is not None:
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except ssl.SSLError as e:
+            raise UserError(
+                f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key}: not a PEM certificate "
+                f"and its private key ({e.reason or e})"
+            ) from e
     return ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, token)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.data import preparation
 from orchestrator.errors import UserError
-from services.common import datasets, frameworks, injection, security
+from services.common import datasets, frameworks, injection, schedule, security
 from services.common import spec as specs
 
 # What --dataset means when it is not given: the only source that needs nothing on disk.
@@ -299,7 +299,9 @@ def spec_from_values(values: Mapping[str, object]) -> pb.TrainSpec:
         spec.data.data_dir = str(data_dir)
         sizes = _check_directory(data_dir, spec)
     _check_limits(spec, dataset, *sizes)
-    return specs.with_defaults(spec)
+    spec = specs.with_defaults(spec)
+    _check_last_batch(spec, dataset, sizes[0])
+    return spec
 
 
 def build_spec(args: argparse.Namespace) -> pb.TrainSpec:
@@ -330,6 +332,22 @@ def _check_limits(spec: pb.TrainSpec, dataset: str, train_size: int, test_size: 
                 f"{flag} {limit}: the {split} split of {dataset} has only {size:,} images; "
                 f"use at most {size}, or leave {flag} out for all of them"
             )
+
+
+def _check_last_batch(spec: pb.TrainSpec, dataset: str, train_size: int) -> None:
+    """The services' rule on the last batch (schedule.last_batch_of_one), checked before any
+    service starts, in the options' words."""
+    given = spec.data.HasField("train_limit")
+    train = spec.data.train_limit if given else train_size
+    if not schedule.last_batch_of_one(train, spec.batch_size):
+        return
+    what = f"--train-limit {train}" if given else f"the {train:,} training images of {dataset}"
+    limits = " or ".join(str(n) for n in (train - 1, train + 1) if 1 <= n <= train_size)
+    raise UserError(
+        f"{what} with --batch-size {spec.batch_size}: the last batch of every epoch would hold "
+        f"1 image, on which BatchNorm cannot train; use --train-limit {limits}, or another "
+        "--batch-size"
+    )
 
 
 def synthetic_spec(

@@ -26,6 +26,13 @@ def name(framework: str) -> str:
     return known.title if known else framework
 
 
+# The values a metric can take, which its interval keeps to (stats.summarise). Most metrics are
+# times, rates, or amounts of memory or energy: never below 0.
+NON_NEGATIVE = (0.0, math.inf)
+PERCENT = (0.0, 100.0)
+PROPORTION = (0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Metric:
     column: str
@@ -34,6 +41,7 @@ class Metric:
     better: str  # "lower" or "higher"
     # Shown in the ratio table: times, throughputs and energy (not shares such as utilisation).
     ratio: bool = True
+    bounds: tuple[float, float] = NON_NEGATIVE
 
 
 METRICS = (
@@ -62,9 +70,11 @@ METRICS = (
     Metric("peak_gpu_mem_bytes", "peak device memory (NVML)", "GiB", "lower"),
     Metric("peak_framework_mem_bytes", "peak allocator memory (framework)", "GiB", "lower"),
     Metric("peak_rss_bytes", "peak host memory of the worker (RSS)", "GiB", "lower"),
-    Metric("mean_gpu_util_pct", "GPU busy (NVML: time a kernel ran)", "%", "higher", False),
-    Metric("final_test_accuracy", "test accuracy, last epoch", "acc", "higher", False),
-    Metric("best_test_accuracy", "test accuracy, best epoch", "acc", "higher", False),
+    Metric(
+        "mean_gpu_util_pct", "GPU busy (NVML: time a kernel ran)", "%", "higher", False, PERCENT
+    ),
+    Metric("final_test_accuracy", "test accuracy, last epoch", "acc", "higher", False, PROPORTION),
+    Metric("best_test_accuracy", "test accuracy, best epoch", "acc", "higher", False, PROPORTION),
 )
 BY_COLUMN = {m.column: m for m in METRICS}
 
@@ -212,7 +222,7 @@ def _target(analysis: ModelAnalysis, epochs: pd.DataFrame) -> None:
 def _statistics(analysis: ModelAnalysis) -> None:
     for metric in METRICS:
         analysis.summaries[metric.column] = {
-            f: stats.summarise(stats.trimmed(runs[metric.column]))
+            f: stats.summarise(stats.trimmed(runs[metric.column]), metric.bounds)
             for f, runs in analysis.runs.items()
         }
         if not metric.ratio or not analysis.others:

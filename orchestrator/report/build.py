@@ -190,7 +190,8 @@ def statistics_block(analyses: list[ModelAnalysis]) -> Block:
                 )
     markdown = (
         "Every metric per model and framework over the repeats compared (after trimming). "
-        "CI: Student's t interval of the mean; CoV: standard deviation / mean. A single run has "
+        "CI: Student's t interval of the mean, within the values the metric can take (no time "
+        "below 0, no accuracy above 100 %); CoV: standard deviation / mean. A single run has "
         "neither.\n\n"
         + table(
             ["model", "metric", "framework", "n", "median", "mean", "95 % CI", "CoV"],
@@ -473,12 +474,14 @@ def method_block(out_dir: Path) -> Block:
 - **Repeats.** Frameworks are compared on equal sets: only repeats that finished in every
   framework count. With 5 or more, each metric drops its lowest and highest value on every side
   (MLPerf's olympic rule), so n stays equal.
-- **Intervals.** A metric's 95 % interval is Student's t interval of the mean. A ratio is the
-  ratio of geometric means, its interval Welch's t interval on log values, exponentiated. An
-  accuracy difference of single runs uses Newcombe's hybrid score interval (two Wilson intervals)
-  on the test-set size, treating the two runs as independent samples; over repeats, Welch's t
-  interval of the difference of mean accuracies. "No difference detected" means the interval
-  holds 1 (ratios) or 0 (differences).
+- **Intervals.** A metric's 95 % interval is Student's t interval of the mean, clipped to the
+  values the metric can take (no time below 0, no accuracy outside 0–100 %: with few repeats the
+  t interval reaches beyond them, where the mean cannot lie). A ratio is the ratio of geometric
+  means, its interval Welch's t interval on log values, exponentiated. An accuracy difference of
+  single runs uses Newcombe's hybrid score interval (two Wilson intervals) on the test-set size,
+  treating the two runs as independent samples; over repeats, Welch's t interval of the
+  difference of mean accuracies, clipped to −100..100 points. "No difference detected" means the
+  interval holds 1 (ratios) or 0 (differences).
 - **GPU busy** is NVML's utilisation: the share of time at least one kernel ran, not how much of
   the chip it used (SM activity, where recorded, says that).
 - **Counting.** Epochs and repeats count from 1 in this report and from 0 in the CSV files.

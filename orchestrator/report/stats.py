@@ -1,17 +1,23 @@
 """Statistics of repeated measurements, with scipy: summaries, ratios and accuracy differences.
 
 Methods (stated in the report and in docs/results.md):
-- a summary's 95 % interval is Student's t interval of the mean;
+- a summary's 95 % interval is Student's t interval of the mean, clipped to the values the
+  quantity can take (a time is never below 0, an accuracy never outside 0-1);
 - a ratio of two frameworks' times or throughputs is the ratio of geometric means, with a Welch
   t interval computed on log values and exponentiated (times are positive and skewed, and a
   log-scale difference is a ratio);
 - an accuracy difference of single runs is Newcombe's hybrid score interval (his method 10: the
   two Wilson score intervals combined) on the test-set size; over repeats it is Welch's t interval
-  of the difference of mean accuracies.
+  of the difference of mean accuracies, clipped to -1..1.
+
+Clipping keeps the intervals' coverage: the true mean of a quantity lies within the quantity's own
+bounds, so the part of a t interval beyond them (wide with few repeats: with 2, the t quantile is
+12.7) holds no value the mean can have.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +27,8 @@ import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
+# What a difference of two accuracies (proportions, 0-1) can be.
+DIFFERENCE_OF_PROPORTIONS = (-1.0, 1.0)
 # MLPerf's olympic rule: with at least this many repeats, drop the lowest and highest value.
 TRIM_FROM = 5
 
@@ -54,8 +62,15 @@ class Summary:
     cov: float | None
 
 
-def summarise(values: pd.Series) -> Summary | None:
-    """Summary of a metric's values over (trimmed) repeats; None when there is no value."""
+def clipped(low: float, high: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """The interval low..high within bounds (the values its quantity can take)."""
+    floor, ceiling = bounds
+    return min(max(low, floor), ceiling), max(min(high, ceiling), floor)
+
+
+def summarise(values: pd.Series, bounds: tuple[float, float]) -> Summary | None:
+    """Summary of a metric's values over (trimmed) repeats, its interval within bounds (the
+    values the metric can take, e.g. (0, inf) for a time); None when there is no value."""
     values = values.dropna().astype(float)
     if values.empty:
         return None
@@ -69,8 +84,9 @@ def summarise(values: pd.Series) -> Summary | None:
         low, high = stats.t.interval(
             CONFIDENCE, len(values) - 1, loc=mean, scale=std / math.sqrt(len(values))
         )
+    low, high = clipped(float(low), float(high), bounds)
     cov = std / abs(mean) if mean else None
-    return Summary(len(values), mean, median, std, float(low), float(high), cov)
+    return Summary(len(values), mean, median, std, low, high, cov)
 
 
 @dataclass(frozen=True)
@@ -161,7 +177,9 @@ def accuracy_difference(a: pd.Series, b: pd.Series, test_samples: int | None) ->
     if a.empty or b.empty:
         return None
     if len(a) >= 2 and len(b) >= 2:
-        return mean_difference(a, b)
+        d = mean_difference(a, b)
+        low, high = clipped(d.ci_low, d.ci_high, DIFFERENCE_OF_PROPORTIONS)
+        return dataclasses.replace(d, ci_low=low, ci_high=high)
     if test_samples:
         return proportion_difference(float(a.mean()), float(b.mean()), test_samples, test_samples)
     return None

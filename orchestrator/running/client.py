@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,8 @@ from services.common import security
 
 # Describe and Inspect start a worker that imports the framework (TensorFlow: ~10 s cold).
 CALL_DEADLINE_S = 300
+# Asking a service whether it speaks TLS: one connection and a handshake, or a refusal.
+TLS_PROBE_TIMEOUT_S = 2
 
 
 class ServiceUnavailable(Exception):
@@ -29,6 +33,60 @@ def mismatch(address: str, expected: str, served: str) -> str:
         f"the service at {address} was given as {expected} but serves {served or 'no framework'}: "
         f"check --service {expected}=HOST:PORT (is the port another framework's?)"
     )
+
+
+def speaks_tls(address: str, timeout_s: float) -> bool:
+    """Whether the service at HOST:PORT completes a TLS handshake. Its certificate is not checked:
+    this asks only which protocol it speaks (a plaintext gRPC server never completes one)."""
+    host, _, port = address.rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw),
+        ):
+            return True
+    except OSError:  # refused, reset, timed out, or not TLS (ssl.SSLError is an OSError)
+        return False
+
+
+def tls_mismatch(framework: str, address: str, details: str, ca_file: Path | None) -> str | None:
+    """What is wrong when a connection to address failed with gRPC's `details` because the two
+    sides disagree on TLS, which no retry can cure; None for any other failure. A TLS channel's
+    details name the handshake's failure; a plaintext channel to a TLS service sees only a
+    closed socket, so the service is asked whether it speaks TLS."""
+    service = f"the {framework} service at {address}"
+    if ca_file is None:
+        if not speaks_tls(address, TLS_PROBE_TIMEOUT_S):
+            return None
+        return (
+            f"{service} speaks TLS and fwbench connected in plaintext: give --tls-ca FILE "
+            f"(or ${security.TLS_CA_ENV}), the CA that signed its certificate"
+        )
+    if "WRONG_VERSION_NUMBER" in details:  # what came back was no TLS record
+        return (
+            f"{service} does not speak TLS (it answered in plaintext): drop --tls-ca {ca_file} "
+            f"(and ${security.TLS_CA_ENV}), or start the service with TLS"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        # OpenSSL's reason follows the code ("...: unable to get local issuer certificate: OK").
+        reason = details.split("CERTIFICATE_VERIFY_FAILED:", 1)[1].strip().removesuffix(": OK")
+        if "issuer" in reason or "self signed" in reason or "self-signed" in reason:
+            return (
+                f"the certificate of {service} is not signed by the CA in {ca_file} ({reason}): "
+                "give --tls-ca the CA that signed the service's certificate"
+            )
+        return f"the certificate of {service} does not verify against {ca_file}: {reason}"
+    if "Hostname Verification" in details or "not in peer certificate" in details:
+        return (
+            f"the certificate of {service} is signed by the CA in {ca_file} but not issued for "
+            f"{address.rpartition(':')[0]}: reach the service by a name its certificate holds"
+        )
+    if "handshake" in details.lower():
+        return f"the TLS handshake with {service} failed ({details})"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +109,7 @@ class TrainerClient:
     def __init__(self, framework: str, address: str, secured: ClientSecurity = PLAINTEXT):
         self.framework = framework
         self.address = address
+        self._ca_file = secured.ca_file
         # Progress is small, but a stream can be long: no message size surprises, keepalive on.
         self._channel = security.channel(
             address,
@@ -67,8 +126,9 @@ class TrainerClient:
 
     def wait_until_serving(self, timeout_s: float, fail_fast: bool = False) -> None:
         """Blocks until the service's health answers SERVING, or raises ServiceUnavailable.
-        fail_fast: a service that refuses connections throughout gives up as soon as gRPC's
-        reconnect back-off says so, rather than waiting out timeout_s."""
+        fail_fast: each check fails as soon as gRPC cannot connect, rather than waiting for a
+        connection, so that a failure that no retry cures (the two sides disagree on TLS:
+        tls_mismatch) is said at once; refused connections are retried until timeout_s."""
         request = health_pb2.HealthCheckRequest(service="fwbench.v1.TrainerService")
         deadline = time.monotonic() + timeout_s
         while True:
@@ -80,8 +140,15 @@ class TrainerClient:
                 ).status
                 break
             except grpc.RpcError as e:
+                unavailable = e.code() == grpc.StatusCode.UNAVAILABLE
+                # A starting service refuses connections; it never fails a TLS handshake.
+                tls = unavailable and tls_mismatch(
+                    self.framework, self.address, e.details(), self._ca_file
+                )
+                if tls:
+                    raise ServiceUnavailable(tls) from e
                 # UNAVAILABLE while the first connection attempts fail; retried until the deadline.
-                refused = fail_fast and e.code() == grpc.StatusCode.UNAVAILABLE
+                refused = fail_fast and unavailable
                 if refused and time.monotonic() < deadline:
                     time.sleep(0.5)
                     continue

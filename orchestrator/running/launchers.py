@@ -243,24 +243,31 @@ def remote(
     services: dict[str, list[str]], secured: ClientSecurity = PLAINTEXT
 ) -> Iterator[Launched]:
     """Services already running; `services` (parse_services) maps framework to HOST:PORTs."""
-    endpoints = [Endpoint(f, a) for f, addresses in services.items() for a in _resolve(addresses)]
+    endpoints = [
+        Endpoint(f, a) for f, addresses in services.items() for a in _resolve(f, addresses)
+    ]
     for endpoint in endpoints:
         _wait_serving(endpoint, REMOTE_CONNECT_TIMEOUT_S, fail_fast=True, secured=secured)
     yield Launched(endpoints, secured)
 
 
-def _resolve(addresses: list[str]) -> list[str]:
-    """HOST:PORTs, with each dns:///HOST:PORT replaced by every address HOST resolves to."""
+def _resolve(framework: str, addresses: list[str]) -> list[str]:
+    """HOST:PORTs, with each dns:///HOST:PORT replaced by every address HOST resolves to. Every
+    host must resolve now: a name that does not is a typo or another network's, which the wait
+    for a starting service (REMOTE_CONNECT_TIMEOUT_S) would only delay and blur."""
     resolved = []
     for address in addresses:
-        if not address.startswith(DNS_PREFIX):
-            resolved.append(address)
-            continue
         host, _, port = address.removeprefix(DNS_PREFIX).rpartition(":")
         try:
-            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
         except socket.gaierror as e:
-            raise LauncherError(f"--service ...={address}: {host} does not resolve ({e})") from e
+            raise LauncherError(
+                f"--service {framework}={address}: the host {host} does not resolve "
+                f"({e.strerror}): check its name, or give its IP address"
+            ) from e
+        if not address.startswith(DNS_PREFIX):
+            resolved.append(address)  # as given: TLS checks the certificate against this name
+            continue
         ips = sorted({info[4][0] for info in infos})
         resolved += [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
     return resolved

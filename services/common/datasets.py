@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common import schedule
 from services.common.spec import SpecError
 
 FORMAT = "fwbench-dataset/1"
@@ -360,7 +361,7 @@ def _fit(spec, classes: int, sizes: dict[str, int], where: str) -> None:
             )
     if "train" in sizes:
         train = spec.data.train_limit if spec.data.HasField("train_limit") else sizes["train"]
-        if train % spec.batch_size == 1:
+        if schedule.last_batch_of_one(train, spec.batch_size):
             raise SpecError(
                 f"data.train_limit: {train} training samples in batches of {spec.batch_size} "
                 "leave a last batch of 1 sample, on which BatchNorm cannot train; use one "

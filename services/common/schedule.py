@@ -46,6 +46,13 @@ def steps_per_epoch(train_samples: int, batch_size: int) -> int:
     return -(-train_samples // batch_size)
 
 
+def last_batch_of_one(train_samples: int, batch_size: int) -> bool:
+    """Whether an epoch ends with a batch of a single sample, on which BatchNorm (in every model)
+    cannot train: PyTorch refuses it, Keras divides by a zero variance. Such a spec is refused
+    before any training (datasets.check in the service, the orchestrator before it starts any)."""
+    return train_samples % batch_size == 1
+
+
 def steps_per_execution(mode: str) -> int:
     return TUNED_STEPS_PER_EXECUTION if mode == "tuned" else 1
 

@@ -64,7 +64,7 @@ INSPECT_DEFAULTS = {"probe_batch_size": 8, "train_steps": 0, "num_classes": 10}
 BOUNDS = {
     "epochs": (1, 1000),
     # BatchNorm (in every model) cannot train on one sample: PyTorch refuses, Keras divides by a
-    # zero variance. data.check refuses a last batch of one sample likewise.
+    # zero variance. A last batch of one sample is refused likewise (schedule.last_batch_of_one).
     "batch_size": (2, 65536),
     "seed": (0, 2**32 - 1),
     "sample_interval_ms": (0, 60_000),
