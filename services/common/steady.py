@@ -21,9 +21,10 @@ STALL_FACTOR = 3.0
 DEFINITION = (
     "Steady state is every training window between two device synchronisations after the first "
     f"call (tracing or compilation included) and after epoch 1's first {WARMUP_STEPS} steps "
-    "(warm-up), counted from the epoch's first step, so evaluation and the time between epochs "
-    f"are left out; a window whose step takes more than {STALL_FACTOR:g}× the run's median step "
-    "is a stall, counted on its own."
+    "(warm-up), each epoch's first window timed from the epoch's first step, so evaluation and "
+    "the time between epochs are left out; the step times take every such window, while the GPU "
+    "busy, power and energy per image leave out stalls (windows whose step took over "
+    f"{STALL_FACTOR:g}× the run's median), which are counted on their own."
 )
 
 
