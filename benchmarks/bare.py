@@ -11,8 +11,8 @@ service), trains it with the trainer's own pipeline, model and optimiser, and pr
 
 services/common/recorder.py times a run in windows between device synchronisations: the loop
 synchronises at the first step, at an epoch's last step and whenever PROGRESS_INTERVAL_S has
-passed; a window's mean step time counts once per step in it; the first WARMUP_STEPS steps of
-epoch 0 are left out; RunEnd.step_time_median_s is the median. A bare loop that asks `due()`
+passed; a window's mean step time counts once per step in it; the windows that count are
+services/common/steady.py's; RunEnd.step_time_median_s is the median. A bare loop that asks `due()`
 after every step, synchronises when it says so and then calls `synced()`, gets the same statistic
 measured the same way, and none of the recorder's events, sampler or stream.
 """
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets
-from services.common.recorder import PROGRESS_INTERVAL_S, WARMUP_STEPS
+from services.common import datasets, steady
+from services.common.recorder import PROGRESS_INTERVAL_S
 
 
 def spec_from_argv(framework: str) -> pb.TrainSpec:
@@ -65,7 +65,7 @@ class StepWindows:
         """Call right after the synchronisation that due() asked for."""
         now = time.perf_counter()
         window_steps = step - self._window_first_step + 1
-        if epoch > 0 or self._window_first_step > WARMUP_STEPS:
+        if steady.is_steady(epoch, self._window_first_step, first_call=not self._synced_once):
             self.step_times_s.extend([(now - self._window_start) / window_steps] * window_steps)
         self._window_start, self._window_first_step, self._last_sync = now, step + 1, now
         self._synced_once = True
@@ -74,7 +74,7 @@ class StepWindows:
         if not self.step_times_s:
             raise ValueError(
                 f"no steady-state step was timed: an epoch of {self.steps_per_epoch} steps ends "
-                f"within the {WARMUP_STEPS} warm-up steps; train on more samples"
+                f"within the {steady.WARMUP_STEPS} warm-up steps; train on more samples"
             )
         return statistics.median(self.step_times_s)
 

@@ -37,8 +37,8 @@ from orchestrator.inputs.options import csv_choice, synthetic_spec
 from orchestrator.running import launchers
 from orchestrator.running.client import TrainerClient
 from services.common import frameworks, schedule
-from services.common.recorder import WARMUP_STEPS
 from services.common.spec import MODELS, MODES
+from services.common.steady import WARMUP_STEPS
 
 BENCHMARKS = Path(__file__).resolve().parent
 

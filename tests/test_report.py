@@ -69,10 +69,11 @@ def test_every_section_is_present_verdict_first(gpu):
         "Throughput: steady state and end to end",
         "Time to first step",
         "Over time (GPU)",
+        "Step time per window",
         "Peak memory",
-        "GPU energy per 1,000 training images",
+        "GPU energy per 1,000 training images, steady state",
     ):
-        assert f"<strong>{chart}.</strong>" in html and html.count("<svg") == 6
+        assert f"<strong>{chart}.</strong>" in html and html.count("<svg") == 7
     assert html.index('id="verdict"') < html.index('id="model-resnet50-default"')
 
 
@@ -178,8 +179,9 @@ def test_warnings_say_what_applies(cpu, gpu):
     gpu_warnings = " ".join(gpu[0].verdict[1:])
     assert "Synthetic data" in cpu_warnings and "Synthetic data" not in gpu_warnings
     assert "a single repeat" in cpu_warnings and "a single repeat" not in gpu_warnings
-    assert "launch-bound" in gpu_warnings and "--batch-size" in gpu_warnings
-    assert "launch-bound" not in cpu_warnings
+    assert "host-bound: PyTorch (GPU busy 47 % in steady state" in gpu_warnings
+    assert "--batch-size" in gpu_warnings
+    assert "host-bound" not in cpu_warnings
     assert "PyTorch 1× diverged, TensorFlow 1× failed" in gpu_warnings
 
 

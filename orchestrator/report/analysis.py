@@ -1,5 +1,6 @@
 """From a result set to answers: per-run derived metrics, statistics per model and framework,
-ratios against the reference framework (the first listed), the verdict and the warnings."""
+ratios against the reference framework (the first listed), each framework's regime, the verdict
+and the warnings."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from orchestrator.report import stats
+from orchestrator.report import phases, regime, stats
 from orchestrator.report.resultset import ResultSet
 from services.common import frameworks as registry
+from services.common import steady
 
 # Coefficient of variation above which a metric is too noisy to trust at a glance.
 HIGH_COV = 0.05
-# NVML utilisation below which the GPU mostly waits for the host to launch work.
-LOW_GPU_UTIL_PCT = 60
 # An accuracy interval wider than this (± points) is flagged as test-set noise.
 NOISY_ACCURACY_POINTS = 2.0
 
@@ -65,13 +65,31 @@ METRICS = (
     Metric("total_time_s", "total time (worker start to last epoch's end)", "s", "lower"),
     Metric("time_to_target_s", "time to target accuracy", "s", "lower"),
     Metric("between_epoch_overhead_s", "between-epoch overhead per epoch", "s", "lower"),
-    Metric("energy_per_1000_images_j", "GPU energy per 1,000 training images", "J", "lower"),
+    Metric("steady_gpu_util_pct", "GPU busy, steady state (NVML)", "%", "higher", False, PERCENT),
+    Metric("steady_power_w", "GPU power, steady state", "W", "lower", False),
+    Metric(
+        "steady_energy_per_1000_images_j",
+        "GPU energy per 1,000 training images, steady state",
+        "J",
+        "lower",
+    ),
+    Metric(
+        "energy_per_1000_images_j",
+        "GPU energy per 1,000 training images, whole run",
+        "J",
+        "lower",
+    ),
     Metric("energy_j", "GPU energy, whole run", "kJ", "lower"),
     Metric("peak_gpu_mem_bytes", "peak device memory (NVML)", "GiB", "lower"),
     Metric("peak_framework_mem_bytes", "peak allocator memory (framework)", "GiB", "lower"),
     Metric("peak_rss_bytes", "peak host memory of the worker (RSS)", "GiB", "lower"),
     Metric(
-        "mean_gpu_util_pct", "GPU busy (NVML: time a kernel ran)", "%", "higher", False, PERCENT
+        "mean_gpu_util_pct",
+        "GPU busy, whole run (NVML; first step and evaluation included)",
+        "%",
+        "higher",
+        False,
+        PERCENT,
     ),
     Metric("final_test_accuracy", "test accuracy, last epoch", "acc", "higher", False, PROPORTION),
     Metric("best_test_accuracy", "test accuracy, best epoch", "acc", "higher", False, PROPORTION),
@@ -93,8 +111,9 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{scaled:,.{digits}f}{suffix}"
 
 
-def per_run(rs: ResultSet) -> pd.DataFrame:
-    """Every run with the metrics the report derives from the CSVs (see docs/results.md)."""
+def per_run(rs: ResultSet, found: phases.Phases) -> pd.DataFrame:
+    """Every run with the metrics the report derives from the CSVs (see docs/results.md) and,
+    from `found` (phases.of(rs)), its steady-state GPU figures and its stalled windows."""
     runs = rs.runs.copy()
     runs["steady_state_images_per_s"] = runs["batch_size"] / runs["step_time_median_s"]
     runs["end_to_end_images_per_s"] = runs["train_samples"] * runs["epochs"] / runs["total_time_s"]
@@ -117,15 +136,16 @@ def per_run(rs: ResultSet) -> pd.DataFrame:
         else float("nan")
     )
     runs["time_to_target_s"] = float("nan")
+    in_steady = found.figures[found.figures.phase == phases.STEADY].set_index("run_id")
+    for column in ("gpu_util_pct", "power_w", "energy_per_1000_images_j"):
+        runs[f"steady_{column}"] = runs["run_id"].map(in_steady[column]).astype(float)
+    # Counted where a run has windows: a run without Progress events has no count, not 0.
+    windows = found.windows.assign(stalled=found.windows.phase == phases.STALLED)
+    windows = windows.assign(stalled_s=windows.duration_s.where(windows.stalled, 0.0))
+    of_run = windows.groupby("run_id")
+    runs["stalled_windows"] = runs["run_id"].map(of_run["stalled"].sum())
+    runs["stalled_s"] = runs["run_id"].map(of_run["stalled_s"].sum())
     return runs
-
-
-def epoch_ends_s(epochs: pd.DataFrame, total_time_s: float) -> list[float]:
-    """Seconds since worker start at which each epoch ended: total_time_s is the last epoch's end
-    and epoch_time_s spans back to the previous epoch's end."""
-    times = epochs.sort_values("epoch")["epoch_time_s"].to_numpy()
-    later = times[::-1].cumsum()[::-1] - times
-    return list(total_time_s - later)
 
 
 def _time_to_target(runs: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.Series:
@@ -134,7 +154,7 @@ def _time_to_target(runs: pd.DataFrame, epochs: pd.DataFrame, target: float) -> 
         own = epochs[epochs.run_id == run.run_id].sort_values("epoch")
         if own.empty or pd.isna(run.total_time_s):
             continue
-        ends = epoch_ends_s(own, run.total_time_s)
+        ends = phases.epoch_ends_s(own, run.total_time_s)
         reached = [t for t, acc in zip(ends, own.test_accuracy, strict=True) if acc >= target]
         out[run.Index] = reached[0] if reached else float("nan")
     return pd.Series(out, dtype=float)
@@ -154,6 +174,10 @@ class ModelAnalysis:
     target_accuracy: float | None = None
     test_samples: int | None = None
     dropped_repeats: dict[str, int] = field(default_factory=dict)
+    # The phases of the runs compared (phases.py).
+    timeline: phases.Phases | None = None
+    # Per framework: what limits its step (regime.py).
+    regimes: dict[str, regime.Regime] = field(default_factory=dict)
     verdict: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     implications: list[str] = field(default_factory=list)
@@ -176,7 +200,8 @@ class ModelAnalysis:
 
 
 def analyse(rs: ResultSet) -> list[ModelAnalysis]:
-    all_runs = per_run(rs)
+    found = phases.of(rs)
+    all_runs = per_run(rs, found)
     frameworks = rs.frameworks
     out = []
     for label, group in rs.groups:
@@ -199,6 +224,8 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
         analysis.test_samples = int(tests.min()) if not tests.empty else None
         _target(analysis, rs.epochs)
         _statistics(analysis)
+        analysis.timeline = found.of_runs(r for frame in equal.values() for r in frame.run_id)
+        analysis.regimes = {f: _regime(analysis, f, rs.floor) for f in analysis.frameworks}
         analysis.verdict = _verdict(analysis)
         analysis.warnings = _warnings(analysis)
         analysis.implications = _implications(analysis)
@@ -238,6 +265,15 @@ def _statistics(analysis: ModelAnalysis) -> None:
             stats.trimmed(analysis.runs[other]["final_test_accuracy"]),
             analysis.test_samples,
         )
+
+
+def _regime(analysis: ModelAnalysis, framework: str, floor: pd.DataFrame) -> regime.Regime:
+    runs = analysis.runs[framework]
+    floor_ms = regime.floor_ms(floor, runs)
+    step_s = analysis.median("step_time_median_s", framework)
+    times_floor = step_s * 1000 / floor_ms if floor_ms and step_s is not None else None
+    gpu = bool((runs["gpu"].fillna("none").astype(str) != "none").any())
+    return regime.judge(times_floor, analysis.median("steady_gpu_util_pct", framework), gpu)
 
 
 def ratio_bounds(low: float, high: float) -> str:
@@ -290,7 +326,10 @@ def _verdict(analysis: ModelAnalysis) -> list[str]:
         return [f"{analysis.label}: no run finished, nothing to compare."]
     if not analysis.others:
         (only,) = analysis.frameworks
-        return [f"{analysis.label}: only {name(only)} finished a run, nothing to compare."]
+        return [
+            f"{analysis.label}: only {name(only)} finished a run, nothing to compare; "
+            f"{name(only)} {analysis.regimes[only]}."
+        ]
     sentences = []
     ref = analysis.reference
     for other in analysis.others:
@@ -322,6 +361,7 @@ def _verdict(analysis: ModelAnalysis) -> list[str]:
                 (name(ref), name(other)),
             )
         )
+        parts.append("; ".join(f"{name(f)} {analysis.regimes[f]}" for f in (ref, other)))
         label = analysis.label
         if len(analysis.others) > 1:
             label += f", {name(ref)} vs {name(other)}"
@@ -376,19 +416,35 @@ def _warnings(analysis: ModelAnalysis) -> list[str]:
             + ", ".join(noisy)
             + ". Close other work on the machine or add repeats."
         )
-    low_util = [
-        f"{name(f)} {s.mean:.0f} %"
-        for f, s in analysis.summaries.get("mean_gpu_util_pct", {}).items()
-        if s is not None and s.mean < LOW_GPU_UTIL_PCT
-    ]
-    if low_util:
+    host_bound = {f: r for f, r in analysis.regimes.items() if r.kind == regime.HOST}
+    if host_bound:
+        which = ", ".join(f"{name(f)} ({r.evidence})" for f, r in host_bound.items())
+        remedy = regime.advice(_mode(analysis))
         out.append(
-            f"{label}: the GPU was busy only {', '.join(low_util)} of the time (NVML): the step is "
-            "launch-bound — the GPU waits for the host to launch many small kernels, so this "
-            "measures the framework's per-step overhead more than the GPU. A larger --batch-size "
-            "or `--mode tuned` shows what the GPU itself can do."
+            f"{label}: host-bound: {which}. The step waits on the host (Python, kernel launches, "
+            "input), so this measures the framework's per-step overhead more than the device. "
+            + remedy
+        )
+    for framework, runs in analysis.runs.items():
+        stalled = runs[runs["stalled_windows"] > 0]
+        if stalled.empty:
+            continue
+        repeats = ", ".join(str(int(r) + 1) for r in sorted(stalled["repeat"]))
+        out.append(
+            f"{label}: interference: {name(framework)} had {int(stalled['stalled_windows'].sum())}"
+            f" stalled window(s), each step over {steady.STALL_FACTOR:g}× its run's median "
+            f"({stalled['stalled_s'].sum():.1f} s in all; repeat {repeats}): something else held "
+            "the machine. Training time, total time and time to target include them; the step "
+            "median barely moves; the steady-state GPU figures leave them out (their own row "
+            "under 'Phases')."
         )
     return out
+
+
+def _mode(analysis: ModelAnalysis) -> str:
+    """The mode of the runs analysed: one per analysis (ResultSet.groups)."""
+    runs = next(iter(analysis.runs.values()))
+    return str(runs["mode"].iloc[0])
 
 
 def _implications(analysis: ModelAnalysis) -> list[str]:
@@ -454,10 +510,12 @@ def _implications(analysis: ModelAnalysis) -> list[str]:
             f"{'GPU' if memory_column == 'peak_gpu_mem_bytes' else 'host'} has beyond the larger "
             "is the headroom for a larger batch or model."
         )
-    energy = analysis.summaries.get("energy_per_1000_images_j", {})
+    energy = analysis.summaries.get("steady_energy_per_1000_images_j", {})
     if any(s is not None for s in energy.values()):
         values = ", ".join(
             f"{name(f)} {format_value(s.median, 'J')}" for f, s in energy.items() if s is not None
         )
-        out.append(f"{analysis.label}: GPU energy per 1,000 training images: {values}.")
+        out.append(
+            f"{analysis.label}: GPU energy per 1,000 training images in steady state: {values}."
+        )
     return out

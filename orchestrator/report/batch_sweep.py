@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from orchestrator.report import charts
+from orchestrator.report import charts, phases
 from orchestrator.report.analysis import format_value, name, per_run
 from orchestrator.report.build import header, knob_values, method_block, text
 from orchestrator.report.document import Block, Document, table
@@ -65,10 +65,11 @@ def check_alike(sets: list[ResultSet]) -> None:
 
 
 def points(sets: list[ResultSet]) -> pd.DataFrame:
-    """One row per (model, mode, framework, batch size): the means over the finished runs."""
+    """One row per (model, mode, framework, batch size): the means over the finished runs (GPU
+    busy: in steady state, over the runs that recorded it)."""
     rows = []
     for rs in sets:
-        runs = per_run(rs)
+        runs = per_run(rs, phases.of(rs))
         runs = runs[runs["status"] == "ok"]
         if runs.empty:
             continue
@@ -84,7 +85,7 @@ def points(sets: list[ResultSet]) -> pd.DataFrame:
                     "runs": len(group),
                     "images_per_s": group["steady_state_images_per_s"].mean(),
                     "step_time_median_s": group["step_time_median_s"].mean(),
-                    "mean_gpu_util_pct": group["mean_gpu_util_pct"].mean(),
+                    "steady_gpu_util_pct": group["steady_gpu_util_pct"].mean(),
                     "device_name": str(group["device_name"].iloc[0]),
                 }
             )
@@ -143,9 +144,10 @@ def _sentence(model: str, mode: str, framework: str, line: pd.DataFrame) -> str:
         reading = (
             f"from batch {knee} on, a larger batch adds under 11 %: the host stops being the limit"
         )
-    util = line["mean_gpu_util_pct"]
+    util = line["steady_gpu_util_pct"]
     busy = (
-        f"; GPU busy {format_value(util.iloc[0], '%')} → {format_value(util.iloc[-1], '%')}"
+        f"; GPU busy in steady state {format_value(util.iloc[0], '%')} → "
+        f"{format_value(util.iloc[-1], '%')}"
         if util.notna().all()
         else ""
     )
@@ -154,7 +156,7 @@ def _sentence(model: str, mode: str, framework: str, line: pd.DataFrame) -> str:
 
 def _chart(model: str, mode: str, lines: pd.DataFrame, frameworks: list[str]) -> charts.Chart:
     with matplotlib.rc_context(charts.STYLE):
-        has_gpu = lines["mean_gpu_util_pct"].notna().any()
+        has_gpu = lines["steady_gpu_util_pct"].notna().any()
         fig = charts.Figure(figsize=(8.4 if has_gpu else 4.2, 2.8))
         axes = fig.subplots(1, 2 if has_gpu else 1, squeeze=False)[0]
         for framework, line in lines.groupby("framework", sort=False):
@@ -164,7 +166,7 @@ def _chart(model: str, mode: str, lines: pd.DataFrame, frameworks: list[str]) ->
             )
             if has_gpu:
                 axes[1].plot(
-                    line["batch_size"], line["mean_gpu_util_pct"], "o-", color=colour,
+                    line["batch_size"], line["steady_gpu_util_pct"], "o-", color=colour,
                     label=name(framework),
                 )  # fmt: skip
         batches = sorted(lines["batch_size"].unique())
@@ -176,13 +178,17 @@ def _chart(model: str, mode: str, lines: pd.DataFrame, frameworks: list[str]) ->
         axes[0].set(ylabel="steady-state img/s")
         axes[0].legend()
         if has_gpu:
-            axes[1].set(ylabel="GPU busy (NVML), %", ylim=(0, 105))
+            axes[1].set(ylabel="GPU busy in steady state (NVML), %", ylim=(0, 105))
         svg = charts.to_svg(fig, f"sweep-{model}-{mode}")
     return charts.Chart(
         f"{model} ({mode}): throughput and GPU utilisation against batch size",
         "Steady-state throughput (batch / median step; log scales: a line as steep as the "
         "batch axis is host-bound, a flat one device-bound)"
-        + (" and NVML's GPU busy share, mean over each run." if has_gpu else "; no GPU was used."),
+        + (
+            " and NVML's GPU busy share in steady state (see a report's Phases)."
+            if has_gpu
+            else "; no GPU was used."
+        ),
         svg,
     )
 
@@ -211,8 +217,8 @@ def build(sets: list[ResultSet], out_dir: Path) -> Document:
                 format_value(r.images_per_s, "img/s"),
                 format_value(r.step_time_median_s, "ms"),
                 "–" if pd.isna(r.gain) else f"{r.gain:.2f}",
-                format_value(r.mean_gpu_util_pct, "%")
-                if not pd.isna(r.mean_gpu_util_pct)
+                format_value(r.steady_gpu_util_pct, "%")
+                if not pd.isna(r.steady_gpu_util_pct)
                 else "not recorded",
                 r.runs,
             ]
@@ -228,7 +234,7 @@ def build(sets: list[ResultSet], out_dir: Path) -> Document:
                         "steady-state throughput",
                         "step, median",
                         "gain from the previous batch",
-                        "GPU busy",
+                        "GPU busy, steady state",
                         "runs",
                     ],
                     rows,

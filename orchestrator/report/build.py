@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report import charts, stats
+from orchestrator.report import charts, phases, regime, stats
 from orchestrator.report.analysis import (
     METRICS,
     ModelAnalysis,
@@ -23,7 +23,7 @@ from orchestrator.report.analysis import (
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
 from orchestrator.results import schema
-from services.common import schedule
+from services.common import schedule, steady
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results.md"
@@ -142,6 +142,7 @@ def model_block(analysis: ModelAnalysis, rs: ResultSet) -> Block:
             )
             + ".",
         ]
+    lines += ["", *phase_lines(analysis)]
     if analysis.target_accuracy is not None:
         lines += [
             "",
@@ -155,6 +156,63 @@ def model_block(analysis: ModelAnalysis, rs: ResultSet) -> Block:
         charts.for_model(analysis, rs.epochs, rs.telemetry),
         anchor=f"model-{slug(analysis.label)}",
     )
+
+
+# The phases table's figures: column, heading, unit (as format_value prints it).
+PHASE_FIGURES = (
+    ("duration_s", "time per run", "s"),
+    ("images", "images", "images"),
+    ("gpu_util_pct", "GPU busy", "%"),
+    ("power_w", "GPU power", "W"),
+    ("energy_j", "GPU energy", "kJ"),
+    ("energy_per_1000_images_j", "per 1,000 images", "J"),
+    ("cpu_pct", "worker CPU (100 = one core)", "%"),
+)
+
+
+def phase_lines(analysis: ModelAnalysis) -> list[str]:
+    """The Phases paragraph and table: where the compared runs' time and energy went."""
+    heading = "**Phases.** " + steady.DEFINITION
+    figures = analysis.timeline.figures if analysis.timeline else None
+    if figures is None or figures.empty:
+        return [
+            heading + " Not recorded for these runs (events.jsonl holds none of their progress "
+            "events), so there is no steady-state GPU figure."
+        ]
+    shown = [
+        (column, title, unit)
+        for column, title, unit in PHASE_FIGURES
+        if figures[column].notna().any()
+    ]
+    rows = []
+    for phase in phases.PHASES:
+        for framework in analysis.frameworks:
+            run_ids = set(analysis.runs[framework].run_id)
+            own = figures[(figures.phase == phase) & figures.run_id.isin(run_ids)]
+            if own.empty:
+                continue
+            row: list[object] = [phases.LABELS[phase], name(framework), len(own)]
+            for column, _, unit in shown:
+                value = own[column].median()
+                if pd.isna(value):
+                    row.append("–")
+                elif unit == "images":
+                    row.append(f"{value:,.0f}")
+                else:
+                    row.append(format_value(float(value), unit))
+            rows.append(row)
+    return [
+        heading
+        + " Cells are medians over the runs compared that had the phase: its time and images per "
+        "run; GPU busy, power and worker CPU, the means of the telemetry samples taken in it, by "
+        "time; its energy, that power over its time.",
+        "",
+        table(
+            ["phase", "framework", "runs", *(title for _, title, _ in shown)],
+            rows,
+            numeric=set(range(2, 3 + len(shown))),
+        ),
+    ]
 
 
 def _mean(analysis: ModelAnalysis, framework: str) -> float | None:
@@ -482,8 +540,16 @@ def method_block(out_dir: Path) -> Block:
   treating the two runs as independent samples; over repeats, Welch's t interval of the
   difference of mean accuracies, clipped to −100..100 points. "No difference detected" means the
   interval holds 1 (ratios) or 0 (differences).
+- **Steady state.** {steady.DEFINITION} GPU busy, power and energy per image are given for
+  steady state, and per phase (first step, warm-up, evaluation, between epochs, stalled windows)
+  under each model's Phases; "whole run" figures span the sampler's whole run.
 - **GPU busy** is NVML's utilisation: the share of time at least one kernel ran, not how much of
   the chip it used (SM activity, where recorded, says that).
+- **Regime.** Device-bound: the step within {regime.NEAR_FLOOR:g}× its own framework's floor
+  (floor.csv), or the GPU busy {regime.BUSY_DEVICE_PCT:g} % or more in steady state;
+  host-bound: the step further from its floor with the GPU less busy, or, with no floor, the
+  GPU busy under {regime.BUSY_HOST_PCT:g} % in steady state; otherwise, or with neither
+  measured, the regime is unknown and said so.
 - **Counting.** Epochs and repeats count from 1 in this report and from 0 in the CSV files.
   Every column is described in {dictionary}.
 """

@@ -13,7 +13,9 @@ import pandas as pd
 # Figure without pyplot: no GUI backend, no global figure registry to leak between reports.
 from matplotlib.figure import Figure
 
-from orchestrator.report.analysis import ModelAnalysis, epoch_ends_s, name
+from orchestrator.report import phases
+from orchestrator.report.analysis import ModelAnalysis, name
+from services.common import steady
 
 # Paul Tol's colour-blind-safe palette: one colour per framework, in the order listed.
 COLOURS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377")
@@ -223,7 +225,7 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
             step = max(1, len(series) // MAX_POINTS)
             series = series.iloc[::step]
             run_epochs = epochs[epochs.run_id == run.run_id]
-            ends = epoch_ends_s(run_epochs, run.total_time_s) if not run_epochs.empty else []
+            ends = phases.epoch_ends_s(run_epochs, run.total_time_s) if not run_epochs.empty else []
             for ax, (column, title, unit, scale) in zip(axes, panels, strict=False):
                 ax.plot(
                     series.t_s, series[column] * scale, color=colour, lw=1.2, label=name(framework)
@@ -243,6 +245,56 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
             "the kernels filled."
             if gpu
             else "No GPU was used, so GPU series are empty."
+        ),
+        svg,
+    )
+
+
+def step_times(analysis: ModelAnalysis) -> Chart | None:
+    """Each window's step over the run, one run per framework: the one with the most stalled
+    windows, the first repeat where none stalled."""
+    windows = analysis.timeline.windows if analysis.timeline else None
+    if windows is None or windows.empty:
+        return None
+    shown = {}
+    for framework, runs in analysis.runs.items():
+        timed = runs[runs.run_id.isin(windows.run_id)].sort_values("repeat")
+        if not timed.empty:
+            shown[framework] = timed.loc[timed["stalled_windows"].idxmax()]
+    if not shown:
+        return None
+    stalled_count = 0
+    with matplotlib.rc_context(STYLE):
+        fig, (ax,) = _figure(1, height_in=2.8)
+        fig.set_figwidth(8.4)
+        for framework, run in shown.items():
+            own = windows[(windows.run_id == run.run_id) & (windows.phase != phases.FIRST)]
+            colour = _colour(analysis.frameworks, framework)
+            label = f"{name(framework)}, repeat {int(run['repeat']) + 1}"
+            # One segment per window, over its time: evaluation and the time between epochs
+            # show as gaps.
+            ax.hlines(own.step_s * 1e3, own.start_s, own.end_s, color=colour, lw=2, label=label)
+            stalled = own[own.phase == phases.STALLED]
+            stalled_count += len(stalled)
+            if not stalled.empty:
+                middle_s = (stalled.start_s + stalled.end_s) / 2
+                ax.plot(middle_s, stalled.step_s * 1e3, "x", color="black", ms=8, mew=2)
+        if stalled_count:
+            ax.plot([], [], "x", color="black", ms=8, mew=2, label="stalled window")
+        ax.set(title="step time per window", xlabel="seconds from worker start", ylabel="ms / step")
+        ax.legend(frameon=False)
+        svg = to_svg(fig, f"{analysis.label}-steps")
+    runs = ", ".join(f"{name(f)} repeat {int(run['repeat']) + 1}" for f, run in shown.items())
+    return Chart(
+        "Step time per window",
+        f"{runs}: each window's mean step between two device synchronisations, drawn over its "
+        "time (gaps: evaluation and the time between epochs); the first step, with its "
+        "compilation, left out. "
+        + (
+            f"× marks a stalled window (step over {steady.STALL_FACTOR:g}× the run's median): "
+            f"{stalled_count} here."
+            if stalled_count
+            else f"No stalled window (step over {steady.STALL_FACTOR:g}× the run's median)."
         ),
         svg,
     )
@@ -285,7 +337,7 @@ def memory(analysis: ModelAnalysis) -> Chart | None:
 
 
 def energy(analysis: ModelAnalysis) -> Chart | None:
-    values = {f: analysis.median("energy_per_1000_images_j", f) for f in analysis.frameworks}
+    values = {f: analysis.median("steady_energy_per_1000_images_j", f) for f in analysis.frameworks}
     values = {f: v for f, v in values.items() if v is not None}
     if not values:
         return None
@@ -297,7 +349,11 @@ def energy(analysis: ModelAnalysis) -> Chart | None:
         ax.set_xticks(range(len(values)), map(name, values))
         ax.set(ylabel="J per 1,000 training images")
         svg = to_svg(fig, f"{analysis.label}-energy")
-    return Chart("GPU energy per 1,000 training images", "Medians over repeats.", svg)
+    return Chart(
+        "GPU energy per 1,000 training images, steady state",
+        "Medians over repeats: the energy of steady-state training only (see Phases).",
+        svg,
+    )
 
 
 def for_model(analysis: ModelAnalysis, epochs: pd.DataFrame, samples: pd.DataFrame) -> list[Chart]:
@@ -306,6 +362,7 @@ def for_model(analysis: ModelAnalysis, epochs: pd.DataFrame, samples: pd.DataFra
         throughput(analysis),
         startup(analysis),
         telemetry(analysis, samples, epochs),
+        step_times(analysis),
         memory(analysis),
         energy(analysis),
     )

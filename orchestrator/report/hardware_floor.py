@@ -1,6 +1,7 @@
 """The hardware floor (floor.csv, written by benchmarks/floor.py into a results directory) against
 the runs beside it: the report's section "tuned is 1.2× the floor", each framework against its
-own floor, and the frameworks against each other at the floor and in each mode."""
+own floor with the regime that follows (regime.py), and the frameworks against each other at the
+floor and in each mode."""
 
 from __future__ import annotations
 
@@ -8,21 +9,28 @@ import itertools
 
 import pandas as pd
 
+from orchestrator.report import regime
 from orchestrator.report.analysis import name
 from orchestrator.report.document import Section
+from orchestrator.report.regime import JOB
 from services.common import frameworks
 
-# What a floor and a run are matched on: the same step on the same device.
-JOB = ["model", "batch_size", "precision", "device_name"]
 MODES = ("tuned", "default")
 
 
 def run_steps(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per model × framework × mode × batch size × precision × device of the finished
-    runs: how many, and the median of their steady-state step medians (ms)."""
+    runs (analysis.per_run's): how many, the median of their steady-state step medians (ms) and
+    of their steady-state GPU busy, and whether they used a GPU."""
     ok = runs[(runs["status"] == "ok") & runs["step_time_median_s"].notna()]
-    groups = ok.groupby([*JOB, "framework", "mode"], sort=False)["step_time_median_s"]
-    steps = groups.agg(runs="size", step_s="median").reset_index()
+    ok = ok.assign(used_gpu=ok["gpu"].fillna("none").astype(str) != "none")
+    groups = ok.groupby([*JOB, "framework", "mode"], sort=False)
+    steps = groups.agg(
+        runs=("step_time_median_s", "size"),
+        step_s=("step_time_median_s", "median"),
+        busy_pct=("steady_gpu_util_pct", "median"),
+        gpu=("used_gpu", "any"),
+    ).reset_index()
     return steps.assign(step_ms=steps["step_s"] * 1000)
 
 
@@ -32,6 +40,7 @@ def table(floor: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     and their ratio."""
     floors = floor[[*JOB, "framework", "step_ms_median"]]
     matched = run_steps(runs).merge(floors, on=[*JOB, "framework"])
+    times_floor = matched["step_ms"] / matched["step_ms_median"]
     return pd.DataFrame(
         {
             "model": matched["model"],
@@ -40,7 +49,14 @@ def table(floor: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             "runs": matched["runs"],
             "step_ms": matched["step_ms"],
             "floor_ms": matched["step_ms_median"],
-            "times_floor": matched["step_ms"] / matched["step_ms_median"],
+            "times_floor": times_floor,
+            "busy_pct": matched["busy_pct"],
+            "regime": [
+                regime.judge(ratio, None if pd.isna(busy) else busy, gpu)
+                for ratio, busy, gpu in zip(
+                    times_floor, matched["busy_pct"], matched["gpu"], strict=True
+                )
+            ],
         }
     )
 
@@ -80,7 +96,8 @@ def section(floor: pd.DataFrame, runs: pd.DataFrame) -> Section:
         "The floor: each framework's fastest run of each model's training step, with no input "
         f"pipeline or host work between steps (benchmarks/floor.py, {devices}; {methods}). "
         "× floor is the runs' steady-state step median over their own framework's floor: 1.00 "
-        "would be the fastest this framework runs this step here."
+        "would be the fastest this framework runs this step here. GPU busy is in steady state "
+        "(see each model's Phases); the regime follows from both (Method)."
     )
     if measured.empty:
         return Section(
@@ -89,12 +106,14 @@ def section(floor: pd.DataFrame, runs: pd.DataFrame) -> Section:
             f"precision ({', '.join(sorted(set(floor['model'])))}): nothing to compare.",
         )
     lines = [
-        "| model | framework | mode | runs | step, median | floor | × floor |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | framework | mode | runs | step, median | floor | × floor | GPU busy, steady "
+        "| regime |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [
         f"| {r.model} | {r.framework} | {r.mode} | {r.runs} | {r.step_ms:.2f} ms | "
-        f"{r.floor_ms:.2f} ms | {r.times_floor:.2f}× |"
+        f"{r.floor_ms:.2f} ms | {r.times_floor:.2f}× | "
+        f"{'–' if pd.isna(r.busy_pct) else f'{r.busy_pct:.0f} %'} | {r.regime.kind} |"
         for r in measured.itertuples()
     ]
     pairs = between(floor, runs)

@@ -1,5 +1,6 @@
 """A result set read back from its directory: runs.csv, epochs.csv, telemetry.csv (optional),
-context.json (optional) and the per-run settings in events.jsonl (optional).
+context.json (optional), floor.csv (optional, benchmarks/floor.py) and, from events.jsonl
+(optional), the per-run settings and progress events.
 
 Every CSV is read through schema.upgrade: a column that a result set lacks (an older fwbench's,
 CPU-only runs) is there, empty, so that the report shows "not recorded" instead of failing.
@@ -8,13 +9,16 @@ CPU-only runs) is there, empty, so that the report shows "not recorded" instead 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.errors import UserError
 from orchestrator.results import schema
+
+# The fields of a Progress event the report reads, with the run and the event's time.
+PROGRESS_COLUMNS = ("run_id", "t_s", "epoch", "step", "steps_per_epoch", "images_per_s")
 
 
 class ResultSetError(UserError):
@@ -29,7 +33,11 @@ class ResultSet:
     telemetry: pd.DataFrame
     context: dict
     # run_id -> RunStarted.settings, from events.jsonl.
-    settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    settings: dict[str, dict[str, str]]
+    # One row per Progress event (PROGRESS_COLUMNS), from events.jsonl: the runs' windows.
+    progress: pd.DataFrame
+    # floor.csv beside the runs (benchmarks/floor.py); no rows when absent.
+    floor: pd.DataFrame
 
     @property
     def frameworks(self) -> list[str]:
@@ -56,19 +64,37 @@ def read_table(directory: Path, table: str) -> pd.DataFrame:
     return schema.upgrade(frame, table)
 
 
-def _settings(events: Path) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
+def _journal(events: Path) -> tuple[dict[str, dict[str, str]], pd.DataFrame]:
+    """Each run's settings (RunStarted) and its Progress events, from events.jsonl."""
+    settings: dict[str, dict[str, str]] = {}
+    progress = []
     if not events.exists():
-        return out
+        return settings, pd.DataFrame(columns=PROGRESS_COLUMNS)
     with events.open() as lines:
         for line in lines:
-            # Only run_started lines matter; skipping the rest unparsed keeps big files quick.
-            if '"run_started"' not in line:
+            # Only these lines matter; skipping the rest (telemetry, the bulk) unparsed keeps big
+            # files quick.
+            if '"run_started"' not in line and '"progress"' not in line:
                 continue
-            record = json.loads(line)
-            started = record.get("run_started") or {}
-            out[record.get("run_id", started.get("run_id", ""))] = started.get("settings", {})
-    return out
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a last line cut short by a crash (journal.read_journal skips it too)
+            if "run_started" in record:
+                started = record["run_started"]
+                run_id = record.get("run_id", started.get("run_id", ""))
+                settings[run_id] = started.get("settings", {})
+            elif "progress" in record:
+                # The journal's JSON leaves out fields at their default (epoch 0, t_s 0).
+                event = record["progress"]
+                progress.append(
+                    {
+                        "run_id": record["run_id"],
+                        "t_s": float(record.get("t_s", 0.0)),
+                        **{column: event.get(column, 0) for column in PROGRESS_COLUMNS[2:]},
+                    }
+                )
+    return settings, pd.DataFrame(progress, columns=PROGRESS_COLUMNS)
 
 
 def load(path: Path, require_runs: bool = True) -> ResultSet:
@@ -90,11 +116,14 @@ def load(path: Path, require_runs: bool = True) -> ResultSet:
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     context_path = path / schema.CONTEXT_JSON
     context = json.loads(context_path.read_text()) if context_path.exists() else {}
+    settings, progress = _journal(path / schema.EVENTS_JSONL)
     return ResultSet(
         path=path,
         runs=runs,
         epochs=read_table(path, schema.EPOCHS_CSV),
         telemetry=read_table(path, schema.TELEMETRY_CSV),
         context=context,
-        settings=_settings(path / schema.EVENTS_JSONL),
+        settings=settings,
+        progress=progress,
+        floor=read_table(path, schema.FLOOR_CSV),
     )

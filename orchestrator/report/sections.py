@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report import debugging, deployment, hardware_floor, install_friction, parity
+from orchestrator.report import (
+    analysis,
+    debugging,
+    deployment,
+    hardware_floor,
+    install_friction,
+    parity,
+    phases,
+    resultset,
+)
 from orchestrator.report.document import Section
 from orchestrator.report.resultset import read_table
 from orchestrator.results import schema
@@ -29,8 +38,9 @@ class SectionSource:
 
 
 def _floor(directory: Path) -> Section:
-    floor = read_table(directory, schema.FLOOR_CSV)
-    return hardware_floor.section(floor, read_table(directory, schema.RUNS_CSV))
+    # The runs with their steady-state GPU busy, which the regime of each row needs.
+    rs = resultset.load(directory, require_runs=False)
+    return hardware_floor.section(rs.floor, analysis.per_run(rs, phases.of(rs)))
 
 
 SOURCES = (

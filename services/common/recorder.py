@@ -11,7 +11,8 @@ A trainer (the canonical PyTorch loop, a Keras callback) calls, in order:
     recorder.deployment(...)           when the spec asks for it (services/common/deploy.py)
 
 Step times come from windows between device synchronisations (progress points), never from a
-per-step sync, so measuring does not change what is measured.
+per-step sync, so measuring does not change what is measured; which windows are steady state is
+services/common/steady.py's.
 
 The recorder is also the one place that judges a run: a window's loss that is NaN or infinite
 marks the run diverged (`recorder.diverged`; the trainer stops training), later epoch ends are
@@ -25,11 +26,10 @@ import statistics
 import time
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import steady
 from services.common.telemetry import Sampler
 
 PROGRESS_INTERVAL_S = 0.25
-# Steps of epoch 0 that count as warm-up, excluded from the steady-state step time.
-WARMUP_STEPS = 10
 
 
 class Recorder:
@@ -41,6 +41,11 @@ class Recorder:
         self._batch_size = spec.batch_size
         self._sampler: Sampler | None = None
         self._step_times_s: list[float] = []
+        # A later epoch's first window opens at the previous epoch's end, so its own time is
+        # known only at its epoch's end (steady.epoch_first_window_s): its steps wait there, and
+        # the time of the epoch's other windows is summed.
+        self._first_window_steps = 0
+        self._later_windows_s = 0.0
         self._epoch_train_times_s: list[float] = []
         self._final_test_accuracy: float | None = None
         self._first_step_s = 0.0
@@ -133,8 +138,13 @@ class Recorder:
             self._first_step_s = window_s
             self._time_to_first_step_s = self._sink.t_s()
             self._first_reported = True
-        elif epoch > 0 or self._window_first_step > WARMUP_STEPS:
-            self._step_times_s.extend([window_s / window_steps] * window_steps)
+        elif steady.is_steady(epoch, self._window_first_step, first_call=False):
+            if self._window_first_step == 1:
+                self._first_window_steps = window_steps
+            else:
+                self._step_times_s.extend([window_s / window_steps] * window_steps)
+        if self._window_first_step > 1:
+            self._later_windows_s += window_s
         self._emit(
             progress=pb.Progress(
                 epoch=epoch,
@@ -168,6 +178,13 @@ class Recorder:
         if self.diverged:
             # The epoch did not complete (Keras still evaluates it): nothing of it is a result.
             return
+        if self._first_window_steps:
+            window_s = steady.epoch_first_window_s(train_time_s, self._later_windows_s)
+            # Not positive only from a trainer whose train_time_s misses its own windows: no
+            # step time rather than a negative one.
+            if window_s > 0:
+                steps = self._first_window_steps
+                self._step_times_s.extend([window_s / steps] * steps)
         now = time.perf_counter()
         epoch_time_s = now - self._epoch_mark
         self._epoch_mark = now
@@ -192,6 +209,7 @@ class Recorder:
         self._emit(epoch_end=event)
         self._end_t_s = self._sink.t_s()
         self._window_start, self._window_first_step = time.perf_counter(), 1
+        self._first_window_steps, self._later_windows_s = 0, 0.0
 
     def _steps_images(self, train_time_s: float) -> float:
         return self._train_samples / train_time_s if train_time_s else 0.0

@@ -4,7 +4,10 @@
 
 gpu/        resnet50, PyTorch and TensorFlow, repeats 0-6 on a GPU: TensorFlow's repeat 4 failed and
             PyTorch's repeat 6 diverged, so 5 repeats are common and the olympic trim keeps 3 a
-            side; PyTorch's repeat 5 is a slow outlier; NVML utilisation under 60 %.
+            side; PyTorch's repeat 5 is a slow outlier. Every finished run journals its progress
+            windows (one a second) and epoch ends; repeat 0 has telemetry, two samples a second:
+            NVML busy 47 % (PyTorch) and 52 % (TensorFlow) in training, 20 % in evaluation, 0 %
+            elsewhere.
 gpu-tuned/  the same with PyTorch's steps twice as fast and TensorFlow's unchanged (for compare).
 three/      mobilenet_v2 in PyTorch, TensorFlow and JAX, modes default and tuned, 2 repeats, CPU,
             no telemetry.csv and no context.json.
@@ -30,6 +33,56 @@ STARTUP = {  # import, data, build, first step (s)
     "tensorflow": (1.80, 0.50, 0.70, 9.70),
 }
 TRAIN, TEST, EPOCHS, BATCH = 50_000, 10_000, 2, 32
+# Steps between two progress events after the first (the recorder's are 0.25 s apart).
+WINDOW_STEPS = 80
+EVAL_S, BETWEEN_EPOCHS_S = 2.5, 0.5
+BUSY_PCT = {"pytorch": 47.0, "tensorflow": 52.0}
+
+
+def journal(run_id: str, framework: str, step: float, first: float, start: float) -> tuple:
+    """A finished run's progress and epoch-end records as the journal holds them, and its
+    intervals: (start_s, end_s, busy %) of its training and evaluation. Epoch 1 trains from
+    `start`, then waits BETWEEN_EPOCHS_S and evaluates; epoch 2 waits BETWEEN_EPOCHS_S (in its
+    first window: the recorder opens it at epoch 1's end), trains and evaluates."""
+    steps_per_epoch = TRAIN // BATCH
+    records, busy = [], []
+    epoch_end = None
+    for epoch in range(EPOCHS):
+        train_start = start if epoch == 0 else epoch_end + BETWEEN_EPOCHS_S
+        window_start = train_start if epoch == 0 else epoch_end
+        ends = [1, *range(1 + WINDOW_STEPS, steps_per_epoch, WINDOW_STEPS), steps_per_epoch]
+        if epoch > 0:
+            ends = ends[1:]
+        previous = 0
+        for end in ends:
+            t = train_start + (end * step if epoch else first + (end - 1) * step)
+            records.append(
+                {
+                    "run_id": run_id,
+                    "framework": framework,
+                    "t_s": t,
+                    "progress": {
+                        "epoch": epoch,
+                        "step": end,
+                        "steps_per_epoch": steps_per_epoch,
+                        "loss": 1.6 - 0.5 * epoch,
+                        "images_per_s": (end - previous) * BATCH / (t - window_start),
+                    },
+                }
+            )
+            previous, window_start = end, t
+        eval_start = window_start + (BETWEEN_EPOCHS_S if epoch == 0 else 0.0)
+        epoch_end = eval_start + EVAL_S
+        busy += [(train_start, window_start, BUSY_PCT[framework]), (eval_start, epoch_end, 20.0)]
+        records.append(
+            {
+                "run_id": run_id,
+                "framework": framework,
+                "t_s": epoch_end,
+                "epoch_end": {"epoch": epoch},
+            }
+        )
+    return records, busy
 
 
 def gpu_set(name: str, pytorch_scale: float) -> None:
@@ -150,22 +203,28 @@ def gpu_set(name: str, pytorch_scale: float) -> None:
                             energy_j=250.0 * epoch_time,
                         )
                     )
+                records, intervals = journal(run_id, framework, step, first, start)
+                events += records
                 if repeat == 0:
-                    for i in range(int(total)):
-                        busy = 0 if i < start else (47.0 if framework == "pytorch" else 52.0)
+                    energy = 0.0
+                    for i in range(int(2 * total)):
+                        t = i / 2
+                        busy = next((b for s, e, b in intervals if s < t <= e), 0.0)
+                        power = 120 + 2 * busy
+                        energy += power / 2
                         telemetry.append(
                             dict(
                                 run_id=run_id,
                                 framework=framework,
                                 model="resnet50",
-                                t_s=float(i),
-                                gpu_util_pct=busy + (i % 3),
+                                t_s=t,
+                                gpu_util_pct=busy,
                                 mem_util_pct=busy / 3,
                                 mem_used_bytes=(2.0 if framework == "pytorch" else 3.5)
                                 * 2**30
-                                * min(1, i / start),
-                                power_w=120 + 2 * busy,
-                                energy_j=250.0 * i,
+                                * min(1, t / start),
+                                power_w=power,
+                                energy_j=energy,
                                 temp_c=40 + busy / 5,
                                 sm_clock_mhz=1980,
                                 sm_active_pct=busy / 2.2,
