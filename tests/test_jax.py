@@ -75,7 +75,7 @@ def test_optax_steps_match_torch_optim(stub, optimizer):
 
 
 def test_fp32_is_strict_and_compile_false_still_compiles(stub):
-    events = train_events(stub, compile=False)
+    events = train_events(stub, precision="fp32", compile=False)
     settings = events[0].run_started.settings
     assert settings["matmul_precision"] == "highest"
     assert settings["tf32_matmul"] == settings["tf32_conv"] == "false"
