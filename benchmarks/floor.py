@@ -4,14 +4,14 @@ the way: the floor that its runs are measured against ("tuned is 1.2x the floor"
     .venvs/orchestrator/bin/python -m benchmarks.floor --frameworks pytorch,jax \
         --models resnet50,mobilenet_v2 --batch-size 32 --out results/floor
 
-The same model, shared initial weights, optimizer (the seed spec's) and precision as fwbench's
-runs, each framework at its fastest (benchmarks/floors/<framework>.py): PyTorch's whole step in a
-CUDA graph, JAX's tuned program of K steps per dispatch, TensorFlow's XLA train function with K
-steps per execution; each on one resident batch, with no input pipeline or recorder. Each
-framework runs in its own environment (.venvs/<framework>), one after another. Prints ms/step
-(median and p90) per framework and model and writes floor.csv, which a results directory's report
-reads ("Against the hardware floor"). --device cpu runs the same code, labelled a check of the
-code, not a floor.
+The same model, shared initial weights, optimizer (the seed spec's) and precision (the tuned
+mode's, tf32, unless --precision says otherwise) as fwbench's runs, each framework at its fastest
+(benchmarks/floors/<framework>.py): PyTorch's whole step in a CUDA graph, JAX's tuned program of
+K steps per dispatch, TensorFlow's XLA train function with K steps per execution; each on one
+resident batch, with no input pipeline or recorder. Each framework runs in its own environment
+(.venvs/<framework>), one after another. Prints ms/step (median and p90) per framework and model
+and writes floor.csv, which a results directory's report reads ("Against the hardware floor").
+--device cpu runs the same code, labelled a check of the code, not a floor.
 """
 
 from __future__ import annotations

@@ -144,6 +144,13 @@ def test_the_proto_states_the_defaults_of_spec_py():
         assert wrong == {}, f"{message}: the proto states (stated, spec.py's): {wrong}"
 
 
+def test_the_proto_states_the_precision_each_mode_trains_in_when_unset():
+    _, comment = proto_messages(PROTO.read_text())["TrainSpec"]["precision"]
+    stated = re.search(r"When empty it follows mode: ([^.]+)\.", comment)
+    assert stated, comment
+    assert stated.group(1) == specs.effective_default("precision")
+
+
 def test_the_proto_states_defaults_one_way_only():
     messages = proto_messages(PROTO.read_text())
     for message, fields in messages.items():

@@ -11,7 +11,7 @@ import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import server
+from services.common import numerics, server
 from tests.conftest import FRAMEWORKS, once_in_make_test, tiny_spec, venv_python
 from tests.test_spec import prepared
 
@@ -99,7 +99,6 @@ def test_train_streams_run_started_progress_epochs_then_run_end(trained, framewo
     started = events[0].run_started
     assert started.framework == framework
     assert (started.train_samples, started.test_samples, started.steps_per_epoch) == (1024, 256, 32)
-    assert started.settings["precision"] == "fp32"
     assert started.settings["weight_decay"] == "coupled-l2"
 
     # Each epoch: progress up to its last step, then its EpochEnd.
@@ -126,6 +125,32 @@ def test_train_streams_run_started_progress_epochs_then_run_end(trained, framewo
     assert 0 < end.step_time_median_s <= end.step_time_p90_s
     assert end.final_test_accuracy == events[epoch_ends[-1]].epoch_end.test_accuracy
     assert started.num_classes == 10
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_default_mode_trains_as_each_framework_ships_and_says_tf32_is_na_on_the_cpu(
+    trained, framework
+):
+    # The LEARNABLE run sets no precision: its mode's, native. On the CPU no TF32 switch changes
+    # any arithmetic, so each is recorded as not applicable rather than as PyTorch's "true".
+    events = trained(framework)
+    settings = events[0].run_started.settings
+    assert settings["precision"] == "native"
+    assert {key: settings[key] for key in numerics.TF32_KEYS} == dict.fromkeys(
+        numerics.TF32_KEYS, "n/a on cpu"
+    )
+    assert events[-1].run_end.status == "ok"
+
+
+@pytest.mark.parametrize("framework", once_in_make_test(FRAMEWORKS, "pytorch"))
+def test_inspect_computes_the_same_logits_whatever_precision_the_spec_trains_in(stub, framework):
+    # Parity is judged in strict fp32 on the CPU whatever the run trains in: bf16, the precision
+    # furthest from it, leaves Inspect's logits as they are.
+    logits = {}
+    for precision in ("fp32", "bf16"):
+        request = pb.InspectRequest(spec=tiny_spec(precision=precision), probe_batch_size=4)
+        logits[precision] = list(stub(framework).Inspect(request, timeout=120).probe_logits)
+    assert logits["bf16"] == logits["fp32"]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -256,7 +281,7 @@ def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
     loss, settings = {}, {}
     for mode in ("default", "tuned"):
         spec = tiny_spec(
-            mode=mode, epochs=2, optimizer__learning_rate=0.002,
+            mode=mode, precision="fp32", epochs=2, optimizer__learning_rate=0.002,
             data__train_limit=1300, data__test_limit=256,
         )  # fmt: skip
         events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))

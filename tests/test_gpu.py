@@ -8,6 +8,7 @@ import os
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import numerics
 from tests.conftest import FRAMEWORKS, tiny_spec
 
 # Every test here trains on a GPU through a framework environment.
@@ -29,6 +30,7 @@ def test_cuda_run_streams_plausible_telemetry_and_memory(stub, framework):
     spec = tiny_spec(
         "resnet50",
         device="cuda",
+        precision="fp32",
         epochs=2,
         data__train_limit=8192,
         data__test_limit=1024,
@@ -58,6 +60,27 @@ def test_cuda_run_streams_plausible_telemetry_and_memory(stub, framework):
     assert energies == sorted(energies)
     assert 0 < end.step_time_median_s <= end.step_time_p90_s
     assert end.first_step_s > 0 and end.time_to_first_step_s > started.import_s
+
+
+# On a GPU with TF32 (Ampere and newer), as each installed library ships (services/common/
+# numerics.py): PyTorch's convolutions only, TensorFlow's and JAX's matmuls and convolutions.
+NATIVE_TF32 = {
+    "pytorch": {"tf32_matmul": "false", "tf32_conv": "true"},
+    "tensorflow": {"tf32_matmul": "true", "tf32_conv": "true"},
+    "jax": {"tf32_matmul": "true", "tf32_conv": "true"},
+}
+
+
+@pytest.mark.parametrize("framework", GPU_FRAMEWORKS)
+def test_native_keeps_and_records_each_frameworks_own_tf32_switches(stub, framework):
+    spec = tiny_spec(device="cuda", precision="native")
+    events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=600))
+    settings = events[0].run_started.settings
+    recorded = {key: settings[key] for key in numerics.TF32_KEYS}
+    if all(value.startswith("n/a on compute capability") for value in recorded.values()):
+        pytest.skip(f"this GPU has no TF32: {recorded}")
+    assert recorded == NATIVE_TF32[framework]
+    assert events[-1].run_end.status == "ok"
 
 
 @pytest.mark.parametrize("model", ["resnet50", "mobilenet_v2"])

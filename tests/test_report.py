@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -183,6 +184,32 @@ def test_warnings_say_what_applies(cpu, gpu):
     assert "--batch-size" in gpu_warnings
     assert "host-bound" not in cpu_warnings
     assert "PyTorch 1× diverged, TensorFlow 1× failed" in gpu_warnings
+
+
+def test_numerics_that_differ_between_frameworks_are_said_side_by_side_per_mode(tmp_path):
+    # The three frameworks as they ship on a GPU with TF32 (default mode, precision native), and
+    # all in TF32 (tuned mode, precision tf32): only the default mode's numerics differ.
+    results = tmp_path / "results"
+    shutil.copytree(DATA / "three", results)
+    runs = pd.read_csv(results / "runs.csv")
+    native = runs["mode"] == "default"
+    pytorch = runs["framework"] == "pytorch"
+    runs["precision"] = native.map({True: "native", False: "tf32"})
+    runs["tf32_matmul"] = (~(native & pytorch)).map({True: "true", False: "false"})
+    runs["tf32_conv"] = "true"
+    runs.to_csv(results / "runs.csv", index=False)
+    warnings = [w for w in report.render(results, tmp_path / "out").verdict if "Numerics" in w]
+    assert warnings == [
+        "Numerics differ between the frameworks (mode default, precision native): TF32 in "
+        "float32 matrix products: PyTorch false, TensorFlow true, JAX true. Their speeds and "
+        "accuracies compare each framework's own float32 arithmetic; --precision fp32 (strict) "
+        "or tf32 gives every framework the same (Provenance lists every recorded setting side by "
+        "side)."
+    ]
+    # Numerics alike, or not recorded (an older set): nothing to say.
+    assert not [
+        w for w in report.render(DATA / "three", tmp_path / "old").verdict if "Numerics" in w
+    ]
 
 
 def test_errors_are_shown_verbatim(gpu):

@@ -32,9 +32,12 @@ mobilenet_v2-tensorflow-r0,tensorflow,mobilenet_v2,0,0,2.3,2.2,0.22,9.9
 """
 
 
-def write_run(out: Path, spec: pb.TrainSpec) -> Path:
-    """One run of spec with an event of every kind that fills a CSV, as the runner records it."""
-    started = pb.RunStarted(device_name="cpu", gpu="none", train_samples=64, num_classes=10)
+def write_run(out: Path, spec: pb.TrainSpec, settings: dict[str, str] | None = None) -> Path:
+    """One run of spec with an event of every kind that fills a CSV, as the runner records it;
+    settings: RunStarted's."""
+    started = pb.RunStarted(
+        device_name="cpu", gpu="none", train_samples=64, num_classes=10, settings=settings
+    )
     end = pb.RunEnd(epochs_completed=1, status="ok", step_time_median_s=0.08)
     sample = pb.TelemetrySample(t_s=1.0, rss_bytes=2**30, cpu_pct=100.0)
     events = [
@@ -63,6 +66,25 @@ def test_every_csv_is_written_with_the_schemas_columns_and_read_back_as_written(
         assert list(read.columns) == list(schema.COLUMNS[table]), table  # nothing added
     runs = resultset.load(out).runs
     assert runs.loc[0, "mode"] == "tuned" and runs.loc[0, "train_limit"] == 64
+
+
+def test_runs_csv_has_the_numerics_the_service_resolved_and_a_replay_keeps_them(tmp_path):
+    settings = {
+        "precision": "native",
+        "tf32_matmul": "false",
+        "tf32_conv": "true",
+        "threads": "16",
+    }
+    out = write_run(tmp_path / "run", tiny_spec(), settings)
+    journal.replay(out, tmp_path / "rebuilt")
+    for results in (out, tmp_path / "rebuilt"):
+        [run] = resultset.read_table(results, schema.RUNS_CSV).to_dict("records")
+        assert (run["precision"], run["tf32_matmul"], run["tf32_conv"]) == (
+            "native",
+            "false",
+            "true",
+        )
+        assert "threads" not in run  # the other settings stay in events.jsonl
 
 
 def test_an_old_result_set_without_mode_reads_as_default(tmp_path):

@@ -68,7 +68,7 @@ def wait_for_progress(stream) -> None:
         ("data__train_limit", 50_001, "50001 is more than the 50000 train samples"),
         ("data__augment", "mixup", "data.augment: 'mixup' is not one of none, crop-flip"),
         ("device", "tpu", "device: 'tpu' is not one of auto, cpu, cuda"),
-        ("precision", "fp8", "precision: 'fp8' is not one of fp32, tf32, bf16, fp16"),
+        ("precision", "fp8", "precision: 'fp8' is not one of native, fp32, tf32, bf16, fp16"),
         ("optimizer__name", "lion", "optimizer.name: 'lion' is not one of sgd, adam, adamw"),
         ("data__source", "directory", "data.data_dir: required when data.source is 'directory'"),
     ],

@@ -48,7 +48,13 @@ JOB_OPTIONS = (
 def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=",".join(specs.MODELS), help="comma-separated")
     p.add_argument("--batch-size", type=int, default=specs.DEFAULTS["batch_size"])
-    p.add_argument("--precision", default="fp32", choices=specs.PRECISIONS)
+    # The floor is the tuned job: at the tuned mode's precision unless told otherwise.
+    p.add_argument(
+        "--precision",
+        default=specs.PRECISION_FOR_MODE["tuned"],
+        choices=specs.PRECISIONS,
+        help="(default: %(default)s, the tuned mode's)",
+    )
     p.add_argument("--num-classes", type=int, default=NUM_CLASSES, help="the head's outputs")
     p.add_argument(
         "--device",

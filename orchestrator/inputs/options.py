@@ -128,7 +128,14 @@ SPEC_OPTIONS = (
         non_negative_int,
     ),
     SpecOption("--device", "device", "auto: CUDA when available", choices=specs.DEVICES),
-    SpecOption("--precision", "precision", "fp32 is strict (TF32 off)", choices=specs.PRECISIONS),
+    SpecOption(
+        "--precision",
+        "precision",
+        "native: each framework's own float32 numerics as it ships (on a GPU with TF32: "
+        "PyTorch's convolutions, TensorFlow's and JAX's matmuls and convolutions in TF32); "
+        "fp32 is strict (TF32 off)",
+        choices=specs.PRECISIONS,
+    ),
     SpecOption(
         "--mode",
         "mode",

@@ -23,7 +23,7 @@ from orchestrator.report.analysis import (
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
 from orchestrator.results import schema
-from services.common import schedule, steady
+from services.common import numerics, schedule, steady
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results.md"
@@ -556,6 +556,31 @@ def method_block(out_dir: Path) -> Block:
     return Block("Method", markdown, anchor="method")
 
 
+def numerics_warnings(rs: ResultSet) -> list[str]:
+    """Per mode, where the frameworks' runs resolved their precision to different float32
+    arithmetic (native: each framework as it ships), what each did, side by side."""
+    out = []
+    runs = rs.runs.assign(mode=rs.runs["mode"].fillna("default"))
+    for mode, group in runs.groupby("mode", sort=False):
+        differ = []
+        for column, meaning in numerics.TF32_KEYS.items():
+            values = {f: knob_values(group[group.framework == f], column) for f in rs.frameworks}
+            recorded = {f: "/".join(v) for f, v in values.items() if v}
+            if len(set(recorded.values())) > 1:
+                differ.append(
+                    f"{meaning}: " + ", ".join(f"{name(f)} {text(v)}" for f, v in recorded.items())
+                )
+        if differ:
+            precisions = ", ".join(knob_values(group, "precision")) or NOT_RECORDED
+            out.append(
+                f"Numerics differ between the frameworks (mode {text(mode)}, precision "
+                f"{text(precisions)}): {'; '.join(differ)}. Their speeds and accuracies compare "
+                "each framework's own float32 arithmetic; --precision fp32 (strict) or tf32 gives "
+                "every framework the same (Provenance lists every recorded setting side by side)."
+            )
+    return out
+
+
 def global_warnings(rs: ResultSet, analyses: list[ModelAnalysis]) -> list[str]:
     out = []
     if (rs.runs["dataset"].astype(str) == "synthetic").any():
@@ -569,6 +594,7 @@ def global_warnings(rs: ResultSet, analyses: list[ModelAnalysis]) -> list[str]:
             f"Model definitions: {text(label)}. Each framework trained its own library's model "
             "as-is, so results compare models as well as frameworks (see Model parity)."
         )
+    out += numerics_warnings(rs)
     for analysis in analyses:
         out += analysis.warnings
     return out

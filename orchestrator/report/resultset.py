@@ -60,7 +60,10 @@ def read_table(directory: Path, table: str) -> pd.DataFrame:
     """The CSV named `table` (e.g. schema.RUNS_CSV) in directory, upgraded to today's columns;
     absent or empty, it reads as no rows."""
     path = directory / table
-    frame = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+    text = dict.fromkeys(schema.TEXT_COLUMNS.get(table, ()), str)
+    frame = (
+        pd.read_csv(path, dtype=text) if path.exists() and path.stat().st_size else pd.DataFrame()
+    )
     return schema.upgrade(frame, table)
 
 

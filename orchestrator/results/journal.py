@@ -69,7 +69,6 @@ class RunOutcome:
         return self.end is not None and not self.error
 
 
-
 def spec_columns(spec: pb.TrainSpec) -> dict:
     """A spec's knobs as flat runs.csv columns: every setting that changes speed or accuracy."""
     row = schema.row(spec, schema.SPEC_FIELDS)
@@ -91,7 +90,9 @@ def run_row(run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> dict:
     row |= spec_columns(spec)
     if outcome.started and outcome.started.num_classes:
         row["num_classes"] = outcome.started.num_classes  # the dataset's, when the spec had none
-    row |= schema.row(outcome.started, schema.STARTED_FIELDS) if outcome.started else {}
+    if outcome.started:
+        row |= schema.row(outcome.started, schema.STARTED_FIELDS)
+        row |= {key: outcome.started.settings.get(key) for key in schema.SETTINGS_COLUMNS}
     row |= schema.row(outcome.end, schema.END_FIELDS) if outcome.end else {}
     return {column: row.get(column) for column in schema.RUN_COLUMNS}
 

@@ -7,7 +7,9 @@ contract (proto/fwbench/v1/trainer.proto): every scalar field of TrainSpec, RunS
 is a runs.csv column, of EpochEnd an epochs.csv column, of TelemetrySample a telemetry.csv
 column, of DeployResult a deploy.csv column, of ProbeResult a debug.csv column, under the field's
 own name (units are in the names). A field added to the proto is a column without an edit
-anywhere. docs/results.md says what each column means.
+anywhere. The one exception: a few entries of RunStarted's settings map, the numerics a run
+resolved its precision to, are runs.csv columns too (SETTINGS_COLUMNS). docs/results.md says what
+each column means.
 
 A result set written by an older fwbench lacks the columns added since: `upgrade` reads it as one
 written today.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 from google.protobuf.descriptor import Descriptor
 
 from fwbench.v1 import trainer_pb2 as pb
+from services.common import numerics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,6 +96,9 @@ DEPLOY_FIELDS = dict(scalar_fields(pb.DeployResult.DESCRIPTOR, skipped=frozenset
 PROBE_FIELDS = {"framework": "framework"} | dict(scalar_fields(pb.ProbeResult.DESCRIPTOR))
 # Read-friendly columns the writer computes from the spec (results.spec_columns).
 DERIVED_SPEC_COLUMNS = ("model_definitions", "dataset")
+# Entries of RunStarted.settings that are runs.csv columns too: the numerics the service resolved
+# the spec's precision to (services/common/numerics.py), beside `precision`, which asked for them.
+SETTINGS_COLUMNS = tuple(numerics.TF32_KEYS)
 
 # Every CSV's columns, in the order written.
 RUN_COLUMNS = (
@@ -101,6 +107,7 @@ RUN_COLUMNS = (
     *SPEC_FIELDS,
     *DERIVED_SPEC_COLUMNS,
     *STARTED_FIELDS,
+    *SETTINGS_COLUMNS,
     *END_FIELDS,
 )
 EPOCH_COLUMNS = (*RUN_KEYS, *EPOCH_FIELDS)
@@ -128,6 +135,8 @@ COLUMNS = {
     DEBUG_CSV: DEBUG_COLUMNS,
     FLOOR_CSV: FLOOR_COLUMNS,
 }
+# Columns of text whose words pandas would otherwise read as something else ("true" as a bool).
+TEXT_COLUMNS = {RUNS_CSV: SETTINGS_COLUMNS}
 # The knobs of a run's job as runs.csv records them: what `fwbench compare` names where two sets
 # differ, what the sets of a sweep must share, what the report's provenance lists.
 KNOB_COLUMNS = (*SPEC_FIELDS, *DERIVED_SPEC_COLUMNS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import architectures
+from services.common import architectures, numerics
 
 # The models are architectures.py's, in its order (resnet50, vgg19, mobilenet, mobilenet_v2).
 MODELS: tuple[str, ...] = tuple(architectures.ARCHITECTURES)
@@ -27,19 +27,19 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 WEIGHT_DECAY = {"sgd": "coupled-l2", "adam": "coupled-l2", "adamw": "decoupled"}
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# native: each framework's own float32 numerics, as it ships (services/common/numerics.py).
+PRECISIONS = (numerics.NATIVE, "fp32", "tf32", "bf16", "fp16")
 MODES = ("default", "tuned")
 
-# The seed experiment's setting; every field a request leaves unset takes these values. Two
+# The seed experiment's setting; every field a request leaves unset takes these values. Three
 # defaults are not constants and so are not here: model.init follows model.architecture
-# (INIT_FOR_ARCHITECTURE), and model.num_classes comes from the dataset
-# (services/common/datasets.py).
+# (INIT_FOR_ARCHITECTURE), precision follows mode (PRECISION_FOR_MODE), and model.num_classes
+# comes from the dataset (services/common/datasets.py).
 DEFAULTS = {
     "epochs": 5,
     "batch_size": 32,
     "seed": 0,
     "device": "auto",
-    "precision": "fp32",
     "mode": "default",
     "sample_interval_ms": 100,
     "model": {"architecture": "canonical"},
@@ -56,6 +56,10 @@ DEFAULTS = {
 }
 # Shared initial weights exist only for fwbench's own (canonical) definitions.
 INIT_FOR_ARCHITECTURE = {"canonical": "shared", "library": "framework"}
+# The default mode trains as users of each framework write it first, so in the numerics each
+# framework ships with; tuned, as each framework documents its best for float32 training, in
+# TF32 (where the device has it: elsewhere no TF32 switch changes any arithmetic).
+PRECISION_FOR_MODE = {"default": numerics.NATIVE, "tuned": "tf32"}
 # Inspect builds a model without a dataset: its probe batch is synthetic, with synthetic's classes.
 INSPECT_DEFAULTS = {"probe_batch_size": 8, "train_steps": 0, "num_classes": 10}
 
@@ -88,13 +92,15 @@ class SpecError(ValueError):
 
 
 def effective_default(path: str) -> object:
-    """The default of a dotted field path ("optimizer.learning_rate"), for help texts; model.init
-    and model.num_classes, which depend on other things, are described in words."""
+    """The default of a dotted field path ("optimizer.learning_rate"), for help texts; model.init,
+    precision and model.num_classes, which depend on other things, are described in words."""
     if path == "model.init":
         pairs = INIT_FOR_ARCHITECTURE.items()
         return ", ".join(f"{init} for {arch} models" for arch, init in pairs)
     if path == "model.num_classes":
         return "the dataset's class count"
+    if path == "precision":
+        return ", ".join(f"{p} in mode {mode}" for mode, p in PRECISION_FOR_MODE.items())
     value: object = DEFAULTS
     for part in path.split("."):
         value = value[part]  # type: ignore[index]
@@ -109,6 +115,9 @@ def with_defaults(spec: pb.TrainSpec) -> pb.TrainSpec:
     if not out.model.init:
         # An unknown architecture keeps init empty: validate names the architecture.
         out.model.init = INIT_FOR_ARCHITECTURE.get(out.model.architecture, "")
+    if not out.precision:
+        # An unknown mode keeps precision empty: validate names the mode.
+        out.precision = PRECISION_FOR_MODE.get(out.mode, "")
     return out
 
 
@@ -189,8 +198,9 @@ def validate(spec: pb.TrainSpec) -> None:
     _bounded("batch_size", spec.batch_size)
     _bounded("seed", spec.seed)
     _choice("device", spec.device, DEVICES)
-    _choice("precision", spec.precision, PRECISIONS)
+    # The mode first: an unknown one leaves precision without its default.
     _choice("mode", spec.mode, MODES)
+    _choice("precision", spec.precision, PRECISIONS)
     _bounded("sample_interval_ms", spec.sample_interval_ms)
     _bounded("deploy.deploy_warmup_iterations", spec.deploy.deploy_warmup_iterations)
     _bounded("deploy.deploy_timed_iterations", spec.deploy.deploy_timed_iterations)

@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, injection, schedule
+from services.common import datasets, deploy, injection, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.jax import models, serving
 
@@ -37,8 +37,9 @@ FRAMEWORK = "jax"
 ADAM_EPSILON = 1e-8
 COMPUTE_DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16}
 # XLA's matmul/conv precision for float32 operands. "default" lets a GPU use TF32 (or bf16 passes
-# on some hardware), so fp32 asks for "highest" explicitly.
+# on some hardware), so fp32 asks for "highest" explicitly. native sets none: JAX as it ships.
 MATMUL_PRECISION = {
+    numerics.NATIVE: None,
     "fp32": "highest",
     "tf32": "tensorfloat32",
     "bf16": "default",
@@ -105,15 +106,20 @@ def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
     # Everything below runs on `device`: the arrays created here and the compiled steps.
     jax.config.update("jax_default_device", device)
     # friction: JAX uses TF32 for float32 matmuls and convolutions on a GPU unless told not to.
-    precision = MATMUL_PRECISION[spec.precision]
-    jax.config.update("jax_default_matmul_precision", precision)
-    tf32 = spec.precision == "tf32"
+    if MATMUL_PRECISION[spec.precision] is not None:
+        jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[spec.precision])
+    # As JAX now holds it (native: unset, JAX's own default). Every level but the highest lets a
+    # GPU that has TF32 use it (jax.lax.Precision), in matmuls and convolutions alike.
+    precision = jax.config.jax_default_matmul_precision
+    tf32 = jax.lax.Precision(precision) != jax.lax.Precision.HIGHEST
+    cpu = device.platform == "cpu"
+    # A CUDA device's is text: "9.0".
+    capability = None if cpu else tuple(map(int, device.compute_capability.split(".")))
     settings = {
-        "device": "cpu" if device.platform == "cpu" else f"cuda:{device.id}",
+        "device": "cpu" if cpu else f"cuda:{device.id}",
         "precision": spec.precision,
-        "tf32_matmul": str(tf32).lower(),
-        "tf32_conv": str(tf32).lower(),
-        "matmul_precision": precision,
+        **numerics.tf32_settings(tf32, tf32, capability),
+        "matmul_precision": precision or "default (unset)",
         "compute_dtype": jnp.dtype(COMPUTE_DTYPES.get(spec.precision, jnp.float32)).name,
         "loss_scale": "dynamic" if spec.precision == "fp16" else "none",
         # friction: JAX has no eager training loop worth measuring: every run is jit-compiled,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, injection, schedule
+from services.common import datasets, deploy, injection, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.pytorch import models, serving
 
@@ -52,17 +52,23 @@ def resolve_device(name: str) -> torch.device:
 def configure(spec: pb.TrainSpec, device: torch.device) -> dict[str, str]:
     """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
     torch.manual_seed(spec.seed)
-    # friction: PyTorch's defaults differ between convs (TF32 on) and matmuls (off): set both.
-    tf32 = spec.precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    # friction: PyTorch's defaults differ between convs (TF32 on) and matmuls (off): native leaves
+    # them so, every other precision sets both.
+    tf32 = numerics.tf32_switches(spec.precision)
+    if tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     # Tuned: cuDNN picks each convolution's fastest algorithm once (shapes never change).
     torch.backends.cudnn.benchmark = spec.cudnn_benchmark or spec.mode == "tuned"
     return {
         "device": str(device),
         "precision": spec.precision,
-        "tf32_matmul": str(tf32).lower(),
-        "tf32_conv": str(tf32).lower(),
+        # As PyTorch now holds them (native: as it ships).
+        **numerics.tf32_settings(
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
+        ),
         "cudnn_benchmark": str(torch.backends.cudnn.benchmark).lower(),
         "compile": "torch.compile" if spec.compile else "eager",
         "mode": spec.mode,

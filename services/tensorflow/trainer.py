@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, injection, schedule
+from services.common import datasets, deploy, injection, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.tensorflow import models, serving
 
@@ -81,9 +81,12 @@ def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
 def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[str, str]:
     """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
     keras.utils.set_random_seed(spec.seed)
-    # friction: TensorFlow uses TF32 on Ampere+ by default, for matmuls and convolutions (XLA too).
-    tf32 = spec.precision == "tf32"
-    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    # friction: TensorFlow uses TF32 on Ampere+ by default, for matmuls and convolutions (XLA too),
+    # one switch for all: native leaves it as it ships, every other precision sets it.
+    tf32 = numerics.tf32_switches(spec.precision)
+    if tf32 is not None:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    tf32_enabled = tf.config.experimental.tensor_float_32_execution_enabled()
     # Set before the model is built: layers take their compute dtype from the global policy.
     policy = MIXED_POLICIES.get(spec.precision, "float32")
     keras.mixed_precision.set_global_policy(policy)
@@ -91,8 +94,11 @@ def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[
     settings = {
         "device": "cuda:0" if gpu else "cpu",
         "precision": spec.precision,
-        "tf32_matmul": str(tf32).lower(),
-        "tf32_conv": str(tf32).lower(),
+        **numerics.tf32_settings(
+            tf32_enabled,
+            tf32_enabled,
+            tf.config.experimental.get_device_details(gpu)["compute_capability"] if gpu else None,
+        ),
         "mixed_precision_policy": policy,
         # Keras' compile wraps the optimizer in a LossScaleOptimizer under mixed_float16.
         "loss_scale": "dynamic" if spec.precision == "fp16" else "none",
