@@ -502,6 +502,7 @@ def global_warnings(rs: ResultSet, analyses: list[ModelAnalysis]) -> list[str]:
         )
     for analysis in analyses:
         out += analysis.warnings
+    out += [text(line) for line in rs.skipped]
     return out
 
 

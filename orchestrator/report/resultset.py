@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.errors import UserError
-from orchestrator.results import schema
+from orchestrator.results import journal, schema
 
 
 class ResultSetError(UserError):
@@ -30,6 +30,8 @@ class ResultSet:
     context: dict
     # run_id -> RunStarted.settings, from events.jsonl.
     settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The lines of events.jsonl that could not be read, each with why: the report warns of them.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def frameworks(self) -> list[str]:
@@ -56,19 +58,12 @@ def read_table(directory: Path, table: str) -> pd.DataFrame:
     return schema.upgrade(frame, table)
 
 
-def _settings(events: Path) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    if not events.exists():
-        return out
-    with events.open() as lines:
-        for line in lines:
-            # Only run_started lines matter; skipping the rest unparsed keeps big files quick.
-            if '"run_started"' not in line:
-                continue
-            record = json.loads(line)
-            started = record.get("run_started") or {}
-            out[record.get("run_id", started.get("run_id", ""))] = started.get("settings", {})
-    return out
+def _settings(recorded: journal.Journal) -> dict[str, dict[str, str]]:
+    return {
+        record.run_id: dict(record.event.run_started.settings)
+        for record in recorded.records
+        if record.event is not None and record.event.HasField("run_started")
+    }
 
 
 def load(path: Path, require_runs: bool = True) -> ResultSet:
@@ -90,11 +85,14 @@ def load(path: Path, require_runs: bool = True) -> ResultSet:
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     context_path = path / schema.CONTEXT_JSON
     context = json.loads(context_path.read_text()) if context_path.exists() else {}
+    events = path / schema.EVENTS_JSONL
+    recorded = journal.read_journal(events) if events.exists() else None
     return ResultSet(
         path=path,
         runs=runs,
         epochs=read_table(path, schema.EPOCHS_CSV),
         telemetry=read_table(path, schema.TELEMETRY_CSV),
         context=context,
-        settings=_settings(path / schema.EVENTS_JSONL),
+        settings=_settings(recorded) if recorded else {},
+        skipped=recorded.skipped(schema.EVENTS_JSONL) if recorded else [],
     )
