@@ -1,7 +1,7 @@
 """Results as data, written as they arrive, so that a crash loses nothing already measured.
 
 DIR/events.jsonl   the journal: every run's spec, every event, every run's outcome; append-only,
-                   flushed per line. Everything else can be rebuilt from it (`replay`).
+                   flushed per line. Everything else can be rebuilt from it (`rebuild`).
 DIR/runs.csv       one row per run (rewritten, atomically, whenever a run ends)
 DIR/epochs.csv     one row per run x epoch (appended)
 DIR/telemetry.csv  one row per device/host sample (appended)
