@@ -151,6 +151,15 @@ def test_a_run_killed_after_its_run_end_is_rebuilt_as_the_run_wrote_it(tiny_run,
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), written)
 
 
+def test_resume_after_a_kill_after_run_end_trains_that_run_no_more(tiny_run, tmp_path):
+    journal, _ = through_run_end(tiny_run)
+    out = killed(tiny_run, tmp_path / "killed", journal)
+    result = fwbench("run", "--resume", out, timeout_s=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming: 1 run(s) already finished, 0 to go" in result.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), pd.read_csv(tiny_run / "runs.csv"))
+
+
 def test_an_outcome_line_cut_short_by_a_kill_is_skipped_with_a_warning(tiny_run, tmp_path):
     journal, outcome = through_run_end(tiny_run)
     out = killed(tiny_run, tmp_path / "killed", journal + outcome[: len(outcome) // 2])
