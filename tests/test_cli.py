@@ -244,6 +244,26 @@ def test_resume_refuses_a_changed_spec(tmp_path):
     assert "keeps the spec it started with; drop --epochs" in output
 
 
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ("[1", "context.json is not JSON (Expecting ',' delimiter"),
+        (
+            '{"command": "fwbench debug-probe"}',
+            "context.json lacks spec, frameworks, models, repeats",
+        ),
+    ],
+    ids=["not JSON", "not a run's"],
+)
+def test_resume_of_a_set_fwbench_run_did_not_write_is_a_clear_error(tmp_path, context, message):
+    results_dir = tmp_path / "r"
+    results_dir.mkdir()
+    (results_dir / "events.jsonl").write_text("")
+    (results_dir / "context.json").write_text(context)
+    output = refused("run", "--resume", results_dir)
+    assert message in output
+
+
 def test_report_of_a_folder_without_results_is_a_clear_error(tmp_path: Path):
     assert "has no events.jsonl" in refused("report", tmp_path)
 

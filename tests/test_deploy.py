@@ -210,7 +210,7 @@ def test_deploy_csv_has_one_row_per_format_with_absent_numbers_left_empty(tmp_pa
 
     replayed = tmp_path / "replayed"
     replayed.mkdir()
-    journal.replay(out, replayed)
+    journal.rebuild(journal.read_journal(out / schema.EVENTS_JSONL), replayed)
     pd.testing.assert_frame_equal(pd.read_csv(replayed / "deploy.csv"), table)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -128,6 +129,69 @@ def test_after_kill_9_report_recovers_every_finished_run(tmp_path: Path):
     assert (copy / "report.html").exists() and (copy / "context.json").exists()
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real run, as small as runs go (PyTorch, synthetic data, 64 images, CPU): its result
+    set is what the kill -9 tests below cut and rebuild."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    result = fwbench(
+        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--dataset", "synthetic",
+        "--train-limit", "64", "--test-limit", "32", "--epochs", "1", "--device", "cpu",
+        "--out", out, timeout_s=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def killed(run: Path, to: Path, journal: bytes) -> Path:
+    """A copy of run as a kill -9 leaves it when the journal held `journal`: the epochs and
+    telemetry written by then, no runs.csv and no report (written at the run's end)."""
+    to.mkdir()
+    for name in ("context.json", "epochs.csv", "telemetry.csv"):
+        shutil.copyfile(run / name, to / name)
+    (to / "events.jsonl").write_bytes(journal)
+    return to
+
+
+def through_run_end(run: Path) -> tuple[bytes, bytes]:
+    """The journal through its RunEnd line, and the rest (the outcome line)."""
+    journal = (run / "events.jsonl").read_bytes()
+    end = journal.index(b"\n", journal.index(b'"run_end"')) + 1
+    rest = journal[end:]
+    assert rest.count(b"\n") == 1 and b'"outcome"' in rest, rest  # the outcome line alone
+    return journal[:end], rest
+
+
+def test_a_run_killed_after_its_run_end_is_rebuilt_as_the_run_wrote_it(tiny_run, tmp_path):
+    journal, _ = through_run_end(tiny_run)  # the kill -9 came before the outcome line
+    out = killed(tiny_run, tmp_path / "killed", journal)
+    result = fwbench("report", out, timeout_s=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no run finished" not in result.stdout
+    written = pd.read_csv(tiny_run / "runs.csv")
+    assert list(written["status"]) == ["ok"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), written)
+
+
+def test_resume_after_a_kill_after_run_end_trains_that_run_no_more(tiny_run, tmp_path):
+    journal, _ = through_run_end(tiny_run)
+    out = killed(tiny_run, tmp_path / "killed", journal)
+    result = fwbench("run", "--resume", out, timeout_s=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming: 1 run(s) already finished, 0 to go" in result.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), pd.read_csv(tiny_run / "runs.csv"))
+
+
+def test_an_outcome_line_cut_short_by_a_kill_is_skipped_with_a_warning(tiny_run, tmp_path):
+    journal, outcome = through_run_end(tiny_run)
+    out = killed(tiny_run, tmp_path / "killed", journal + outcome[: len(outcome) // 2])
+    result = fwbench("report", out, timeout_s=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = journal.count(b"\n") + 1
+    assert f"{out / 'events.jsonl'} line {lines}: cut short" in result.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), pd.read_csv(tiny_run / "runs.csv"))
+
+
 def test_a_service_that_dies_mid_suite_takes_only_its_run(tmp_path: Path):
     out = tmp_path / "out"
     run = start(
@@ -165,7 +229,7 @@ def small_disk(path: Path, size_bytes: int) -> Iterator[Path]:
 
 def begun(out: Path) -> list[str]:
     """The runs whose spec the journal holds, in order."""
-    return [r["run_id"] for r in read_journal(out / "events.jsonl") if "spec" in r]
+    return [r.run_id for r in read_journal(out / "events.jsonl").records if r.spec is not None]
 
 
 def fill(disk: Path) -> Path:

@@ -3,6 +3,7 @@ reads, and a result set of an older fwbench reads as one written today. Fast: no
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,9 @@ def write_run(out: Path, spec: pb.TrainSpec, settings: dict[str, str] | None = N
         pb.TrainEvent(run_started=started),
         pb.TrainEvent(epoch_end=pb.EpochEnd(epoch=0, train_loss=2.3, test_accuracy=0.2)),
         pb.TrainEvent(telemetry=pb.TelemetryBatch(samples=[sample])),
-        pb.TrainEvent(deployment=pb.Deployment(results=[pb.DeployResult(format="onnx")])),
+        pb.TrainEvent(
+            deployment=pb.Deployment(results=[pb.DeployResult(format="onnx", status="ok")])
+        ),
         pb.TrainEvent(run_end=end),
     ]
     writer = journal.ResultsWriter(out)
@@ -115,7 +118,7 @@ def test_a_journal_from_before_mode_replays_as_default(tmp_path):
     spec.ClearField("mode")
     out = write_run(tmp_path / "old", spec)
     rebuilt = tmp_path / "rebuilt"
-    journal.replay(out, rebuilt)
+    journal.rebuild(journal.read_journal(out / schema.EVENTS_JSONL), rebuilt)
     assert pd.read_csv(rebuilt / schema.RUNS_CSV)["mode"].isna().all()
     assert list(resultset.load(rebuilt).runs["mode"]) == ["default"]
 
@@ -126,3 +129,14 @@ def test_docs_results_md_describes_every_column_of_a_run():
     for table in (schema.RUNS_CSV, schema.EPOCHS_CSV, schema.TELEMETRY_CSV, schema.DEPLOY_CSV):
         section = docs.split(f"\n## {table}\n")[1].split("\n## ")[0]
         assert [c for c in schema.COLUMNS[table] if f"`{c}`" not in section] == [], table
+
+
+def test_every_file_name_of_the_schema_is_a_file_of_the_result_set():
+    # What `fwbench report DIR --out DIR2` carries: a file named here and left out of FILES
+    # would vanish from DIR2's report.
+    names = {
+        value
+        for key, value in vars(schema).items()
+        if key.isupper() and isinstance(value, str) and re.fullmatch(r"\w+\.\w+", value)
+    }
+    assert names == set(schema.FILES)

@@ -25,26 +25,53 @@ def add_arguments(sub) -> None:
 
 def handle(args: argparse.Namespace, console: Console) -> int:
     source = args.dir
-    if not (source / schema.EVENTS_JSONL).exists() and not (source / schema.RUNS_CSV).exists():
+    events = source / schema.EVENTS_JSONL
+    if not events.exists() and not (source / schema.RUNS_CSV).exists():
         raise UserError(
             f"{source} has no {schema.EVENTS_JSONL}: is it a results directory of fwbench?"
         )
     out = args.out or source
-    if out != source:
-        journal.check_free(out, overwrite=False)
+    elsewhere = out.resolve() != source.resolve()
+    recorded = journal.read_journal(events) if events.exists() else None
+    # An older fwbench's journal holds no spec to rebuild from: its CSVs are the record.
+    rebuilds = recorded is not None and not recorded.older
+    # Everything is checked before anything is written.
+    if rebuilds:
+        recorded.check()
+    if elsewhere:
+        check_empty(out)
+    for line in recorded.skipped(str(events)) if recorded else []:
+        console.print(line, markup=False)
+    if recorded and not rebuilds:
+        holds = "no run's spec (an older fwbench wrote it)" if recorded.records else "no run"
+        console.print(
+            f"{events} holds {holds}: {schema.RUNS_CSV} and the other CSVs are kept as they "
+            "are, not rebuilt",
+            markup=False,
+        )
+    if elsewhere:
         out.mkdir(parents=True, exist_ok=True)
-        for name in (
-            schema.CONTEXT_JSON,
-            schema.PARITY_CSV,
-            schema.FRICTION_CSV,
-            schema.SUITE_YAML,
-        ):
+        carried = [n for n in schema.FILES if not (rebuilds and n in journal.JOURNALED_FILES)]
+        for name in carried:
             if (source / name).exists():
                 shutil.copyfile(source / name, out / name)
-    if (source / schema.EVENTS_JSONL).exists():
-        journal.replay(source, out)
+    if rebuilds:
+        journal.rebuild(recorded, out)
     rendered = report.render(out, friction_dir=args.friction)
     for line in rendered.verdict:
         console.print(line, markup=False)
     console.print(f"Report: {rendered.html_path}")
     return 0
+
+
+def check_empty(out: Path) -> None:
+    """Refuses an --out that holds any file of a result set: two sets never mix in one."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a directory")
+    names = (*schema.FILES, f"{schema.REPORT}.md", f"{schema.REPORT}.html")
+    existing = [name for name in names if (out / name).exists()]
+    if existing:
+        raise UserError(
+            f"{out} already holds results ({', '.join(existing)}): give --out a new or empty "
+            "directory"
+        )

@@ -52,6 +52,7 @@ def add_arguments(sub) -> None:
 def handle(args: argparse.Namespace, console: Console, extra_files: dict | None = None) -> int:
     if args.resume:
         out, args, spec = args.resume, *_resumed(args)
+        recorded = _journal_to_resume(out, console)
     else:
         out = common.results_dir(args.out)
         journal.check_free(out, args.overwrite)
@@ -73,7 +74,7 @@ def handle(args: argparse.Namespace, console: Console, extra_files: dict | None 
         if pool.parallel():
             console.print(f"{len(pool.members)} services: runs on different GPUs go at once")
         writer = (
-            journal.ResultsWriter.resume(out)
+            journal.ResultsWriter.resume(out, recorded)
             if args.resume
             else journal.ResultsWriter(out, overwrite=args.overwrite)
         )
@@ -128,7 +129,16 @@ def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, pb.TrainSpec
         raise UserError(
             f"--resume {args.resume}: no {schema.CONTEXT_JSON}; is it a results directory?"
         )
-    context = json.loads(context_path.read_text())
+    try:
+        context = json.loads(context_path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"--resume {args.resume}: {context_path} is not JSON ({e})") from e
+    missing = [key for key in ("spec", "frameworks", "models", "repeats") if key not in context]
+    if missing:
+        raise UserError(
+            f"--resume {args.resume}: {context_path} lacks {', '.join(missing)}: only what "
+            "`fwbench run` (or `fwbench suite`) wrote can be resumed"
+        )
     given = {dest: getattr(args, dest) for dest in options.spec_dests()}
     changed = [f"--{dest.replace('_', '-')}" for dest, value in given.items() if value is not None]
     if changed:
@@ -142,6 +152,19 @@ def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, pb.TrainSpec
     for model in resumed.models:
         specs.validate(options.for_model(spec, model))
     return resumed, spec
+
+
+def _journal_to_resume(out: Path, console: Console) -> journal.Journal:
+    """The journal of the result set being resumed, checked before any service starts: one
+    that cannot be rebuilt from is refused with nothing changed."""
+    path = out / schema.EVENTS_JSONL
+    if not path.exists():
+        raise UserError(f"--resume {out}: no {schema.EVENTS_JSONL} there, so nothing to resume")
+    recorded = journal.read_journal(path)
+    recorded.check()
+    for line in recorded.skipped(str(path)):
+        console.print(line, markup=False)
+    return recorded
 
 
 def check_devices_served(spec, pool: Pool) -> None:

@@ -597,6 +597,7 @@ def global_warnings(rs: ResultSet, analyses: list[ModelAnalysis]) -> list[str]:
     out += numerics_warnings(rs)
     for analysis in analyses:
         out += analysis.warnings
+    out += [text(line) for line in rs.skipped]
     return out
 
 

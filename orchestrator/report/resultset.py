@@ -9,13 +9,13 @@ CPU-only runs) is there, empty, so that the report shows "not recorded" instead 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.errors import UserError
-from orchestrator.results import schema
+from orchestrator.results import journal, schema
 
 # The fields of a Progress event the report reads, with the run and the event's time.
 PROGRESS_COLUMNS = ("run_id", "t_s", "epoch", "step", "steps_per_epoch", "images_per_s")
@@ -33,11 +33,13 @@ class ResultSet:
     telemetry: pd.DataFrame
     context: dict
     # run_id -> RunStarted.settings, from events.jsonl.
-    settings: dict[str, dict[str, str]]
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
     # One row per Progress event (PROGRESS_COLUMNS), from events.jsonl: the runs' windows.
-    progress: pd.DataFrame
+    progress: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROGRESS_COLUMNS))
     # floor.csv beside the runs (benchmarks/floor.py); no rows when absent.
-    floor: pd.DataFrame
+    floor: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The lines of events.jsonl that could not be read, each with why: the report warns of them.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def frameworks(self) -> list[str]:
@@ -67,37 +69,26 @@ def read_table(directory: Path, table: str) -> pd.DataFrame:
     return schema.upgrade(frame, table)
 
 
-def _journal(events: Path) -> tuple[dict[str, dict[str, str]], pd.DataFrame]:
-    """Each run's settings (RunStarted) and its Progress events, from events.jsonl."""
-    settings: dict[str, dict[str, str]] = {}
-    progress = []
-    if not events.exists():
-        return settings, pd.DataFrame(columns=PROGRESS_COLUMNS)
-    with events.open() as lines:
-        for line in lines:
-            # Only these lines matter; skipping the rest (telemetry, the bulk) unparsed keeps big
-            # files quick.
-            if '"run_started"' not in line and '"progress"' not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a last line cut short by a crash (journal.read_journal skips it too)
-            if "run_started" in record:
-                started = record["run_started"]
-                run_id = record.get("run_id", started.get("run_id", ""))
-                settings[run_id] = started.get("settings", {})
-            elif "progress" in record:
-                # The journal's JSON leaves out fields at their default (epoch 0, t_s 0).
-                event = record["progress"]
-                progress.append(
-                    {
-                        "run_id": record["run_id"],
-                        "t_s": float(record.get("t_s", 0.0)),
-                        **{column: event.get(column, 0) for column in PROGRESS_COLUMNS[2:]},
-                    }
-                )
-    return settings, pd.DataFrame(progress, columns=PROGRESS_COLUMNS)
+def _settings(recorded: journal.Journal) -> dict[str, dict[str, str]]:
+    return {
+        record.run_id: dict(record.event.run_started.settings)
+        for record in recorded.records
+        if record.event is not None and record.event.HasField("run_started")
+    }
+
+
+def _progress(recorded: journal.Journal) -> pd.DataFrame:
+    """One row per Progress event: the runs' windows."""
+    rows = [
+        {
+            "run_id": record.run_id,
+            "t_s": record.event.t_s,
+            **{column: getattr(record.event.progress, column) for column in PROGRESS_COLUMNS[2:]},
+        }
+        for record in recorded.records
+        if record.event is not None and record.event.HasField("progress")
+    ]
+    return pd.DataFrame(rows, columns=PROGRESS_COLUMNS)
 
 
 def load(path: Path, require_runs: bool = True) -> ResultSet:
@@ -119,14 +110,16 @@ def load(path: Path, require_runs: bool = True) -> ResultSet:
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     context_path = path / schema.CONTEXT_JSON
     context = json.loads(context_path.read_text()) if context_path.exists() else {}
-    settings, progress = _journal(path / schema.EVENTS_JSONL)
+    events = path / schema.EVENTS_JSONL
+    recorded = journal.read_journal(events) if events.exists() else None
     return ResultSet(
         path=path,
         runs=runs,
         epochs=read_table(path, schema.EPOCHS_CSV),
         telemetry=read_table(path, schema.TELEMETRY_CSV),
         context=context,
-        settings=settings,
-        progress=progress,
+        settings=_settings(recorded) if recorded else {},
+        progress=_progress(recorded) if recorded else pd.DataFrame(columns=PROGRESS_COLUMNS),
         floor=read_table(path, schema.FLOOR_CSV),
+        skipped=recorded.skipped(schema.EVENTS_JSONL) if recorded else [],
     )

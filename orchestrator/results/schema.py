@@ -48,6 +48,21 @@ SUITE_YAML = "suite.yaml"  # the suite file a result set came from, kept beside 
 REPORT = "report"
 COMPARE = "compare"
 SWEEP = "sweep"
+# Every file of a result set but the reports written from it: what `fwbench report DIR --out
+# DIR2` rebuilds or carries into DIR2, so that DIR2's report is DIR's.
+FILES = (
+    EVENTS_JSONL,
+    RUNS_CSV,
+    EPOCHS_CSV,
+    TELEMETRY_CSV,
+    DEPLOY_CSV,
+    CONTEXT_JSON,
+    PARITY_CSV,
+    DEBUG_CSV,
+    FLOOR_CSV,
+    FRICTION_CSV,
+    SUITE_YAML,
+)
 
 # ---- columns -----------------------------------------------------------------------------------
 
