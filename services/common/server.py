@@ -335,7 +335,7 @@ def start(
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as e:  # gRPC says only "Failed to bind"
-        raise BindError(address, server_security.tls) from e
+        raise BindError(address) from e
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -345,14 +345,13 @@ def start(
 class BindError(Exception):
     """The service cannot listen on its address."""
 
-    def __init__(self, address: str, tls: bool):
+    def __init__(self, address: str):
+        # TLS files are checked when they are loaded (security.py), so they are not the cause.
         host, _, port = address.rpartition(":")
         if port != "0" and _in_use(host, int(port)):
             why = f"port {port} is in use on {host}: stop what listens there or choose another port"
         else:
             why = f"{host} may not be an address of this machine"
-            if tls:
-                why += ", or --tls-cert/--tls-key are not a PEM certificate and its private key"
         super().__init__(f"cannot listen on {address}: {why}")
 
 
