@@ -222,6 +222,29 @@ def test_reflection_answers_on_v1_and_v1alpha(services):
     channel.close()
 
 
+def test_an_inspect_over_its_budget_is_refused_before_any_worker_starts(stub):
+    # Both fields in bounds: the worker used to build 410 MB of reply out of ~6 GB.
+    request = pb.InspectRequest(spec=tiny_spec(model__num_classes=100_000), probe_batch_size=1024)
+    with pytest.raises(grpc.RpcError) as error:
+        stub("pytorch").Inspect(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1024 x 100000 = 102,400,000 probe logits" in error.value.details()
+    assert "over Inspect's budget of 524,288 logits" in error.value.details()
+    assert not workers()
+
+
+def test_a_data_path_name_over_255_bytes_is_invalid_argument_naming_the_limit(stub, tmp_path):
+    # In an existing directory inside the data roots, so that only its length is wrong: the file
+    # system's ENAMETOOLONG used to escape as UNKNOWN.
+    too_long = tmp_path / ("x" * 256)
+    spec = tiny_spec(data__source="directory", data__data_dir=str(too_long))
+    with pytest.raises(grpc.RpcError) as error:
+        next(stub("pytorch").Train(pb.TrainRequest(spec=spec), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("data.data_dir: 'xxxxxxxxxxxxxxxxxxxx'… is 256 bytes")
+    assert "at most 255 bytes" in error.value.details()
+
+
 @pytest.fixture
 def confined(tmp_path):
     """A PyTorch service that may read only under tmp_path/root, and its stub."""
