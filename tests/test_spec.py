@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets
+from services.common import datasets, limits
 from services.common import spec as specs
+from tests.conftest import ROOT
 
 
 def checked(spec: pb.TrainSpec) -> pb.TrainSpec:
@@ -181,6 +182,21 @@ def test_a_data_path_beyond_the_file_systems_limits_is_refused_naming_the_limit(
 def test_a_data_path_at_the_file_systems_limits_is_valid():
     checked(named(data=pb.DataSpec(source="directory", data_dir="/data/" + "é" * 127 + "x")))
     checked(named(data=pb.DataSpec(source="directory", data_dir="/d" + "/x" * 2046 + "y")))
+
+
+def test_the_proto_states_the_limits_the_service_enforces():
+    comments = " ".join(
+        line.strip().removeprefix("//").strip()
+        for line in (ROOT / "proto" / "fwbench" / "v1" / "trainer.proto").read_text().splitlines()
+    )
+    for stated in (
+        f"at most {specs.MAX_PROBE_LOGITS} logits",
+        f"at most {specs.MAX_PATH_BYTES} bytes in UTF-8",
+        f"at most {specs.MAX_NAME_BYTES} bytes",
+        f"at most {limits.MAX_REFLECTION_STREAMS} server-reflection streams",
+        f"and {limits.MAX_HEALTH_WATCHES} grpc.health.v1 Watch streams",
+    ):
+        assert stated in comments
 
 
 def test_the_class_count_comes_from_the_dataset(tmp_path):
