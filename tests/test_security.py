@@ -182,6 +182,29 @@ def test_exposed_binds_start_with_insecure_or_with_tls_and_a_token(pki, tmp_path
             process.wait(timeout=30)
 
 
+def test_tls_files_that_are_not_a_pem_key_and_its_certificate_are_refused_naming_the_file(
+    pki, tmp_path
+):
+    # gRPC itself says only "Failed to bind" for any of these.
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a key\n")
+    for cert, key, named in (
+        (pki["server_pem"], not_pem, f"--tls-key {not_pem}: not a PEM private key"),
+        (not_pem, pki["server_key"], f"--tls-cert {not_pem}: not a PEM certificate"),
+        (pki["server_key"], pki["server_key"], f"--tls-cert {pki['server_key']}: not a PEM"),
+        (
+            pki["server_pem"],
+            pki["client_key"],
+            f"--tls-key {pki['client_key']}: not the private key of --tls-cert",
+        ),
+    ):
+        refused = serve("--tls-cert", str(cert), "--tls-key", str(key))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert named in refused.stderr
+        assert "listen" not in refused.stderr + refused.stdout
+        assert "Traceback" not in refused.stderr
+
+
 def test_a_short_token_is_refused():
     short = serve("--insecure", env={"FWBENCH_TOKEN": "short", "PATH": "/usr/bin:/bin"})
     assert short.returncode == 2

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import server
+from services.common import limits, server
 from services.common.worker import own_cgroups
 from tests.conftest import ROOT, tiny_spec, venv_python
 from tests.test_spec import prepared
@@ -142,6 +143,31 @@ def test_one_request_at_a_time_health_keeps_serving_and_cancel_frees_within_2s(s
     again.cancel()
 
 
+def test_calls_that_end_while_their_worker_starts_leave_the_slot_free():
+    # A deadline of a few milliseconds passes while the worker is started, before the call has
+    # registered what frees the slot: gRPC never ran that, and the slot stayed taken for good
+    # (every later request RESOURCE_EXHAUSTED, "a Describe request is in progress").
+    service = server.start("pytorch", python=venv_python("pytorch"))
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    trainer = pb_grpc.TrainerServiceStub(channel)
+    try:
+        for attempt in range(20):
+            with contextlib.suppress(grpc.RpcError):
+                trainer.Describe(pb.DescribeRequest(), timeout=0.001 + attempt * 0.0005)
+        deadline = time.monotonic() + 5  # the last one's worker is being stopped meanwhile
+        while True:
+            try:
+                assert trainer.Describe(pb.DescribeRequest(), timeout=60).framework == "pytorch"
+                break
+            except grpc.RpcError as busy:
+                if busy.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        channel.close()
+        service.stop()
+
+
 def test_a_crashed_worker_is_internal_with_its_exit_and_the_server_survives(stub):
     trainer = stub("pytorch")
     stream = trainer.Train(pb.TrainRequest(spec=long_spec(run_id="crash")))
@@ -222,6 +248,72 @@ def test_reflection_answers_on_v1_and_v1alpha(services):
     channel.close()
 
 
+def test_idle_reflection_streams_are_capped_and_never_starve_health_or_describe(services):
+    # More idle streams than the 16 request threads the service used to have, all of which they
+    # took: health checks and Describe then waited past their deadlines.
+    address = f"127.0.0.1:{services('pytorch').port}"
+    idle, channel = grpc.insecure_channel(address), grpc.insecure_channel(address)
+    info = idle.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    release = threading.Event()
+
+    def nothing_until_released():
+        release.wait()
+        yield from ()
+
+    streams = [info(nothing_until_released()) for _ in range(20)]
+    try:
+        asked_at = time.monotonic()
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="fwbench.v1.TrainerService"), timeout=2
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert time.monotonic() - asked_at < 2
+        # Describe's worker imports PyTorch (seconds); the request itself no longer waits.
+        described = pb_grpc.TrainerServiceStub(channel).Describe(pb.DescribeRequest(), timeout=60)
+        assert described.framework == "pytorch"
+        refused = [stream for stream in streams if stream.done()]
+        assert len(refused) == len(streams) - limits.MAX_REFLECTION_STREAMS
+        for stream in refused:
+            assert stream.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (
+                f"server reflection: {limits.MAX_REFLECTION_STREAMS} streams are already open "
+                "on this service, its limit"
+            ) in stream.details()
+    finally:
+        release.set()
+        for stream in streams:
+            stream.cancel()
+        idle.close()
+        channel.close()
+
+
+def test_an_inspect_over_its_budget_is_refused_before_any_worker_starts(stub):
+    # Both fields in bounds: the worker used to build 410 MB of reply out of ~6 GB.
+    request = pb.InspectRequest(spec=tiny_spec(model__num_classes=100_000), probe_batch_size=1024)
+    with pytest.raises(grpc.RpcError) as error:
+        stub("pytorch").Inspect(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1024 x 100000 = 102,400,000 probe logits" in error.value.details()
+    assert "over Inspect's budget of 524,288 logits" in error.value.details()
+    assert not workers()
+
+
+def test_a_data_path_name_over_255_bytes_is_invalid_argument_naming_the_limit(stub, tmp_path):
+    # In an existing directory inside the data roots, so that only its length is wrong: the file
+    # system's ENAMETOOLONG used to escape as UNKNOWN.
+    too_long = tmp_path / ("x" * 256)
+    spec = tiny_spec(data__source="directory", data__data_dir=str(too_long))
+    with pytest.raises(grpc.RpcError) as error:
+        next(stub("pytorch").Train(pb.TrainRequest(spec=spec), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("data.data_dir: 'xxxxxxxxxxxxxxxxxxxx'… is 256 bytes")
+    assert "at most 255 bytes" in error.value.details()
+
+
 @pytest.fixture
 def confined(tmp_path):
     """A PyTorch service that may read only under tmp_path/root, and its stub."""
@@ -277,44 +369,109 @@ def test_a_dataset_inside_the_roots_trains_with_its_own_class_count(confined):
     assert "13 is more than the 12 train samples" in error.value.details()
 
 
-def test_a_client_that_stops_reading_loses_its_run_and_frees_the_slot():
-    service = server.start("pytorch", python=venv_python("pytorch"), stall_timeout_s=2)
-    address = f"127.0.0.1:{service.port}"
-    # No BDP probing: the client's flow-control window stays at 64 KiB instead of growing, so
-    # telemetry sampled every millisecond fills it within seconds once the client stops reading.
-    stalled = grpc.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
-    other = grpc.insecure_channel(address)
+STALL_TIMEOUT_S = 2
+# A client whose HTTP/2 flow-control window is 1 byte (and stays so: no BDP probing, which would
+# grow it): the first message it does not read waits in the server's send at once, as every
+# message waits once a client that stopped reading has filled its window (64 KiB by default).
+NO_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1)]
+
+
+@pytest.fixture(scope="module")
+def impatient():
+    """A PyTorch service that stops a stream its client reads nothing of for STALL_TIMEOUT_S."""
+    service = server.start(
+        "pytorch", python=venv_python("pytorch"), stall_timeout_s=STALL_TIMEOUT_S
+    )
+    yield service
+    service.stop()
+
+
+def wait_for_workers_to_exit() -> None:
+    deadline = time.monotonic() + 60
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not workers(), "the worker of a stream nobody reads kept going"
+
+
+def start_when_free(trainer, spec: pb.TrainSpec):
+    """A Train call of spec whose RunStarted has been read, sent again while the slot is taken
+    (it is freed a moment after its worker exits, on a loaded host)."""
+    deadline = time.monotonic() + 5
+    while True:
+        call = trainer.Train(pb.TrainRequest(spec=spec))
+        try:
+            assert next(call).WhichOneof("event") == "run_started"
+            return call
+        except grpc.RpcError as busy:
+            if busy.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_a_client_that_stops_reading_loses_its_run_within_the_stall_timeout_of_its_last_read(
+    impatient,
+):
+    address = f"127.0.0.1:{impatient.port}"
+    first = grpc.insecure_channel(address, options=NO_WINDOW)
+    second = grpc.insecure_channel(address, options=NO_WINDOW)
     try:
-        stream = pb_grpc.TrainerServiceStub(stalled).Train(
-            pb.TrainRequest(spec=long_spec(run_id="stalled", sample_interval_ms=1))
+        stalled = pb_grpc.TrainerServiceStub(first).Train(
+            pb.TrainRequest(spec=long_spec(run_id="stalled"))
         )
-        wait_for_progress(stream)  # then reads nothing more
-        deadline = time.monotonic() + 120
+        assert next(stalled).WhichOneof("event") == "run_started"  # then reads nothing more
+        last_read = time.monotonic()
+        wait_for_workers_to_exit()
+        # The timeout, the next event (telemetry comes every second), the watch's half-second
+        # look, the worker's exit (SIGTERM, SIGKILL after 1 s). It used to count only once 64
+        # more events had queued in the server: a minute more here.
+        gone_after_s = time.monotonic() - last_read
+        assert gone_after_s < STALL_TIMEOUT_S + 4, f"the run went on for {gone_after_s:.1f} s"
+
+        # The slot is free: the next run starts, and its client stops reading too.
+        later = start_when_free(pb_grpc.TrainerServiceStub(second), long_spec(run_id="later"))
+        wait_for_workers_to_exit()
+        # Each stopped stream keeps a request thread while gRPC waits to send it anything, and a
+        # client stopping run after run would take them all: the earlier stream is ended at
+        # once, without waiting for its client to read why...
+        with pytest.raises(grpc.RpcError) as earlier:
+            list(stalled)
+        assert earlier.value.code() == grpc.StatusCode.CANCELLED
+        assert "the server cancelled" not in earlier.value.details()
+        # ...which the latest one's client still gets, once it reads again.
+        with pytest.raises(grpc.RpcError) as latest:
+            list(later)
+        assert latest.value.code() == grpc.StatusCode.CANCELLED
+        assert (
+            f"the server cancelled run 'later': its client read nothing for {STALL_TIMEOUT_S} s"
+        ) in latest.value.details()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_debug_probes_whose_client_stops_reading_are_stopped_saying_why(impatient):
+    unread = grpc.insecure_channel(f"127.0.0.1:{impatient.port}", options=NO_WINDOW)
+    try:
+        job = tiny_spec(run_id="probes", batch_size=8, data__train_limit=32, sample_interval_ms=0)
+        request = pb.DebugProbeRequest(spec=job, probes=["channel_order"], executions=["eager"])
+        probes = pb_grpc.TrainerServiceStub(unread).DebugProbe(request)  # not read for now
+        deadline = time.monotonic() + 60
         while not workers() and time.monotonic() < deadline:
             time.sleep(0.1)
-        while workers() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not workers(), "the run of a client that reads nothing kept going"
-        # The slot is free again (a moment after the worker exits, on a loaded host).
-        freed_by = time.monotonic() + 5
-        while True:
-            started = pb_grpc.TrainerServiceStub(other).Train(pb.TrainRequest(spec=tiny_spec()))
-            try:
-                assert next(started).WhichOneof("event") == "run_started"
-                break
-            except grpc.RpcError as busy:
-                if busy.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > freed_by:
-                    raise
-                time.sleep(0.1)
-        started.cancel()
+        # The unbroken job's worker answers and exits; its result then waits for the client,
+        # which reads nothing: past the timeout, the probes are stopped (no other worker starts).
+        wait_for_workers_to_exit()
+        time.sleep(STALL_TIMEOUT_S + 2)
         with pytest.raises(grpc.RpcError) as error:
-            list(stream)  # reading again: the reason arrives after the events that waited
+            for result in probes:
+                assert result.probe == "none"
         assert error.value.code() == grpc.StatusCode.CANCELLED
-        assert "its client read no event for 2 s" in error.value.details()
+        assert (
+            f"the server cancelled the debug probes of 'probes': its client read nothing for "
+            f"{STALL_TIMEOUT_S} s"
+        ) in error.value.details()
     finally:
-        stalled.close()
-        other.close()
-        service.stop()
+        unread.close()
 
 
 def test_a_worker_out_of_host_memory_is_resource_exhausted_naming_it(tmp_path):

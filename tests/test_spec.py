@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets
+from services.common import datasets, limits
 from services.common import spec as specs
+from tests.conftest import ROOT
 
 
 def checked(spec: pb.TrainSpec) -> pb.TrainSpec:
@@ -109,6 +110,23 @@ def test_inspect_fields_are_bounded(fields, words):
         specs.validate_inspect(request)
 
 
+def test_an_inspect_over_its_logits_budget_is_refused_naming_the_budget_and_its_cost():
+    # Both fields in bounds, their product 410 MB of reply and ~6 GB in the worker.
+    request = specs.inspect_with_defaults(
+        pb.InspectRequest(spec=named(model=pb.ModelSpec(name="mobilenet_v2", num_classes=100_000)))
+    )
+    request.probe_batch_size = 1024
+    with pytest.raises(specs.SpecError) as error:
+        specs.validate_inspect(request)
+    assert str(error.value) == (
+        "probe_batch_size x model.num_classes: 1024 x 100000 = 102,400,000 probe logits "
+        "(409.6 MB of reply), over Inspect's budget of 524,288 logits (2 MiB); use "
+        "probe_batch_size <= 5 with 100000 classes"
+    )
+    request.probe_batch_size = 5
+    specs.validate_inspect(request)
+
+
 def test_inspect_without_a_dataset_gets_synthetics_ten_classes():
     request = specs.inspect_with_defaults(pb.InspectRequest(spec=named()))
     assert (request.probe_batch_size, request.spec.model.num_classes) == (8, 10)
@@ -143,6 +161,42 @@ def directory(path, **fields) -> pb.TrainSpec:
         target, _, leaf = name.rpartition("__")
         setattr(spec.data if target == "data" else spec.model, leaf, value)
     return spec
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "words"),
+    [
+        # 128 two-byte characters: 256 bytes, over the file system's 255 per name.
+        ("/data/" + "é" * 128 + "/cifar10", "'éééééééééééééééééééé'… is 256 bytes; each name"),
+        ("/data/" + "x" * 256, "at most 255 bytes (UTF-8), the file system's limit"),
+        ("/d" + "/x" * 2047, "a path of at most 4095 bytes (UTF-8), got 4096 bytes"),
+    ],
+    ids=["a-name-of-256-bytes-in-128-characters", "a-name-of-256-bytes", "a-path-of-4096-bytes"],
+)
+def test_a_data_path_beyond_the_file_systems_limits_is_refused_naming_the_limit(data_dir, words):
+    spec = named(data=pb.DataSpec(source="directory", data_dir=data_dir))
+    assert refusal(spec).startswith("data.data_dir: ")
+    assert words in refusal(spec)
+
+
+def test_a_data_path_at_the_file_systems_limits_is_valid():
+    checked(named(data=pb.DataSpec(source="directory", data_dir="/data/" + "é" * 127 + "x")))
+    checked(named(data=pb.DataSpec(source="directory", data_dir="/d" + "/x" * 2046 + "y")))
+
+
+def test_the_proto_states_the_limits_the_service_enforces():
+    comments = " ".join(
+        line.strip().removeprefix("//").strip()
+        for line in (ROOT / "proto" / "fwbench" / "v1" / "trainer.proto").read_text().splitlines()
+    )
+    for stated in (
+        f"at most {specs.MAX_PROBE_LOGITS} logits",
+        f"at most {specs.MAX_PATH_BYTES} bytes in UTF-8",
+        f"at most {specs.MAX_NAME_BYTES} bytes",
+        f"at most {limits.MAX_REFLECTION_STREAMS} server-reflection streams",
+        f"and {limits.MAX_HEALTH_WATCHES} grpc.health.v1 Watch streams",
+    ):
+        assert stated in comments
 
 
 def test_the_class_count_comes_from_the_dataset(tmp_path):

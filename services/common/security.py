@@ -15,6 +15,7 @@ import dataclasses
 import hmac
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 
 import grpc
@@ -48,12 +49,12 @@ class ServerSecurity:
         return self.token is not None or self.client_ca_file is not None
 
     def credentials(self) -> grpc.ServerCredentials:
-        pair = (_read(self.key_file, "--tls-key"), _read(self.cert_file, "--tls-cert"))
+        pair = _key_and_certificate(self.key_file, self.cert_file)
         if self.client_ca_file is None:
             return grpc.ssl_server_credentials([pair])
         return grpc.ssl_server_credentials(
             [pair],
-            root_certificates=_read(self.client_ca_file, "--tls-client-ca"),
+            root_certificates=_certificates(self.client_ca_file, "--tls-client-ca"),
             require_client_auth=True,
         )
 
@@ -74,6 +75,11 @@ def server_security(
         raise SecurityError("--tls-cert and --tls-key go together: give both or neither")
     if client_ca_file is not None and cert_file is None:
         raise SecurityError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    # Checked now: given files it cannot use, gRPC says only "Failed to bind".
+    if cert_file is not None:
+        _key_and_certificate(key_file, cert_file)
+    if client_ca_file is not None:
+        _certificates(client_ca_file, "--tls-client-ca")
     token = _read(token_file, "--token-file").decode().strip() if token_file else None
     token = token or os.environ.get(TOKEN_ENV) or None
     if token is not None and len(token) < 16:
@@ -194,6 +200,43 @@ def channel(
         )
         raw = grpc.secure_channel(address, credentials, options=options)
     return grpc.intercept_channel(raw, _TokenMetadata(token)) if token else raw
+
+
+def _certificates(path: Path, what: str) -> bytes:
+    """The file's bytes; SecurityError unless it holds PEM certificates, all well-formed."""
+    pem = _read(path, what)
+    try:
+        ssl.create_default_context(cadata=pem.decode("ascii", errors="replace"))
+    except ssl.SSLError as e:
+        raise SecurityError(
+            f"{what} {path}: not a PEM certificate (no well-formed -----BEGIN CERTIFICATE----- "
+            "block in it); give the certificate's file"
+        ) from e
+    return pem
+
+
+def _key_and_certificate(key_file: Path, cert_file: Path) -> tuple[bytes, bytes]:
+    """(key, certificate chain) as gRPC takes them; SecurityError naming the file at fault
+    unless the certificate is PEM and the key an unencrypted PEM private key of it."""
+    certificate = _certificates(cert_file, "--tls-cert")
+    key = _read(key_file, "--tls-key")
+    try:
+        # A passphrase is refused, not asked for at the terminal: gRPC cannot use it anyway.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            cert_file, key_file, password=lambda: b""
+        )
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise SecurityError(
+                f"--tls-key {key_file}: not the private key of --tls-cert {cert_file}; give "
+                "the key that certificate was made for"
+            ) from e
+        raise SecurityError(
+            f"--tls-key {key_file}: not a PEM private key, or one encrypted with a passphrase "
+            "(which gRPC cannot read); give the unencrypted key that holds a -----BEGIN ... "
+            "PRIVATE KEY----- block"
+        ) from e
+    return key, certificate
 
 
 def _read(path: Path | None, what: str) -> bytes:

@@ -5,7 +5,8 @@ nothing runs beside a measured Train), and runs every request in a fresh worker 
 (services/common/worker.py) that imports the framework. Besides TrainerService it serves the
 standard grpc.health.v1.Health (compose healthchecks, the local launcher) and server reflection,
 v1 and v1alpha (grpcurl, Postman). Datasets are read only under the data roots; who may connect is
-decided in services/common/security.py.
+decided in services/common/security.py; what one client can hold (threads, streams, the slot) in
+services/common/limits.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import functools
 import os
 import platform
 import queue
@@ -20,7 +22,7 @@ import signal
 import socket
 import sys
 import threading
-import time
+import types
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
@@ -31,7 +33,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import datasets, frameworks, injection, security
+from services.common import datasets, frameworks, injection, limits, security
 from services.common.spec import (
     SpecError,
     inspect_with_defaults,
@@ -51,9 +53,10 @@ WORKER_STOP_GRACE_S = 1.0
 MAX_RECEIVE_BYTES = 1 << 20
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_STALL_TIMEOUT_S = 60.0
-# Events the server holds for a client that reads slowly before it counts as stalled; at most a
-# few seconds of a run's events (progress 4/s, telemetry 1/s).
-STALL_QUEUE_EVENTS = 64
+# Events the server holds while gRPC waits for a slow client's flow-control window (a few seconds
+# of a run's events: progress 4/s, telemetry 1/s); beyond them the worker waits on its pipe, so
+# the server's memory stays bounded whatever the client does.
+EVENT_QUEUE_EVENTS = 64
 SHUTTING_DOWN = "service shutting down: the request was stopped with it; send it again later"
 
 
@@ -73,6 +76,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self._stall_timeout_s = stall_timeout_s
         self._lock = threading.Lock()
         self._active: tuple[str, Worker] | None = None  # (what, worker) holding the slot
+        # The latest stream stopped for not reading: its thread waits in gRPC's send for its
+        # client to read the reason (limits.SLOT_THREADS counts it).
+        self._stalled: grpc.ServicerContext | None = None
         self._shutting_down = False
 
     def _take_slot(self, what: str, task: str, request, context) -> Worker:
@@ -98,10 +104,11 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 )
             worker = start()
             self._active = (what, worker)
-        # Runs when the RPC ends for any reason, cancellation and deadline included. A callback,
-        # not a `finally`, frees the slot: after a cancel gRPC stops pulling a streaming
-        # generator, so code after a `yield` may never run.
-        context.add_callback(lambda: self._release(worker))
+        # A callback, not a `finally`, frees the slot: after a cancel gRPC stops pulling a
+        # streaming generator, so code after a `yield` may never run.
+        if not limits.on_end(context, lambda: self._release(worker)):
+            # The call ended (cancelled, past its deadline) while its worker started.
+            context.abort(grpc.StatusCode.CANCELLED, "the call ended before its worker started")
         return worker
 
     def _abort_for(self, error: WorkerError, context) -> None:
@@ -132,30 +139,26 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         _refuse_invalid(context, validate, spec)
         _refuse_invalid(context, datasets.check, spec, self._data_roots)
         request = pb.TrainRequest(spec=spec)
-        worker = self._take_slot(f"run {spec.run_id!r}", "train", request, context)
+        what = f"run {spec.run_id!r}"
+        worker = self._take_slot(what, "train", request, context)
         # A thread pulls the worker's events into a bounded queue and this generator hands them
-        # to gRPC. A client that stops reading blocks only this generator (gRPC's send waits for
-        # its flow-control window); the pump sees the queue stay full and stops the run.
-        events: queue.Queue = queue.Queue(maxsize=STALL_QUEUE_EVENTS)
-        stalled, ended = threading.Event(), threading.Event()
-        context.add_callback(ended.set)
-        threading.Thread(
-            target=self._pump, args=(worker, events, stalled, ended, spec.run_id), daemon=True
-        ).start()
-        while True:
-            item = events.get()
-            if stalled.is_set():
-                context.abort(
-                    grpc.StatusCode.CANCELLED,
-                    f"the server cancelled run {spec.run_id!r}: its client read no event for "
-                    f"{self._stall_timeout_s:g} s (the service's --stall-timeout-s), and a run "
-                    "nobody reads would hold the service's only slot",
-                )
-            if item is None:
-                return
-            if isinstance(item, WorkerError):
-                self._abort_for(item, context)
-            yield item
+        # to gRPC: the worker's pipe is drained while gRPC waits for a slow client's window, up
+        # to the queue's size.
+        events: queue.Queue = queue.Queue(maxsize=EVENT_QUEUE_EVENTS)
+        ended = threading.Event()
+        limits.on_end(context, ended.set)
+        threading.Thread(target=_pump, args=(worker, events, ended), daemon=True).start()
+
+        def received():
+            while True:
+                item = events.get()
+                if item is None:
+                    return
+                if isinstance(item, WorkerError):
+                    self._abort_for(item, context)
+                yield item
+
+        yield from self._stream(context, worker, what, received())
 
     def DebugProbe(self, request, context):
         spec = with_defaults(request.spec)
@@ -171,66 +174,68 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             probes, executions = injection.check_request(request.probes, request.executions)
         except SpecError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        workers = self._hold_slot(
-            f"the debug probes of {spec.run_id!r}",
-            context,
-            lambda: Workers(self._framework, self._python),
-        )
-        # The unbroken job first in each mode: what every probe's outcome and step time is read
-        # against.
-        for execution in executions:
-            for probe in (injection.NONE, *probes):
-                probed = injection.probed_spec(spec, probe, execution)
-                try:
-                    yield pb.ProbeResult.FromString(workers.run("debug", probed).response())
-                except WorkerError as e:
-                    if e.code != "INTERNAL" or workers.stopped:
-                        self._abort_for(e, context)
-                    # The worker died (a segfault, an abort): that is the framework's answer.
-                    yield pb.ProbeResult(
-                        framework=self._framework,
-                        probe=probe,
-                        execution=execution,
-                        outcome="crash",
-                        message=e.message[: injection.MESSAGE_CHARS],
-                    )
+        what = f"the debug probes of {spec.run_id!r}"
+        workers = self._hold_slot(what, context, lambda: Workers(self._framework, self._python))
 
-    def _pump(self, worker, events, stalled, ended, run_id: str) -> None:
-        """Moves the worker's events (then None, or its WorkerError) into `events`; stops the run
-        when they wait there longer than the stall timeout. Returns once the RPC has ended."""
+        def measured():
+            # The unbroken job first in each mode: what every probe's outcome and step time is
+            # read against.
+            for execution in executions:
+                for probe in (injection.NONE, *probes):
+                    probed = injection.probed_spec(spec, probe, execution)
+                    try:
+                        yield pb.ProbeResult.FromString(workers.run("debug", probed).response())
+                    except WorkerError as e:
+                        if e.code != "INTERNAL" or workers.stopped:
+                            self._abort_for(e, context)
+                        # The worker died (a segfault, an abort): that is the framework's answer.
+                        yield pb.ProbeResult(
+                            framework=self._framework,
+                            probe=probe,
+                            execution=execution,
+                            outcome="crash",
+                            message=e.message[: injection.MESSAGE_CHARS],
+                        )
 
-        def put(item) -> bool:
-            deadline = time.monotonic() + self._stall_timeout_s
-            while not ended.is_set():
-                try:
-                    events.put(item, timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
-                    return True
-                except queue.Full:
-                    if time.monotonic() >= deadline:
-                        self._stall(worker, stalled, run_id)
-                        return False
-            return False
+        yield from self._stream(context, workers, what, measured())
 
-        try:
-            for kind, payload in worker.messages():
-                if kind != RESPONSE and not put(pb.TrainEvent.FromString(payload)):
-                    return
-            put(None)
-        except WorkerError as e:
-            put(e)
-        except (ValueError, OSError):
-            pass  # the RPC ended and closed the worker's pipe: nobody waits for events
+    def _stream(self, context, holder, what: str, messages):
+        """Hands messages to gRPC one by one; when the client reads none for the stall timeout,
+        stops `holder` (what holds the slot: a Worker, or Workers) and frees the slot, and a
+        client that reads again then gets CANCELLED saying why."""
+        watch = limits.StallWatch(self._stall_timeout_s, lambda: self._stall(holder, context, what))
+        limits.on_end(context, watch.close)
+        limits.on_end(context, lambda: self._forget_stalled(context))
+        for message in messages:
+            with watch.sending():
+                yield message
+            if watch.stalled:
+                context.abort(
+                    grpc.StatusCode.CANCELLED,
+                    f"the server cancelled {what}: its client read nothing for "
+                    f"{self._stall_timeout_s:g} s (the service's --stall-timeout-s), and a "
+                    "stream nobody reads would hold the service's only slot",
+                )
 
-    def _stall(self, worker: Worker, stalled: threading.Event, run_id: str) -> None:
-        stalled.set()
+    def _stall(self, holder, context, what: str) -> None:
         print(
-            f"fwbench {self._framework} service: stopping run {run_id!r}: its client read no "
-            f"event for {self._stall_timeout_s:g} s",
+            f"fwbench {self._framework} service: stopping {what}: its client read nothing for "
+            f"{self._stall_timeout_s:g} s",
             file=sys.stderr,
             flush=True,
         )
-        worker.stop(WORKER_STOP_GRACE_S)
-        self._release(worker)
+        with self._lock:
+            earlier, self._stalled = self._stalled, context
+        # Each stalled stream keeps a request thread in gRPC's send until its client reads or
+        # leaves; only the latest keeps it, so that stalling run after run cannot take them all.
+        if earlier is not None:
+            earlier.cancel()
+        self._release(holder)
+
+    def _forget_stalled(self, context) -> None:
+        with self._lock:
+            if self._stalled is context:
+                self._stalled = None
 
     def _release(self, worker: Worker) -> None:
         worker.stop(WORKER_STOP_GRACE_S)
@@ -274,6 +279,30 @@ class Workers:
             current.stop(grace_s)
 
 
+def _pump(worker: Worker, events: queue.Queue, ended: threading.Event) -> None:
+    """Moves the worker's events (then None, or its WorkerError) into `events`, waiting while
+    the queue is full, until the call has ended."""
+
+    def put(item) -> bool:
+        while not ended.is_set():
+            try:
+                events.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    try:
+        for kind, payload in worker.messages():
+            if kind != RESPONSE and not put(pb.TrainEvent.FromString(payload)):
+                return
+        put(None)
+    except WorkerError as e:
+        put(e)
+    except (ValueError, OSError):
+        pass  # the call ended and closed the worker's pipe: nobody waits for events
+
+
 def _refuse_invalid(context, check, *args) -> None:
     try:
         check(*args)
@@ -313,9 +342,10 @@ def start(
 ) -> Service:
     server_security = server_security or security.ServerSecurity()
     frameworks.get(framework)  # a ValueError naming the known ones
-    # Health must answer while a run is in progress; requests beyond the slot are refused fast.
+    # Sized by services/common/limits.py: more threads than the capped streams and the slot's
+    # calls can hold together, so that calls that end at once always find one.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16),
+        futures.ThreadPoolExecutor(max_workers=limits.REQUEST_THREADS),
         interceptors=server_security.interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -327,7 +357,7 @@ def start(
     servicer = TrainerServicer(framework, python, data_roots, stall_timeout_s, node)
     pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    _serve_health(server, health_servicer)
     _enable_reflection(server)
     try:
         if server_security.tls:
@@ -335,7 +365,7 @@ def start(
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as e:  # gRPC says only "Failed to bind"
-        raise BindError(address, server_security.tls) from e
+        raise BindError(address) from e
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -345,14 +375,13 @@ def start(
 class BindError(Exception):
     """The service cannot listen on its address."""
 
-    def __init__(self, address: str, tls: bool):
+    def __init__(self, address: str):
+        # TLS files are checked when they are loaded (security.py), so they are not the cause.
         host, _, port = address.rpartition(":")
         if port != "0" and _in_use(host, int(port)):
             why = f"port {port} is in use on {host}: stop what listens there or choose another port"
         else:
             why = f"{host} may not be an address of this machine"
-            if tls:
-                why += ", or --tls-cert/--tls-key are not a PEM certificate and its private key"
         super().__init__(f"cannot listen on {address}: {why}")
 
 
@@ -366,6 +395,34 @@ def _in_use(host: str, port: int) -> bool:
     return False
 
 
+def _serve_health(server: grpc.Server, health_servicer: health.HealthServicer) -> None:
+    """gRPC's health service on threads of its own, so that probes are answered whatever holds
+    the request threads, its Watch streams capped."""
+    pool = futures.ThreadPoolExecutor(
+        max_workers=limits.HEALTH_THREADS, thread_name_prefix="health"
+    )
+    watches = limits.StreamLimit(
+        "health Watch", limits.MAX_HEALTH_WATCHES, "close one, or call Check instead"
+    )
+    served = types.SimpleNamespace(
+        Check=_on(pool, health_servicer.Check),
+        List=_on(pool, health_servicer.List),
+        Watch=_on(pool, watches.wrap(health_servicer.Watch)),
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(served, server)
+
+
+def _on(pool: futures.ThreadPoolExecutor, behavior):
+    """behavior, run by gRPC on pool's threads rather than the server's."""
+
+    @functools.wraps(behavior)
+    def run(*args, **kwargs):
+        return behavior(*args, **kwargs)
+
+    run.experimental_thread_pool = pool
+    return run
+
+
 def _enable_reflection(server: grpc.Server) -> None:
     names = (
         SERVICE_NAME,
@@ -374,9 +431,16 @@ def _enable_reflection(server: grpc.Server) -> None:
         REFLECTION_V1,
     )
     servicer = reflection.ReflectionServicer(names)
+    # One cap for both versions: each open stream holds a request thread, idle or not.
+    streams = limits.StreamLimit(
+        "server reflection",
+        limits.MAX_REFLECTION_STREAMS,
+        "each holds one of the threads that also answer runs, so idle ones may not hold "
+        "more: close one (grpcurl closes its own when it exits) and try again",
+    )
     for name in (reflection.SERVICE_NAME, REFLECTION_V1):
         handler = grpc.stream_stream_rpc_method_handler(
-            servicer.ServerReflectionInfo,
+            streams.wrap(servicer.ServerReflectionInfo),
             request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
         )
@@ -407,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
         "--stall-timeout-s",
         type=float,
         default=DEFAULT_STALL_TIMEOUT_S,
-        help="stop a run whose client reads no event for this long, freeing the slot",
+        help="stop a Train or DebugProbe stream whose client reads nothing for this long "
+        "(counted from the first message its flow-control window has no room for), freeing the "
+        "slot",
     )
     parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM): TLS on")
     parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")

@@ -84,7 +84,15 @@ BOUNDS = {
 # beyond which PyTorch's optimisers raise instead of diverging.
 MAX_RATE = 1000.0
 MAX_RUN_ID_CHARS = 200
-MAX_PATH_CHARS = 4096
+# Linux's limits on a path (PATH_MAX less its terminating NUL) and on each of its names
+# (NAME_MAX), in bytes: beyond them every file call fails (ENAMETOOLONG).
+MAX_PATH_BYTES = 4095
+MAX_NAME_BYTES = 255
+# Inspect's budget: its reply carries probe_batch_size x num_classes logits, which the worker
+# holds as a tensor, a Python list and a message (~40 bytes each). Both fields in bounds
+# (1024 x 100,000) would make a 410 MB reply (over gRPC clients' default 4 MiB) and ~6 GB in the
+# worker; 2^19 logits keep the reply within 2 MiB and the worker's copies within ~20 MB.
+MAX_PROBE_LOGITS = 1 << 19
 
 
 class SpecError(ValueError):
@@ -169,8 +177,7 @@ def validate(spec: pb.TrainSpec) -> None:
             f"data.data_dir: only read when data.source is 'directory', not {spec.data.source!r}; "
             "leave it empty or set data.source 'directory'"
         )
-    if len(spec.data.data_dir) > MAX_PATH_CHARS or "\0" in spec.data.data_dir:
-        raise SpecError(f"data.data_dir: a path of at most {MAX_PATH_CHARS} characters, no NUL")
+    _path("data.data_dir", spec.data.data_dir)
     for limit in ("train_limit", "test_limit"):
         if spec.data.HasField(limit):
             _bounded(f"data.{limit}", getattr(spec.data, limit), unset_means="all samples")
@@ -221,6 +228,32 @@ def validate_inspect(request: pb.InspectRequest) -> None:
             "probe_batch_size: training steps need at least 2 probe images (BatchNorm cannot "
             "train on one); use probe_batch_size >= 2 or train_steps 0"
         )
+    images, classes = request.probe_batch_size, request.spec.model.num_classes
+    if images * classes > MAX_PROBE_LOGITS:
+        raise SpecError(
+            f"probe_batch_size x model.num_classes: {images} x {classes} = "
+            f"{images * classes:,} probe logits ({images * classes * 4 / 1e6:,.1f} MB of reply), "
+            f"over Inspect's budget of {MAX_PROBE_LOGITS:,} logits "
+            f"({MAX_PROBE_LOGITS * 4 >> 20} MiB); "
+            f"use probe_batch_size <= {MAX_PROBE_LOGITS // classes} with {classes} classes"
+        )
+
+
+def _path(field: str, path: str) -> None:
+    if "\0" in path:
+        raise SpecError(f"{field}: a path may not contain NUL")
+    size = len(path.encode())
+    if size > MAX_PATH_BYTES:
+        raise SpecError(
+            f"{field}: a path of at most {MAX_PATH_BYTES} bytes (UTF-8), got {size} bytes"
+        )
+    for name in path.split("/"):
+        size = len(name.encode())
+        if size > MAX_NAME_BYTES:
+            raise SpecError(
+                f"{field}: {name[:20]!r}… is {size} bytes; each name between slashes may have "
+                f"at most {MAX_NAME_BYTES} bytes (UTF-8), the file system's limit"
+            )
 
 
 def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
