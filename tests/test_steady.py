@@ -64,6 +64,8 @@ class Job:
             batch_size=BATCH,
             device="cuda" if self.gpu else "cpu",
             mode=self.mode,
+            # Strict fp32, as the runs and the floors below (tuned alone would be tf32).
+            precision="fp32",
             data__train_limit=self.steps_per_epoch * BATCH,
         )
         writer.run_begins(self.run, spec)
