@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,6 +47,10 @@ class Job:
     # (epoch, window number from 0) -> how many times slower than step_s its steps ran.
     stalls: dict = dataclasses.field(default_factory=dict)
     stall_cpu_pct: float = 100.0
+    # Each later window's step varies by this relative standard deviation (seeded, normal): the
+    # spread a real run's windows have.
+    window_noise: float = 0.0
+    noise_seed: int = 0
 
     @property
     def run(self) -> dict:
@@ -111,6 +116,7 @@ class Job:
         events, phases, steady_steps_s = [], [], []
         t = START_S
         window_steps = max(1, round(PROGRESS_INTERVAL_S / self.step_s))
+        noise = np.random.default_rng(self.noise_seed)
         for epoch in range(self.epochs):
             epoch_start = t
             if epoch:
@@ -125,7 +131,8 @@ class Job:
                 steps = end - last
                 first_call = epoch == 0 and last == 0
                 slow = self.stalls.get((epoch, number), 1.0)
-                took = self.first_step_s if first_call else steps * self.step_s * slow
+                jitter = 1 + self.window_noise * noise.standard_normal()
+                took = self.first_step_s if first_call else steps * self.step_s * slow * jitter
                 phase = (
                     "first step"
                     if first_call

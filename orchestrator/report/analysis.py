@@ -4,9 +4,11 @@ and the warnings."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from orchestrator.report import phases, regime, stats
@@ -223,8 +225,8 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
         tests = group["test_samples"].dropna()
         analysis.test_samples = int(tests.min()) if not tests.empty else None
         _target(analysis, rs.epochs)
-        _statistics(analysis)
         analysis.timeline = found.of_runs(r for frame in equal.values() for r in frame.run_id)
+        _statistics(analysis)
         analysis.regimes = {f: _regime(analysis, f, rs.floor) for f in analysis.frameworks}
         analysis.verdict = _verdict(analysis)
         analysis.warnings = _warnings(analysis)
@@ -246,6 +248,55 @@ def _target(analysis: ModelAnalysis, epochs: pd.DataFrame) -> None:
         analysis.runs[framework] = runs
 
 
+def _median_step_s(steps_s: np.ndarray) -> float:
+    return float(np.median(steps_s))
+
+
+def _p90_step_s(steps_s: np.ndarray) -> float:
+    # numpy's default interpolation: the recorder's (statistics' inclusive method).
+    return float(np.quantile(steps_s, 0.9))
+
+
+# The speed metrics a single run has many measurements of, one step time per step of its
+# steady-state windows: each with the statistic of a batch of windows (stats.batch_values), given
+# the run's batch size.
+WINDOW_STATISTICS = {
+    "step_time_median_s": lambda steps_s, batch: _median_step_s(steps_s),
+    "step_time_p90_s": lambda steps_s, batch: _p90_step_s(steps_s),
+    "steady_state_images_per_s": lambda steps_s, batch: batch / _median_step_s(steps_s),
+}
+
+
+def steady_windows(timeline: phases.Phases | None, run_id: str) -> list[np.ndarray]:
+    """One run's steady-state windows in time order (steady.is_steady: stalled ones too, as the
+    recorder's step times take them), each as its step time once per step."""
+    if timeline is None:
+        return []
+    own = timeline.windows[
+        (timeline.windows.run_id == run_id)
+        & timeline.windows.phase.isin((phases.STEADY, phases.STALLED))
+    ].sort_values("end_s")
+    return [np.full(int(w.steps), float(w.step_s)) for w in own.itertuples()]
+
+
+def _window_ratio(analysis: ModelAnalysis, column: str, other: str) -> stats.Ratio | None:
+    """A single run's ratio of `column` against `other`'s, its interval from their steady-state
+    windows (stats.batch_ratio); None where either run has too few windows."""
+    point = stats.ratio(analysis.runs[analysis.reference][column], analysis.runs[other][column])
+    statistic = WINDOW_STATISTICS[column]
+    values = []
+    for framework in (analysis.reference, other):
+        (run,) = analysis.runs[framework].itertuples()
+        batches = stats.batch_values(
+            steady_windows(analysis.timeline, run.run_id),
+            functools.partial(statistic, batch=run.batch_size),
+        )
+        if batches is None:
+            return None
+        values.append(batches)
+    return stats.batch_ratio(point.ratio, *values) if point else None
+
+
 def _statistics(analysis: ModelAnalysis) -> None:
     for metric in METRICS:
         analysis.summaries[metric.column] = {
@@ -259,6 +310,11 @@ def _statistics(analysis: ModelAnalysis) -> None:
             other: stats.ratio(reference, stats.trimmed(analysis.runs[other][metric.column]))
             for other in analysis.others
         }
+        if metric.column in WINDOW_STATISTICS and analysis.n == 1:
+            for other in analysis.others:
+                within = _window_ratio(analysis, metric.column, other)
+                if within is not None:
+                    analysis.ratios[metric.column][other] = within
     for other in analysis.others:
         analysis.accuracy[other] = stats.accuracy_difference(
             stats.trimmed(analysis.runs[analysis.reference]["final_test_accuracy"]),
@@ -392,8 +448,10 @@ def _warnings(analysis: ModelAnalysis) -> list[str]:
         )
     if analysis.frameworks and analysis.n == 1:
         out.append(
-            f"{label}: a single repeat per framework: times have no confidence interval and "
-            "run-to-run noise is unknown; use --repeats 3 or more (5+ for MLPerf's trimming)."
+            f"{label}: a single repeat per framework: the steady-state speed ratios' intervals "
+            "(from the runs' windows, where recorded) hold within-run noise only, other times "
+            "have no interval, and run-to-run noise is unknown; use --repeats 3 or more (5+ for "
+            "MLPerf's trimming)."
         )
     for d in analysis.accuracy.values():
         if d is not None and (d.ci_high - d.ci_low) / 2 * 100 > NOISY_ACCURACY_POINTS:
@@ -447,49 +505,89 @@ def _mode(analysis: ModelAnalysis) -> str:
     return str(runs["mode"].iloc[0])
 
 
+def _break_even(analysis: ModelAnalysis, other: str) -> str | None:
+    """Which of the reference and `other` finishes a job first, by its length: claimed only where
+    the steady-state ratio's interval excludes 1. A job's time is its time to first step (the
+    first step's tracing or compilation included) plus, per training image, the steady-state
+    time of one image and its share of the epoch's between-epoch overhead."""
+    ref = analysis.reference
+    pair = (ref, other)
+    thr = {f: analysis.median("steady_state_images_per_s", f) for f in pair}
+    start = {f: analysis.median("time_to_first_step_s", f) for f in pair}
+    if None in thr.values() or None in start.values():
+        return None
+    ahead_at_start = min(start, key=start.get)
+    gap_s = abs(start[ref] - start[other])
+    steady_ratio = analysis.ratios["steady_state_images_per_s"][other]
+    if steady_ratio is None or steady_ratio.detected is not True:
+        why = (
+            "it has no interval (a single run without recorded windows)"
+            if steady_ratio is None or steady_ratio.detected is None
+            else f"its 95 % interval {ratio_bounds(steady_ratio.ci_low, steady_ratio.ci_high)} "
+            "holds 1"
+        )
+        ratio_text = f" {steady_ratio.ratio:.3f}" if steady_ratio is not None else ""
+        return (
+            f"no break-even can be claimed between {name(ref)} and {name(other)}: the "
+            f"steady-state throughput ratio{ratio_text} ({name(ref)} / {name(other)}) is not "
+            f"shown to differ from 1, as {why}. {name(ahead_at_start)} reaches its first step "
+            f"{gap_s:.1f} s sooner, which decides short jobs; which finishes a long job first, "
+            "these runs cannot tell (more repeats or a longer run can)."
+        )
+    train_samples = analysis.runs[ref]["train_samples"].median()
+    overhead = {f: analysis.median("between_epoch_overhead_s", f) for f in pair}
+    with_overhead = train_samples > 0 and None not in overhead.values()
+    per_image_s = {
+        f: 1 / thr[f] + (overhead[f] / train_samples if with_overhead else 0.0) for f in pair
+    }
+    steady_fast = ref if steady_ratio.ratio > 1 else other
+    shown = (
+        f"steady-state throughput {name(ref)} / {name(other)} {steady_ratio.ratio:.3f}, "
+        f"{interval(steady_ratio.ci_low, steady_ratio.ci_high)}"
+    )
+    fast = min(per_image_s, key=per_image_s.get)
+    slow = other if fast == ref else ref
+    costs = (
+        "; each image's cost counts its share of the between-epoch overhead ("
+        + ", ".join(f"{name(f)} {overhead[f]:.2f} s per epoch" for f in pair)
+        + "), evaluation left out"
+        if with_overhead
+        else "; the between-epoch overhead was not recorded, so it is left out"
+    )
+    if fast != steady_fast:
+        return (
+            f"no break-even can be claimed between {name(ref)} and {name(other)}: "
+            f"{name(steady_fast)} is faster in steady state, but {name(fast)}'s smaller "
+            f"between-epoch overhead outweighs it per image{costs}."
+        )
+    if ahead_at_start == fast or per_image_s[slow] <= per_image_s[fast]:
+        return (
+            f"{name(fast)} starts no later and is faster per image ({shown}{costs}): it "
+            "finishes first whatever the job's length."
+        )
+    break_even = (start[fast] - start[slow]) / (per_image_s[slow] - per_image_s[fast])
+    epochs = (
+        f" (≈ {break_even / train_samples:,.0f} epochs of this training set)"
+        if train_samples > 0
+        else ""
+    )
+    return (
+        f"{name(slow)} reaches its first step {start[fast] - start[slow]:.1f} s sooner, "
+        f"{name(fast)} is faster per image ({shown}{costs}): jobs shorter than "
+        f"about {break_even:,.0f} training images{epochs} finish first on {name(slow)}, longer "
+        f"ones on {name(fast)}."
+    )
+
+
 def _implications(analysis: ModelAnalysis) -> list[str]:
     """What the numbers mean for a job: start-up against steady state, memory, energy."""
     out = []
     if not analysis.others:
         return out
-    ref = analysis.reference
     for other in analysis.others:
-        thr = {f: analysis.median("steady_state_images_per_s", f) for f in (ref, other)}
-        start = {f: analysis.median("time_to_first_step_s", f) for f in (ref, other)}
-        if None in thr.values() or None in start.values():
-            continue
-        fast = max(thr, key=thr.get)
-        slow = other if fast == ref else ref
-        ahead_at_start = min(start, key=start.get)
-        per_image_gain_s = 1 / thr[slow] - 1 / thr[fast]
-        steady = analysis.ratios["steady_state_images_per_s"][other]
-        if steady is not None and steady.detected is False:
-            gap = abs(start[ref] - start[other])
-            out.append(
-                f"{analysis.label}: no steady-state difference was detected, so start-up decides: "
-                f"{name(ahead_at_start)} reaches its first step {gap:.1f} s sooner and finishes "
-                "first unless a longer run (or more repeats) reveals a steady-state gap."
-            )
-            continue
-        if ahead_at_start == fast or per_image_gain_s <= 0:
-            out.append(
-                f"{analysis.label}: {name(ahead_at_start)} starts sooner and is no slower in "
-                f"steady state: it finishes first whatever the job's length."
-            )
-            continue
-        break_even = (start[fast] - start[slow]) / per_image_gain_s
-        train_samples = analysis.runs[ref]["train_samples"].median()
-        epochs = (
-            f" (≈ {break_even / train_samples:,.0f} epochs of this training set)"
-            if (train_samples > 0)
-            else ""
-        )
-        out.append(
-            f"{analysis.label}: {name(slow)} reaches its first step {start[fast] - start[slow]:.1f}"
-            f" s sooner, {name(fast)} is faster per step: jobs shorter than about "
-            f"{break_even:,.0f} training images{epochs} are dominated by start-up ({name(slow)} "
-            f"finishes first), longer jobs by steady state ({name(fast)} finishes first)."
-        )
+        line = _break_even(analysis, other)
+        if line:
+            out.append(f"{analysis.label}: {line}")
     memory_column = next(
         (
             c

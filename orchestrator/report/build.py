@@ -108,7 +108,7 @@ def model_block(analysis: ModelAnalysis, rs: ResultSet) -> Block:
     lines.append(
         f"n = {analysis.n} run(s) per framework (repeats {', '.join(map(str, repeats))}, counted "
         f"from 1){trimming}. Cells: mean (95 % t interval over repeats); a single run shows its "
-        "value alone."
+        "value alone, its steady-state speed ratios an interval from its windows (see Method)."
     )
     headers = ["metric", *(name(f) for f in analysis.frameworks)]
     for other in others:
@@ -540,6 +540,20 @@ def method_block(out_dir: Path) -> Block:
   treating the two runs as independent samples; over repeats, Welch's t interval of the
   difference of mean accuracies, clipped to −100..100 points. "No difference detected" means the
   interval holds 1 (ratios) or 0 (differences).
+- **Speed ratios of single runs.** With one run per framework, the steady-state throughput and
+  step-time ratios take their interval from the runs' steady-state windows (the journal's
+  progress events, as steady state is defined below) by batch means: each run's windows, in
+  order, are cut into up to {stats.WINDOW_BATCHES} batches of consecutive windows (at least
+  {stats.MIN_BATCHES} of {stats.MIN_BATCH_WINDOWS} or more windows, else no interval), the
+  statistic (median step, 90th percentile, throughput) is taken per batch, and Welch's t interval
+  of the log batch values' standard error is set about the log of the runs' ratio. Consecutive
+  windows in a batch absorb their autocorrelation. This interval is within-run noise only; from
+  two repeats on, the repeats' values are the units (above), which includes run-to-run
+  variation.
+- **Break-even.** Claimed only where the steady-state throughput ratio's interval excludes 1: a
+  job's time is its time to first step (the first step's tracing or compilation included) plus,
+  per training image, its steady-state time and its share of the epoch's between-epoch overhead
+  (evaluation left out); otherwise the report says no break-even can be claimed, and why.
 - **Steady state.** {steady.DEFINITION} GPU busy, power and energy per image are given for
   steady state, and per phase (first step, warm-up, evaluation, between epochs, stalled windows)
   under each model's Phases; "whole run" figures span the sampler's whole run.

@@ -6,6 +6,13 @@ Methods (stated in the report and in docs/results.md):
 - a ratio of two frameworks' times or throughputs is the ratio of geometric means, with a Welch
   t interval computed on log values and exponentiated (times are positive and skewed, and a
   log-scale difference is a ratio);
+- a speed ratio of single runs (n = 1 per side) takes its interval from the runs' steady-state
+  windows by batch means: each run's windows, in order, cut into WINDOW_BATCHES batches of
+  consecutive windows, the statistic (median step, p90, throughput) taken per batch; Welch's t
+  interval on the log batch values' standard error, about the log of the runs' own ratio. Batches
+  of consecutive windows absorb the windows' autocorrelation; the interval says how far the
+  ratio could move within these runs, not from one run to the next (repeats say that: from two
+  repeats on, the repeats' values are the units, as above);
 - an accuracy difference of single runs is Newcombe's hybrid score interval (his method 10: the
   two Wilson score intervals combined) on the test-set size; over repeats it is Welch's t interval
   of the difference of mean accuracies, clipped to -1..1.
@@ -89,6 +96,10 @@ def summarise(values: pd.Series, bounds: tuple[float, float]) -> Summary | None:
     return Summary(len(values), mean, median, std, low, high, cov)
 
 
+REPEATS = "over repeats"
+BATCH_MEANS = "within the runs (batch means of steady-state windows)"
+
+
 @dataclass(frozen=True)
 class Ratio:
     """value(a) / value(b): a ratio of geometric means, with its interval when both sides have
@@ -99,6 +110,8 @@ class Ratio:
     ci_high: float | None
     n_a: int
     n_b: int
+    # How the interval was computed: REPEATS or BATCH_MEANS; None without an interval.
+    method: str | None = None
 
     @property
     def detected(self) -> bool | None:
@@ -118,9 +131,45 @@ def ratio(a: pd.Series, b: pd.Series) -> Ratio | None:
     if len(a) < 2 or len(b) < 2:
         return Ratio(point, None, None, len(a), len(b))
     if np.ptp(log_a) == 0 and np.ptp(log_b) == 0:
-        return Ratio(point, point, point, len(a), len(b))
+        return Ratio(point, point, point, len(a), len(b), method=REPEATS)
     interval = stats.ttest_ind(log_a, log_b, equal_var=False).confidence_interval(CONFIDENCE)
-    return Ratio(point, math.exp(interval.low), math.exp(interval.high), len(a), len(b))
+    return Ratio(
+        point, math.exp(interval.low), math.exp(interval.high), len(a), len(b), method=REPEATS
+    )
+
+
+# Batch means: at most this many batches of consecutive windows per run, at least MIN_BATCHES of
+# at least MIN_BATCH_WINDOWS windows each, else no interval (too few windows to see their spread).
+WINDOW_BATCHES = 20
+MIN_BATCHES = 10
+MIN_BATCH_WINDOWS = 2
+
+
+def batch_values(windows: list[np.ndarray], statistic) -> np.ndarray | None:
+    """`statistic` of each batch of consecutive windows: `windows` are per-window arrays in time
+    order, a batch's are concatenated before `statistic` sees them. None when there are too few
+    windows for MIN_BATCHES batches of MIN_BATCH_WINDOWS."""
+    count = min(WINDOW_BATCHES, len(windows) // MIN_BATCH_WINDOWS)
+    if count < MIN_BATCHES:
+        return None
+    cuts = np.array_split(np.arange(len(windows)), count)
+    return np.array([statistic(np.concatenate([windows[i] for i in cut])) for cut in cuts])
+
+
+def batch_ratio(point: float, a: np.ndarray, b: np.ndarray) -> Ratio:
+    """The interval of `point` = value(a) / value(b), one run each, from their batch values
+    (batch_values): Welch's t on the logs' standard error, centred on log(point)."""
+    log_a, log_b = np.log(a), np.log(b)
+    var_a, var_b = log_a.var(ddof=1) / len(a), log_b.var(ddof=1) / len(b)
+    if var_a + var_b == 0:
+        return Ratio(point, point, point, 1, 1, method=BATCH_MEANS)
+    # Welch-Satterthwaite degrees of freedom.
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = stats.t.ppf((1 + CONFIDENCE) / 2, df) * math.sqrt(var_a + var_b)
+    log_point = math.log(point)
+    return Ratio(
+        point, math.exp(log_point - half), math.exp(log_point + half), 1, 1, method=BATCH_MEANS
+    )
 
 
 @dataclass(frozen=True)
