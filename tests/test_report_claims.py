@@ -7,8 +7,14 @@ Job); no framework runs, so these belong to the fast tier."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from pathlib import Path
 
+import grpc
+
+from orchestrator.results import journal, schema
+from tests.conftest import tiny_spec
 from tests.test_steady import Job, rendered, result_set
 
 # Two epochs of 1,563 steps, a window every 0.25 s: about 170 steady-state windows a run.
@@ -79,3 +85,72 @@ def test_a_break_even_counts_the_first_step_and_the_between_epoch_overhead(tmp_p
     assert "jobs shorter than about 196,655 training images" in line
     assert "finish first on TensorFlow, longer ones on PyTorch" in line
     assert "PyTorch 1.00 s per epoch, TensorFlow 0.20 s per epoch" in line
+
+
+def failed_run_set(tmp_path, job: Job, failed: str) -> Path:
+    """`job`'s set with `failed` asked for too, its one run refused by its service."""
+    out = result_set(tmp_path, [job])
+    context = json.loads((out / schema.CONTEXT_JSON).read_text())
+    writer = journal.ResultsWriter.resume(out, journal.read_journal(out / schema.EVENTS_JSONL))
+    writer.write_context(context | {"frameworks": [job.framework, failed]})
+    run = {**job.run, "run_id": job.run["run_id"].replace(job.framework, failed)}
+    run["framework"] = failed
+    spec = tiny_spec(job.model, run_id=run["run_id"], mode=job.mode)
+    error = "UNAVAILABLE: the service did not start"
+    outcome = journal.RunOutcome(error=error, code=grpc.StatusCode.UNAVAILABLE)
+    writer.run_begins(run, spec)
+    writer.run_finished(run, spec, outcome)
+    writer.close()
+    return out
+
+
+def test_a_one_framework_set_says_what_it_shows_and_nothing_about_comparing(tmp_path):
+    alone = dataclasses.replace(PYTORCH, settings={"cuda_graph": "whole step", "threads": "16"})
+    result, markdown = rendered(result_set(tmp_path, [alone]))
+    verdict = result.verdict[0]
+    assert verdict.startswith(
+        "mobilenet_v2 (tuned): a one-framework set: only PyTorch was asked for, so it compares "
+        "no frameworks and shows PyTorch's own figures over 1 run(s): steady state 10,"
+    )
+    assert "first step 9.0 s after worker start" in verdict
+    assert "nothing to compare" not in markdown
+    assert "Settings that differ between frameworks" not in markdown
+    assert "### Settings (PyTorch, the one framework)" in markdown
+    assert "| cuda\\_graph | whole step |" in markdown
+    assert "the lower of the frameworks' best" not in markdown
+    assert "(PyTorch's best: one framework, so its own, median over repeats)" in markdown
+
+
+def test_nothing_to_compare_is_said_only_when_another_asked_framework_failed(tmp_path):
+    result, _ = rendered(failed_run_set(tmp_path, PYTORCH, "tensorflow"))
+    assert result.verdict[0].startswith(
+        "mobilenet_v2 (tuned): only PyTorch finished a run (TensorFlow asked for but without a "
+        "finished run), so there is nothing to compare;"
+    )
+
+
+def test_the_job_table_shows_knobs_as_the_services_resolved_them(tmp_path):
+    # Tuned mode: PyTorch autotunes cuDNN and captures a CUDA graph though the spec leaves
+    # cudnn_benchmark and compile off; TensorFlow records how it ran them.
+    jobs = [
+        dataclasses.replace(
+            PYTORCH,
+            settings={"cudnn_benchmark": "true", "compile": "eager", "cuda_graph": "whole step"},
+        ),
+        dataclasses.replace(
+            TENSORFLOW,
+            settings={
+                "cudnn_benchmark": "always (TensorFlow autotunes)",
+                "compile": "xla (jit_compile)",
+            },
+        ),
+    ]
+    _, markdown = rendered(result_set(tmp_path, jobs))
+    job = markdown.split("### The job (runs.csv)")[1].split("###")[0]
+    assert (
+        "| cudnn_benchmark | False | PyTorch true, TensorFlow always (TensorFlow autotunes) |"
+        in job
+    )
+    assert "| compile | False | PyTorch eager, TensorFlow xla (jit\\_compile) |" in job
+    assert "| batch_size | 32 | as asked |" in job
+    assert not re.search(r"\| cudnn_benchmark \| False \|\s*$", job, flags=re.MULTILINE)

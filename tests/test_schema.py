@@ -109,7 +109,9 @@ def test_an_old_result_set_without_mode_reads_as_default(tmp_path):
     markdown = render(out).markdown_path.read_text()
     assert "## mobilenet_v2 (default)" in markdown
     job = markdown.split("### The job (runs.csv)")[1].split("###")[0]
-    assert "| batch_size | 32 |" in job and "train_limit" not in job  # not recorded: not shown
+    assert (
+        "| batch_size | 32 | as asked |" in job and "train_limit" not in job
+    )  # not recorded: not shown
 
 
 def test_a_journal_from_before_mode_replays_as_default(tmp_path):

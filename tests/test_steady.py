@@ -51,6 +51,8 @@ class Job:
     # spread a real run's windows have.
     window_noise: float = 0.0
     noise_seed: int = 0
+    # RunStarted.settings: what the service resolved the spec to.
+    settings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def run(self) -> dict:
@@ -83,6 +85,7 @@ class Job:
             train_samples=self.steps_per_epoch * BATCH,
             test_samples=1000,
             steps_per_epoch=self.steps_per_epoch,
+            settings=self.settings,
         )
         samples = self._samples(phases, events[-1].t_s)
         median_s, p90_s = median_and_p90(steady_steps_s)

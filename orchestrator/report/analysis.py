@@ -166,6 +166,9 @@ def _time_to_target(runs: pd.DataFrame, epochs: pd.DataFrame, target: float) -> 
 class ModelAnalysis:
     label: str
     frameworks: list[str]
+    # The frameworks the experiment asked for (context.json), with any that ran without being
+    # listed: more than `frameworks` where one asked for failed or never reported a run.
+    asked: list[str]
     # Runs per framework that ended ok, restricted to the repeats every framework completed.
     runs: dict[str, pd.DataFrame]
     not_ok: pd.DataFrame
@@ -218,6 +221,7 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
         analysis = ModelAnalysis(
             label=label,
             frameworks=[f for f in present if f in equal],
+            asked=list(dict.fromkeys([*(rs.context.get("frameworks") or []), *present])),
             runs=equal,
             not_ok=group[group.status != "ok"],
             dropped_repeats={f: len(by_framework[f]) - len(equal[f]) for f in equal},
@@ -382,10 +386,14 @@ def _verdict(analysis: ModelAnalysis) -> list[str]:
         return [f"{analysis.label}: no run finished, nothing to compare."]
     if not analysis.others:
         (only,) = analysis.frameworks
-        return [
-            f"{analysis.label}: only {name(only)} finished a run, nothing to compare; "
-            f"{name(only)} {analysis.regimes[only]}."
-        ]
+        failed = [name(f) for f in analysis.asked if f != only]
+        if failed:
+            return [
+                f"{analysis.label}: only {name(only)} finished a run ({', '.join(failed)} asked "
+                f"for but without a finished run), so there is nothing to compare; {name(only)} "
+                f"{analysis.regimes[only]}."
+            ]
+        return [f"{analysis.label}: {_alone(analysis, only)}"]
     sentences = []
     ref = analysis.reference
     for other in analysis.others:
@@ -423,6 +431,32 @@ def _verdict(analysis: ModelAnalysis) -> list[str]:
             label += f", {name(ref)} vs {name(other)}"
         sentences.append(f"{label}: " + "; ".join(parts) + ".")
     return sentences
+
+
+def _alone(analysis: ModelAnalysis, only: str) -> str:
+    """The verdict of a one-framework set: what it shows of the one framework asked for."""
+    shown = []
+    throughput = analysis.summaries.get("steady_state_images_per_s", {}).get(only)
+    if throughput is not None:
+        spread = (
+            f" (95 % t interval {format_value(throughput.ci_low, 'img/s')}–"
+            f"{format_value(throughput.ci_high, 'img/s')})"
+            if throughput.ci_low is not None
+            else ""
+        )
+        shown.append(f"steady state {format_value(throughput.mean, 'img/s')}{spread}")
+    start = analysis.median("time_to_first_step_s", only)
+    if start is not None:
+        shown.append(f"first step {start:.1f} s after worker start")
+    accuracy = _mean(analysis, "final_test_accuracy", only)
+    if accuracy is not None:
+        shown.append(f"test accuracy {accuracy * 100:.1f} %")
+    figures = ", ".join(shown) or "no speed or accuracy recorded"
+    return (
+        f"a one-framework set: only {name(only)} was asked for, so it compares no frameworks and "
+        f"shows {name(only)}'s own figures over {analysis.n} run(s): {figures}; {name(only)} "
+        f"{analysis.regimes[only]}."
+    )
 
 
 def _mean(analysis: ModelAnalysis, column: str, framework: str) -> float | None:

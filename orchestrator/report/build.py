@@ -144,11 +144,16 @@ def model_block(analysis: ModelAnalysis, rs: ResultSet) -> Block:
         ]
     lines += ["", *phase_lines(analysis)]
     if analysis.target_accuracy is not None:
+        whose = (
+            "the lower of the frameworks' best"
+            if analysis.others
+            else f"{name(ref)}'s best: one framework, so its own"
+        )
         lines += [
             "",
             f"Time to target: the target is {analysis.target_accuracy * 100:.1f} % test accuracy "
-            "(the lower of the frameworks' best, median over repeats), timed from worker start to "
-            "the end of the first epoch that reached it.",
+            f"({whose}, median over repeats), timed from worker start to the end of the first "
+            "epoch that reached it.",
         ]
     return Block(
         analysis.label,
@@ -435,13 +440,18 @@ def provenance_block(rs: ResultSet) -> Block:
             row = [text(key)] + [text(v) if v is not None else "–" for v in values]
             (agree if len(set(values)) == 1 else differ).append(row)
         heads = ["setting", *(name(f) for f in frameworks)]
-        parts += ["", "### Settings that differ between frameworks", ""]
-        parts.append(
-            table(heads, differ, numeric=set())
-            if differ
-            else "None: every recorded setting is equal."
-        )
-        if agree:
+        if len(frameworks) == 1:
+            # One framework: nothing can differ between frameworks.
+            parts += ["", f"### Settings ({name(frameworks[0])}, the one framework)", ""]
+            parts.append(table(heads, agree, numeric=set()))
+        else:
+            parts += ["", "### Settings that differ between frameworks", ""]
+            parts.append(
+                table(heads, differ, numeric=set())
+                if differ
+                else "None: every recorded setting is equal."
+            )
+        if agree and len(frameworks) > 1:
             parts += [
                 "",
                 "### Settings equal in every framework",
@@ -459,11 +469,32 @@ def provenance_block(rs: ResultSet) -> Block:
         parts += ["", "### Notes on the modes", "", *(f"- {note}" for note in notes)]
     spec_rows = []
     for column in schema.KNOB_COLUMNS:
-        if values := knob_values(runs, column):
-            spec_rows.append([column, text(", ".join(values))])
-    parts += ["", "### The job (runs.csv)", "", table(["knob", "value"], spec_rows, numeric=set())]
+        asked = ", ".join(knob_values(runs, column))
+        resolved = _resolved(settings, column, asked)
+        if asked or resolved:
+            spec_rows.append([column, text(asked or "(unset)"), text(resolved or "as asked")])
+    parts += [
+        "",
+        "### The job (runs.csv)",
+        "",
+        "Each knob as the spec asked for it and, where a service resolved it otherwise (the mode "
+        "turns some on, a framework cannot honour others), as it ran (RunStarted.settings, the "
+        "settings tables above).",
+        "",
+        table(["knob", "asked", "as run"], spec_rows, numeric=set()),
+    ]
     parts += ["", "### Dataset", "", *dataset_lines(runs)]
     return Block("Provenance", "\n".join(parts), anchor="provenance")
+
+
+def _resolved(settings: dict[str, dict[str, str]], column: str, asked: str) -> str:
+    """How each framework's service resolved the knob `column`, where a setting of that name
+    says otherwise than `asked` (compared without case: the spec's False is the setting's
+    false); empty where every service ran it as asked or recorded no such setting."""
+    ran = {f: own[column] for f, own in settings.items() if column in own}
+    if all(value.lower() == asked.lower() for value in ran.values()):
+        return ""
+    return ", ".join(f"{name(f)} {value}" for f, value in ran.items())
 
 
 def dataset_lines(runs: pd.DataFrame) -> list[str]:
