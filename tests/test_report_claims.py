@@ -12,11 +12,15 @@ import re
 from pathlib import Path
 
 import grpc
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from orchestrator import report
+from orchestrator.report import charts
 from orchestrator.results import journal, schema
 from tests.conftest import tiny_spec
 from tests.test_steady import Job, rendered, result_set
 
+DATA = Path(__file__).parent / "data" / "report"
 # Two epochs of 1,563 steps, a window every 0.25 s: about 170 steady-state windows a run.
 PYTORCH = Job("pytorch", step_s=0.0030, window_noise=0.05, noise_seed=1)
 TENSORFLOW = Job("tensorflow", step_s=0.0036, window_noise=0.05, noise_seed=2)
@@ -154,3 +158,78 @@ def test_the_job_table_shows_knobs_as_the_services_resolved_them(tmp_path):
     assert "| compile | False | PyTorch eager, TensorFlow xla (jit\\_compile) |" in job
     assert "| batch_size | 32 | as asked |" in job
     assert not re.search(r"\| cudnn_benchmark \| False \|\s*$", job, flags=re.MULTILINE)
+
+
+# Half a line of the charts' 9-point text at their 100 dpi, in pixels.
+HALF_LINE_PX = 9 / 72 * 100 / 2
+
+
+def drawn_figures(monkeypatch) -> list:
+    """Every figure the report draws, kept as charts.to_svg saves it."""
+    figures = []
+    save = charts.to_svg
+
+    def keep(fig, salt, title):
+        svg = save(fig, salt, title)
+        figures.append(fig)
+        return svg
+
+    monkeypatch.setattr(charts, "to_svg", keep)
+    return figures
+
+
+def test_no_legend_covers_the_data_or_an_axis_label_and_every_chart_is_titled(
+    tmp_path, monkeypatch
+):
+    figures = drawn_figures(monkeypatch)
+    for name in ("cpu", "gpu"):  # the CPU chart whose legend covered PyTorch's line; start-up
+        report.render(DATA / name, tmp_path / name)
+    rendered(result_set(tmp_path, [PYTORCH, TENSORFLOW]))
+    assert len(figures) >= 10
+    for fig in figures:
+        # Laid out and drawn as when saved (constrained layout runs at every draw).
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        title = fig.get_suptitle()
+        assert title, fig.axes[0].get_title()
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                if not ax.get_visible():
+                    continue
+                assert not box.overlaps(ax.get_window_extent(renderer)), title
+                for label in (ax.xaxis.label, ax.yaxis.label):
+                    if label.get_text():
+                        near = label.get_window_extent(renderer)
+                        apart_px = max(
+                            near.y0 - box.y1, box.y0 - near.y1, near.x0 - box.x1, box.x0 - near.x1
+                        )
+                        # Half a line apart at least: a browser's font may be larger.
+                        assert apart_px >= HALF_LINE_PX, (title, label.get_text(), apart_px)
+
+
+def test_every_chart_has_a_title_and_a_text_alternative_in_html_and_markdown(tmp_path):
+    result, markdown = rendered(result_set(tmp_path, [PYTORCH, TENSORFLOW]))
+    html = result.html_path.read_text()
+    svgs = re.findall(r"<svg[^>]*>(?:<title>[^<]+</title>)?", html)
+    assert len(svgs) >= 5
+    for svg in svgs:
+        assert re.search(r'role="img" aria-label="[^"]{20,}"', svg), svg
+        assert "<title>" in svg, svg
+    charts_in_markdown = re.findall(r"^\*Chart \(in report.html\): .*$", markdown, re.MULTILINE)
+    assert len(charts_in_markdown) == len(svgs)
+    assert all("Text alternative: " in line for line in charts_in_markdown)
+    (throughput,) = [line for line in charts_in_markdown if "Throughput:" in line]
+    assert "Steady state (batch / median step): PyTorch 10," in throughput
+
+
+def test_a_command_line_option_never_breaks_across_lines_in_html(tmp_path):
+    result, _ = rendered(result_set(tmp_path, [PYTORCH, TENSORFLOW]))
+    html = result.html_path.read_text()
+    assert '<code class="option">--repeats</code>' in html
+    assert ".option { white-space: nowrap; }" in html
+    text = re.sub(r"<svg.*?</svg>|<style>.*?</style>", "", html, flags=re.DOTALL)
+    bare = re.findall(r"(?<![\w>-])--[a-z][\w-]*", text)
+    assert not bare, bare

@@ -157,7 +157,7 @@ def _sentence(model: str, mode: str, framework: str, line: pd.DataFrame) -> str:
 def _chart(model: str, mode: str, lines: pd.DataFrame, frameworks: list[str]) -> charts.Chart:
     with matplotlib.rc_context(charts.STYLE):
         has_gpu = lines["steady_gpu_util_pct"].notna().any()
-        fig = charts.Figure(figsize=(8.4 if has_gpu else 4.2, 2.8))
+        fig = charts.figure(8.4 if has_gpu else 4.2, 2.8)
         axes = fig.subplots(1, 2 if has_gpu else 1, squeeze=False)[0]
         for framework, line in lines.groupby("framework", sort=False):
             colour = charts.COLOURS[frameworks.index(framework) % len(charts.COLOURS)]
@@ -176,12 +176,18 @@ def _chart(model: str, mode: str, lines: pd.DataFrame, frameworks: list[str]) ->
             ax.set(xlabel="batch size")
         axes[0].set_yscale("log")
         axes[0].set(ylabel="steady-state img/s")
-        axes[0].legend()
+        charts.legend_below(fig, axes[0])
         if has_gpu:
             axes[1].set(ylabel="GPU busy in steady state (NVML), %", ylim=(0, 105))
-        svg = charts.to_svg(fig, f"sweep-{model}-{mode}")
+        title = f"{model} ({mode}): throughput and GPU utilisation against batch size"
+        svg = charts.to_svg(fig, f"sweep-{model}-{mode}", title)
+    peaks = {
+        framework: f"{line['images_per_s'].max():,.0f} img/s at batch "
+        f"{int(line.loc[line['images_per_s'].idxmax(), 'batch_size'])}"
+        for framework, line in lines.groupby("framework", sort=False)
+    }
     return charts.Chart(
-        f"{model} ({mode}): throughput and GPU utilisation against batch size",
+        title,
         "Steady-state throughput (batch / median step; log scales: a line as steep as the "
         "batch axis is host-bound, a flat one device-bound)"
         + (
@@ -190,6 +196,9 @@ def _chart(model: str, mode: str, lines: pd.DataFrame, frameworks: list[str]) ->
             else "; no GPU was used."
         ),
         svg,
+        "Steady-state throughput against batch size, one line per framework; the highest: "
+        + charts.listed(peaks)
+        + ".",
     )
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 # Figure without pyplot: no GUI backend, no global figure registry to leak between reports.
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from orchestrator.report import phases
 from orchestrator.report.analysis import ModelAnalysis, name
@@ -38,13 +39,18 @@ class Chart:
     title: str
     caption: str
     svg: str
+    # The text alternative: what the chart shows, in words and numbers, for a reader who cannot
+    # see it (report.md, a screen reader).
+    alt: str
 
 
 def _colour(frameworks: list[str], framework: str) -> str:
     return COLOURS[frameworks.index(framework) % len(COLOURS)]
 
 
-def to_svg(fig, salt: str) -> str:
+def to_svg(fig, salt: str, title: str) -> str:
+    """The figure as inline SVG, titled `title` in the figure itself."""
+    fig.suptitle(title, fontweight="bold")
     # A salt per chart keeps the ids of clip paths and markers unique among the page's SVGs.
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": salt}):
@@ -57,10 +63,36 @@ def to_svg(fig, salt: str) -> str:
     return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
 
 
+def figure(width_in: float, height_in: float) -> Figure:
+    """A figure laid out by constrained layout: it makes room for the title, the axis labels and a
+    legend outside the axes, with a gap between rows (h_pad) that the browser's font, which may
+    be wider or taller than matplotlib's (svg.fonttype none), does not close."""
+    return Figure(
+        figsize=(width_in, height_in), layout=ConstrainedLayoutEngine(h_pad=0.1, w_pad=0.06)
+    )
+
+
 def _figure(panels: int, height_in: float = 2.6):
-    fig = Figure(figsize=(4.2 * panels, height_in))
+    fig = figure(4.2 * panels, height_in)
     axes = fig.subplots(1, panels, squeeze=False)
     return fig, list(axes[0])
+
+
+def legend_below(fig, ax, columns: int = 5) -> None:
+    """The legend of `ax`'s artists below every axes and its labels, never over the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(columns, len(handles)),
+            frameon=False,
+        )
+
+
+def listed(values: dict[str, str]) -> str:
+    return ", ".join(f"{name(f)} {v}" for f, v in values.items())
 
 
 def learning_curves(analysis: ModelAnalysis, epochs: pd.DataFrame) -> Chart | None:
@@ -87,12 +119,21 @@ def learning_curves(analysis: ModelAnalysis, epochs: pd.DataFrame) -> Chart | No
         loss_ax.set(title="test loss", xlabel="epoch", ylabel="cross-entropy")
         for ax in (acc_ax, loss_ax):
             ax.xaxis.get_major_locator().set_params(integer=True)
-        acc_ax.legend(frameon=False)
-        svg = to_svg(fig, f"{analysis.label}-curves")
+        legend_below(fig, acc_ax)
+        title = "Accuracy and loss per epoch"
+        svg = to_svg(fig, f"{analysis.label}-curves", title)
+    last = {
+        f: epochs[epochs.run_id.isin(ids)].groupby("epoch")["test_accuracy"].mean()
+        for f, ids in run_ids.items()
+    }
     return Chart(
-        "Accuracy and loss per epoch",
+        title,
         "Mean over repeats; the band spans the lowest to the highest repeat. Epochs count from 1.",
         svg,
+        "Test accuracy and test loss per epoch, one line per framework; test accuracy at the "
+        "last epoch: "
+        + listed({f: f"{a.iloc[-1] * 100:.1f} %" for f, a in last.items() if not a.empty})
+        + ".",
     )
 
 
@@ -132,12 +173,23 @@ def throughput(analysis: ModelAnalysis) -> Chart | None:
             ax.set_xticks(range(len(analysis.frameworks)), map(name, analysis.frameworks))
             ax.set(title=title, ylabel="images/s")
             ax.margins(y=0.15)
-        svg = to_svg(fig, f"{analysis.label}-throughput")
+        title = "Throughput: steady state and end to end"
+        svg = to_svg(fig, f"{analysis.label}-throughput", title)
+    means = {
+        label: {
+            f: f"{s.mean:,.0f} img/s"
+            for f in analysis.frameworks
+            if (s := analysis.summaries[column].get(f)) is not None
+        }
+        for column, label in panels
+    }
     return Chart(
-        "Throughput: steady state and end to end",
+        title,
         "Mean over repeats; whiskers are the 95 % t interval (none for a single run). Steady "
         "state excludes start-up; end to end includes import, data, build and the first step.",
         svg,
+        "Bars of images per second. "
+        + " ".join(f"{label.capitalize()}: {listed(v)}." for label, v in means.items() if v),
     )
 
 
@@ -154,7 +206,8 @@ def startup(analysis: ModelAnalysis) -> Chart | None:
     if not any(v is not None for v in totals.values()):
         return None
     with matplotlib.rc_context(STYLE):
-        fig, (ax,) = _figure(1, height_in=0.6 + 0.45 * len(analysis.frameworks))
+        # The title above and the legend below the bars take 1.4 inches.
+        fig, (ax,) = _figure(1, height_in=1.4 + 0.45 * len(analysis.frameworks))
         fig.set_figwidth(7)
         frameworks = analysis.frameworks[::-1]  # first listed on top
         left = np.zeros(len(frameworks))
@@ -181,13 +234,17 @@ def startup(analysis: ModelAnalysis) -> Chart | None:
         ax.set_yticks(range(len(frameworks)), map(name, frameworks))
         ax.set(xlabel="seconds from worker start")
         ax.margins(x=0.12)
-        ax.legend(frameon=False, ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-        svg = to_svg(fig, f"{analysis.label}-startup")
+        legend_below(fig, ax)
+        title = "Time to first step"
+        svg = to_svg(fig, f"{analysis.label}-startup", title)
     return Chart(
-        "Time to first step",
+        title,
         "Medians over repeats, stacked: import, data load, model build, the first training step "
         "(tracing or compilation included) and the rest of the time to the first step.",
         svg,
+        "Stacked horizontal bars, one per framework; time to first step: "
+        + listed({f: f"{t:.1f} s" for f, t in totals.items() if t is not None})
+        + ".",
     )
 
 
@@ -214,7 +271,7 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
     with matplotlib.rc_context(STYLE):
         columns = 2
         rows = (len(panels) + 1) // columns
-        fig = Figure(figsize=(8.4, 2.4 * rows))
+        fig = figure(8.4, 2.4 * rows)
         axes = fig.subplots(rows, columns, squeeze=False)
         axes = list(axes.flat)
         for ax in axes[len(panels) :]:
@@ -233,12 +290,12 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
                 for end in ends:
                     ax.axvline(end, color=colour, ls=":", lw=1)
                 ax.set(title=title, ylabel=unit, xlabel="seconds from worker start")
-        axes[0].legend(frameon=False)
-        fig.tight_layout()
-        svg = to_svg(fig, f"{analysis.label}-telemetry")
-    what = "GPU" if gpu else "CPU-only run: worker CPU and memory"
+        legend_below(fig, axes[0])
+        what = "GPU" if gpu else "CPU-only run: worker CPU and memory"
+        title = f"Over time ({what})"
+        svg = to_svg(fig, f"{analysis.label}-telemetry", title)
     return Chart(
-        f"Over time ({what})",
+        title,
         "The first repeat of each framework; dotted lines mark the end of each epoch. "
         + (
             "GPU busy is NVML's share of time a kernel ran; SM activity is how much of the chip "
@@ -247,6 +304,20 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
             else "No GPU was used, so GPU series are empty."
         ),
         svg,
+        "Line charts over seconds from worker start, one line per framework, of "
+        + ", ".join(title for _, title, _, _ in panels)
+        + "; means over the run: "
+        + "; ".join(
+            f"{title} "
+            + listed(
+                {
+                    f: f"{own[own.run_id == run.run_id][column].mean() * scale:,.1f} {unit}"
+                    for f, run in first.items()
+                }
+            )
+            for column, title, unit, scale in panels
+        )
+        + ".",
     )
 
 
@@ -282,11 +353,16 @@ def step_times(analysis: ModelAnalysis) -> Chart | None:
         if stalled_count:
             ax.plot([], [], "x", color="black", ms=8, mew=2, label="stalled window")
         ax.set(title="step time per window", xlabel="seconds from worker start", ylabel="ms / step")
-        ax.legend(frameon=False)
-        svg = to_svg(fig, f"{analysis.label}-steps")
+        legend_below(fig, ax)
+        title = "Step time per window"
+        svg = to_svg(fig, f"{analysis.label}-steps", title)
     runs = ", ".join(f"{name(f)} repeat {int(run['repeat']) + 1}" for f, run in shown.items())
+    medians = {
+        f: f"{np.median(windows[windows.run_id == run.run_id].step_s) * 1e3:.2f} ms"
+        for f, run in shown.items()
+    }
     return Chart(
-        "Step time per window",
+        title,
         f"{runs}: each window's mean step between two device synchronisations, drawn over its "
         "time (gaps: evaluation and the time between epochs); the first step, with its "
         "compilation, left out. "
@@ -297,6 +373,8 @@ def step_times(analysis: ModelAnalysis) -> Chart | None:
             else f"No stalled window (step over {steady.STALL_FACTOR:g}× the run's median)."
         ),
         svg,
+        "Each window's step time in ms over seconds from worker start, one line per framework; "
+        f"median window step: {listed(medians)}; {stalled_count} stalled window(s).",
     )
 
 
@@ -332,8 +410,16 @@ def memory(analysis: ModelAnalysis) -> Chart | None:
         ax.set(ylabel="GiB")
         ax.margins(y=0.2)
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
-        svg = to_svg(fig, f"{analysis.label}-memory")
-    return Chart("Peak memory", "Medians over repeats.", svg)
+        title = "Peak memory"
+        svg = to_svg(fig, f"{analysis.label}-memory", title)
+    peaks = "; ".join(
+        f"{label}: "
+        + listed(
+            {f: f"{(analysis.median(c, f) or 0) / 2**30:.2f} GiB" for f in analysis.frameworks}
+        )
+        for c, label in kinds
+    )
+    return Chart(title, "Medians over repeats.", svg, f"Bars of peak memory in GiB. {peaks}.")
 
 
 def energy(analysis: ModelAnalysis) -> Chart | None:
@@ -348,11 +434,15 @@ def energy(analysis: ModelAnalysis) -> Chart | None:
             ax.bar(i, value, color=_colour(analysis.frameworks, framework), width=0.6)
         ax.set_xticks(range(len(values)), map(name, values))
         ax.set(ylabel="J per 1,000 training images")
-        svg = to_svg(fig, f"{analysis.label}-energy")
+        title = "GPU energy per 1,000 training images, steady state"
+        svg = to_svg(fig, f"{analysis.label}-energy", title)
     return Chart(
-        "GPU energy per 1,000 training images, steady state",
+        title,
         "Medians over repeats: the energy of steady-state training only (see Phases).",
         svg,
+        "Bars of joules per 1,000 training images: "
+        + listed({f: f"{v:,.1f} J" for f, v in values.items()})
+        + ".",
     )
 
 

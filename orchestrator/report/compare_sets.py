@@ -66,7 +66,7 @@ def _ratio_chart(points: list[tuple[str, stats.Ratio]], label_a: str, label_b: s
     if not points:
         return None
     with matplotlib.rc_context(charts.STYLE):
-        fig = charts.Figure(figsize=(7, 0.7 + 0.45 * len(points)))
+        fig = charts.figure(7, 1.2 + 0.45 * len(points))
         ax = fig.subplots()
         y = np.arange(len(points))[::-1]
         for yi, (_, r) in zip(y, points, strict=True):
@@ -78,12 +78,16 @@ def _ratio_chart(points: list[tuple[str, stats.Ratio]], label_a: str, label_b: s
         ax.set_yticks(y, [p for p, _ in points])
         ax.set(xlabel=f"steady-state throughput, {label_b} / {label_a}")
         ax.margins(x=0.2)
-        svg = charts.to_svg(fig, "compare-steady-state")
+        title = f"Steady-state throughput, {label_b} / {label_a}"
+        svg = charts.to_svg(fig, "compare-steady-state", title)
     return charts.Chart(
-        f"Steady-state throughput, {label_b} / {label_a}",
+        title,
         "Ratio of geometric means; whiskers are the 95 % interval (log-scale Welch t). Right of "
         f"the line: {label_b} is faster.",
         svg,
+        f"Points with whiskers, one per row, of {label_b} / {label_a}: "
+        + "; ".join(f"{row} {r.ratio:.2f}" for row, r in points)
+        + ".",
     )
 
 

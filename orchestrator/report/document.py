@@ -4,12 +4,13 @@ Jinja2 template, the markdown rendered by Python-Markdown, charts as inline SVG)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import markdown as markdown_lib
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from orchestrator.report.charts import Chart
 
@@ -83,12 +84,45 @@ def to_markdown(doc: Document) -> str:
     for block in doc.blocks:
         parts += [f"## {block.title}", "", block.markdown.strip(), ""]
         for chart in block.charts:
-            parts += [f"*Chart (in report.html): {chart.title}.* {chart.caption}", ""]
+            parts += [
+                f"*Chart (in report.html): {chart.title}.* {chart.caption} "
+                f"Text alternative: {chart.alt}",
+                "",
+            ]
     return "\n".join(parts).rstrip() + "\n"
 
 
+# A command-line option with its words (--batch-size, --test-limit): a line breaks at a hyphen,
+# which would cut an option in two ("--" / "batch-size").
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+# What in rendered HTML is a tag, or a code span with its content.
+TAG_OR_CODE = re.compile(r"(<code>.*?</code>|<[^>]+>)", flags=re.DOTALL)
+
+
+def unbroken_options(html: str) -> str:
+    """Each option in `html`'s text set in <code class="option"> and, within a code span, a
+    <span class="option">: report.css keeps either on one line."""
+    parts = TAG_OR_CODE.split(html)
+    for i, part in enumerate(parts):
+        if part.startswith("<code>"):
+            parts[i] = OPTION.sub(r'<span class="option">\g<0></span>', part)
+        elif not part.startswith("<"):
+            parts[i] = OPTION.sub(r'<code class="option">\g<0></code>', part)
+    return "".join(parts)
+
+
 def _md_to_html(text: str) -> str:
-    return markdown_lib.markdown(text, extensions=["tables", "sane_lists"], output_format="html")
+    html = markdown_lib.markdown(text, extensions=["tables", "sane_lists"], output_format="html")
+    return unbroken_options(html)
+
+
+def chart_svg(chart: Chart) -> str:
+    """The chart's SVG as an image with its title and its text alternative, for a screen reader
+    and a tooltip."""
+    alt = str(escape(chart.alt))
+    return chart.svg.replace("<svg", f'<svg role="img" aria-label="{alt}"', 1).replace(
+        ">", f"><title>{escape(chart.title)}</title>", 1
+    )
 
 
 def to_html(doc: Document) -> str:
@@ -107,7 +141,7 @@ def to_html(doc: Document) -> str:
         doc=doc,
         # Our own stylesheet, trusted: escaping would turn its `>` selectors into `&gt;`.
         css=Markup((TEMPLATES / "report.css").read_text()),
-        svg=lambda chart: Markup(chart.svg),
+        svg=lambda chart: Markup(chart_svg(chart)),
     )
 
 
