@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from orchestrator import report
 from orchestrator.results import journal
 from tests.test_steady import H200, Job
@@ -113,3 +115,18 @@ def test_two_sets_of_the_same_framework_still_compare_b_with_a(tmp_path):
         "mobilenet_v2 (tuned), PyTorch: after steady-state 1.25× faster (after/before 1.25, "
     )
     assert "Every knob recorded in runs.csv is equal" in result.markdown_path.read_text()
+
+
+def test_sets_trained_on_different_datasets_get_no_verdict_and_are_told_so(tmp_path):
+    a = result_set(tmp_path / "a", repeats("pytorch", 0.010))
+    b = result_set(tmp_path / "b", repeats("jax", 0.005))
+    # B's runs read a prepared CIFAR-10 directory; A's synthetic images.
+    runs = pd.read_csv(b / "runs.csv")
+    runs["source"], runs["dataset"] = "directory", "data/cifar10"
+    runs.to_csv(b / "runs.csv", index=False)
+    result = report.compare(a, b)
+    assert result.verdict[0] == (
+        "Not the same data: A trained on synthetic, B on cifar10; speeds and accuracies on "
+        "different data are no framework verdict. Run both on the same --dataset."
+    )
+    assert not any(line.startswith("mobilenet_v2") for line in result.verdict)
