@@ -46,10 +46,8 @@ COMMANDS = (run, suite, debug_probe, report, compare, sweep, parity, data, frict
 
 
 def version() -> str:
-    """fwbench's version and the git commit it runs from ("+dirty" with local changes)."""
-    facts = provenance.fwbench_facts()
-    commit = (facts["git_commit"] or "")[:12] + ("+dirty" if facts["git_dirty"] else "")
-    return f"{facts['version'] or 'unknown'} ({commit or 'no git commit'})"
+    """fwbench's version and the commit it runs from, with where that was read."""
+    return provenance.describe(provenance.fwbench_facts())
 
 
 def parser() -> argparse.ArgumentParser:

@@ -63,6 +63,7 @@ def test_every_section_is_present_verdict_first(gpu):
         "Settings equal in every framework",
         "The job (runs.csv)",
         "Dataset",
+        "Host",
         "Method",
     ]
     for chart in (

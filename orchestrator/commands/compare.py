@@ -13,7 +13,8 @@ from orchestrator import report
 def add_arguments(sub) -> None:
     cmp = sub.add_parser(
         "compare",
-        help="ratio tables between two result sets (two versions, machines, default vs tuned)",
+        help="two result sets side by side: ratio tables (two versions, machines, default vs "
+        "tuned), or the framework verdict where they trained different frameworks",
     )
     cmp.add_argument("a", type=Path, help="the reference result set")
     cmp.add_argument("b", type=Path, help="the result set compared with it (ratios are B / A)")

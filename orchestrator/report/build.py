@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report import charts, phases, regime, stats
+from orchestrator.report import charts, phases, provenance, regime, stats
 from orchestrator.report.analysis import (
     METRICS,
     ModelAnalysis,
@@ -322,12 +321,7 @@ def _gib(value) -> str:
 def header(rs: ResultSet) -> list[str]:
     context = rs.context
     fw = context.get("fwbench") or {}
-    if fw:
-        commit = (fw.get("git_commit") or "")[:12] or "no git commit"
-        dirty = {True: " (uncommitted changes)", False: " (clean)"}.get(fw.get("git_dirty"), "")
-        version = f"fwbench {fw.get('version') or '?'} · {commit}{dirty}"
-    else:
-        version = f"fwbench version {NOT_RECORDED}"
+    version = f"fwbench {provenance.describe(fw)}" if fw else f"fwbench version {NOT_RECORDED}"
     host = context.get("host") or {}
     gpus = host.get("gpus") or []
     if gpus:
@@ -484,6 +478,8 @@ def provenance_block(rs: ResultSet) -> Block:
         table(["knob", "asked", "as run"], spec_rows, numeric=set()),
     ]
     parts += ["", "### Dataset", "", *dataset_lines(runs)]
+    if host := provenance.host_lines(context):
+        parts += ["", "### Host", "", *host]
     return Block("Provenance", "\n".join(parts), anchor="provenance")
 
 
@@ -552,10 +548,8 @@ def _settings_by_framework(rs: ResultSet) -> dict[str, dict[str, str]]:
 
 
 def method_block(out_dir: Path) -> Block:
-    link = os.path.relpath(DOCS, out_dir.resolve()) if DOCS.exists() else None
-    dictionary = (
-        f"[docs/results.md]({link.replace(os.sep, '/')})" if link else "docs/results.md in fwbench"
-    )
+    link = provenance.source_link(DOCS, out_dir) if DOCS.exists() else None
+    dictionary = f"[docs/results.md]({link})" if link else "docs/results.md in fwbench"
     markdown = f"""\
 - **Throughputs, never mixed.** Steady-state images/s = batch size / median step time (after
   warm-up). End-to-end images/s = training images × epochs / total time, from worker start

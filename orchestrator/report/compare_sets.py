@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from orchestrator.report import charts, stats
+from orchestrator.report import charts, compare_frameworks, provenance, stats
 from orchestrator.report.analysis import (
     METRICS,
     ModelAnalysis,
@@ -17,10 +17,9 @@ from orchestrator.report.analysis import (
     name,
     ratio_bounds,
 )
-from orchestrator.report.build import header, knob_values, method_block, text
+from orchestrator.report.build import header, method_block, text
 from orchestrator.report.document import Block, Document, table
 from orchestrator.report.resultset import ResultSet
-from orchestrator.results import schema
 
 
 def labels(a: ResultSet, b: ResultSet) -> tuple[str, str]:
@@ -91,8 +90,41 @@ def _ratio_chart(points: list[tuple[str, stats.Ratio]], label_a: str, label_b: s
     )
 
 
+def _common_blocks(a: ResultSet, b: ResultSet, out_dir: Path) -> list[Block]:
+    """What every comparison ends with: the knobs that differ, both sets' headers, the method."""
+    label_a, label_b = labels(a, b)
+    differing = compare_frameworks.differing_knobs(a, b)
+    return [
+        Block(
+            "What differs between the two sets",
+            table(["knob", label_a, label_b], differing, numeric=set())
+            if differing
+            else "Every knob recorded in runs.csv is equal: the sets differ only in where or when "
+            "they ran (see the headers below).",
+            anchor="differences",
+        ),
+        Block(f"A: {label_a}", "\n".join(f"- {line}" for line in header(a)), anchor="set-a"),
+        Block(f"B: {label_b}", "\n".join(f"- {line}" for line in header(b)), anchor="set-b"),
+        method_block(out_dir),
+    ]
+
+
+def _set_header(a: ResultSet, b: ResultSet, out_dir: Path) -> list[str]:
+    """A and B by label, each a link relative to where the comparison is written: the paths
+    given on the command line would be this machine's."""
+    return [
+        f"**{side}** [{text(label)}]({link})" if link else f"**{side}** {text(label)}"
+        for side, rs, label in zip("AB", (a, b), labels(a, b), strict=True)
+        for link in [provenance.relative_link(rs.path, out_dir)]
+    ]
+
+
 def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
     label_a, label_b = labels(a, b)
+    if compare_frameworks.different_frameworks(a, b):
+        return compare_frameworks.build(
+            a, b, (label_a, label_b), _set_header(a, b, out_dir), _common_blocks(a, b, out_dir)
+        )
     analyses_a, analyses_b = analyse(a), analyse(b)
     verdict, rows, accuracy, points = [], [], [], []
     for model, framework, runs_a, runs_b in _pairs(analyses_a, analyses_b):
@@ -148,13 +180,6 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
             f"{label_a} and {label_b} share no model and framework with a finished run: "
             "nothing to compare."
         )
-    differing = []
-    for column in schema.KNOB_COLUMNS:
-        values_a, values_b = knob_values(a.runs, column), knob_values(b.runs, column)
-        if values_a != values_b:
-            differing.append(
-                [column, text(", ".join(values_a) or "–"), text(", ".join(values_b) or "–")]
-            )
     intro = (
         f"Ratios are {label_b} / {label_a} for the same model and framework: ratio of geometric "
         "means over the repeats compared (trimmed alike with 5 or more), 95 % interval from "
@@ -188,21 +213,11 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
             "\n".join(f"- {line}." for line in accuracy) or "No accuracy to compare.",
             anchor="accuracy",
         ),
-        Block(
-            "What differs between the two sets",
-            table(["knob", label_a, label_b], differing, numeric=set())
-            if differing
-            else "Every knob recorded in runs.csv is equal: the sets differ only in where or when "
-            "they ran (see the headers below).",
-            anchor="differences",
-        ),
-        Block(f"A: {label_a}", "\n".join(f"- {line}" for line in header(a)), anchor="set-a"),
-        Block(f"B: {label_b}", "\n".join(f"- {line}" for line in header(b)), anchor="set-b"),
-        method_block(out_dir),
+        *_common_blocks(a, b, out_dir),
     ]
     return Document(
         title=f"fwbench compare: {label_a} (A) vs {label_b} (B)",
-        header=[f"**A** {text(a.path)}", f"**B** {text(b.path)}"],
+        header=_set_header(a, b, out_dir),
         verdict=verdict,
         warnings=warnings,
         implications=[],
