@@ -13,9 +13,12 @@ Methods (stated in the report and in docs/results.md):
   of consecutive windows absorb the windows' autocorrelation; the interval says how far the
   ratio could move within these runs, not from one run to the next (repeats say that: from two
   repeats on, the repeats' values are the units, as above);
-- an accuracy difference of single runs is Newcombe's hybrid score interval (his method 10: the
-  two Wilson score intervals combined) on the test-set size; over repeats it is Welch's t interval
-  of the difference of mean accuracies, clipped to -1..1.
+- an accuracy difference of single runs scored on the same test images is paired: McNemar's exact
+  test on the images one run got right and the other wrong, with Bonett and Price's adjusted Wald
+  interval for paired proportions; where the per-image results are missing, Newcombe's hybrid
+  score interval (his method 10: the two Wilson score intervals combined) on the test-set size,
+  as if the runs were independent samples; over repeats it is Welch's t interval of the
+  difference of mean accuracies, clipped to -1..1 (run-to-run variation dominates there).
 
 Clipping keeps the intervals' coverage: the true mean of a quantity lies within the quantity's own
 bounds, so the part of a t interval beyond them (wide with few repeats: with 2, the t quantile is
@@ -180,6 +183,8 @@ class Difference:
     ci_low: float
     ci_high: float
     method: str
+    # McNemar's exact two-sided p for a paired difference; None for the other methods.
+    p_value: float | None = None
 
     @property
     def detected(self) -> bool:
@@ -204,6 +209,35 @@ def proportion_difference(p_a: float, p_b: float, n_a: int, n_b: int) -> Differe
         d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
         d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2),
         f"Newcombe hybrid score interval at {n_a:,} test images",
+    )
+
+
+def paired_accuracy_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> Difference:
+    """accuracy(a) - accuracy(b) of two runs scored on the same test images, image by image
+    (correct_a[i], correct_b[i]: whether each got image i right). Only the discordant images
+    carry information: McNemar's exact test is the binomial test of one kind of discordance
+    among them; the interval is Bonett and Price's adjusted Wald interval for paired proportions
+    (Psychological Methods 17(1), 2012), clipped to -1..1."""
+    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    n = len(correct_a)
+    if n == 0 or len(correct_b) != n:
+        raise ValueError(f"paired results need the same images: {n} vs {len(correct_b)}")
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    discordant = only_a + only_b
+    p_value = stats.binomtest(only_a, discordant).pvalue if discordant else 1.0
+    p12, p21 = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
+    adjusted = p12 - p21
+    z = stats.norm.ppf(0.5 + CONFIDENCE / 2)
+    half = z * math.sqrt(max(p12 + p21 - adjusted**2, 0.0) / (n + 2))
+    low, high = clipped(adjusted - half, adjusted + half, DIFFERENCE_OF_PROPORTIONS)
+    return Difference(
+        (only_a - only_b) / n,
+        low,
+        high,
+        f"paired on {n:,} test images: {only_a:,} right only in the first, {only_b:,} only in "
+        f"the second; McNemar exact p = {p_value:.2g}",
+        p_value,
     )
 
 
