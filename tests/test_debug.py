@@ -5,6 +5,8 @@ injection and the tables directly."""
 from __future__ import annotations
 
 import re
+import traceback
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,9 +86,16 @@ def test_without_a_probe_every_hook_returns_what_it_was_given():
     data = datasets.synthetic(0, 16, 8)
     assert inject.dataset(data) is data
     assert inject.model_spec(tiny_spec().model) == tiny_spec().model
-    images = np.zeros((2, 32, 32, 3))
-    assert inject.inputs(images, "NHWC", np.transpose) is images
     assert not inject.eager
+
+
+@pytest.mark.parametrize("probe", ["none", *(p for p in injection.NAMES if p != "channel_order")])
+def test_a_run_without_the_layout_probe_trains_on_the_pipelines_own_batch_function(probe):
+    # Chosen once at set-up: a measured step then calls nothing of the probes.
+    def train_batch(k):
+        return np.zeros((2, 32, 32, 3)), np.zeros(2)
+
+    assert inject(probe).batches(train_batch, "NHWC", np.transpose) is train_batch
 
 
 def inject(probe: str, execution: str = "graph") -> injection.Injection:
@@ -115,10 +124,17 @@ def test_the_head_probe_adds_a_class_and_the_layout_probe_transposes_to_the_othe
     # The service has completed the spec from the dataset: 10 classes.
     model = tiny_spec(model__num_classes=10).model
     assert inject("head_classes").model_spec(model).num_classes == 11
-    nhwc = np.zeros((2, 32, 32, 3))
-    assert inject("channel_order").inputs(nhwc, "NHWC", np.transpose).shape == (2, 3, 32, 32)
-    nchw = np.zeros((2, 3, 32, 32))
-    assert inject("channel_order").inputs(nchw, "NCHW", np.transpose).shape == (2, 32, 32, 3)
+    labels = np.arange(2)
+    for layout, images, fed in (
+        ("NHWC", np.zeros((2, 32, 32, 3)), (2, 3, 32, 32)),
+        ("NCHW", np.zeros((2, 3, 32, 32)), (2, 32, 32, 3)),
+    ):
+        batches = inject("channel_order").batches(
+            lambda k, images=images: (images, labels), layout, np.transpose
+        )
+        x, y = batches(0)
+        assert x.shape == fed
+        assert y is labels
     assert inject("none", "eager").eager
 
 
@@ -130,6 +146,35 @@ def test_the_diverging_probe_multiplies_the_learning_rate_and_nothing_else():
     probed.ClearField("debug")
     probed.optimizer.learning_rate = spec.optimizer.learning_rate
     assert probed == spec
+
+
+def frame(path: Path, name: str, line: str = "") -> traceback.FrameSummary:
+    return traceback.FrameSummary(str(path), 1, name, line=line)
+
+
+def test_a_probed_jobs_traceback_reads_as_the_users_script_with_the_harness_left_out():
+    user_dir = injection.SERVICES / "pytorch"
+    harness_file = injection.SERVICES / "common" / "harness.py"
+    torch_file = Path("/venv/lib/python3.12/site-packages/torch/nn/functional.py")
+    frames = [
+        frame(Path(injection.__file__), "run", "trainer.train(spec, recorder)"),
+        frame(user_dir / "trainer.py", "train", "harness.train(spec, recorder, Training)"),
+        frame(harness_file, "train", "run.fit(recorder)"),
+        frame(user_dir / "trainer.py", "fit", "harness.run_epochs(...)"),
+        frame(harness_file, "run_epochs", "loop.train_steps(first, count)"),
+        frame(user_dir / "trainer.py", "train_steps", "self.step(x, y)"),
+        frame(user_dir / "trainer.py", "__call__", "loss = F.cross_entropy("),
+        frame(torch_file, "cross_entropy"),
+    ]
+    kept, entry = injection.as_written(frames, user_dir)
+    # As the loop written as one function would read: its line, the step's, then PyTorch's.
+    assert kept == frames[5:]
+    assert entry is frames[5]
+    # A job whose error comes out of the entry itself (Keras' fit) has no user line beyond it.
+    keras_fit = frame(Path("/venv/lib/python3.12/site-packages/keras/src/trainer.py"), "fit")
+    kept, entry = injection.as_written([*frames[:4], keras_fit], user_dir)
+    assert kept == [frames[3], keras_fit]
+    assert entry is frames[3]
 
 
 # ---- the CLI's refusals, before any service starts -----------------------------------------------

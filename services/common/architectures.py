@@ -81,6 +81,18 @@ class Block:
     post_act: str | None = None
 
 
+def block_sum(block, x):
+    """What a Block computes before its post_act, for a framework whose modules run as Python
+    on its own arrays (PyTorch, Flax NNX): `block` holds its convs as attributes named by
+    `block.branch` (and `block.shortcut`, or None), and the Block's `residual`."""
+    out = x
+    for name in block.branch:
+        out = getattr(block, name)(out)
+    if block.residual:
+        out = out + (getattr(block, block.shortcut)(x) if block.shortcut else x)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class MaxPool:
     """Max pooling. Padding, where there is any, follows a ReLU: zero padding then equals the

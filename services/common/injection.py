@@ -1,18 +1,21 @@
 """Debug probes: common mistakes injected into the same small training job in every framework, and
 what each framework then tells its user — framework-free, shared by every service.
 
-A probe is one mistake, written once here as a manipulation of the data, the spec or the model's
-spec. A trainer applies it through `Injection`, whose hooks it calls at four places:
+A probe is one mistake, written once here (PROBES) as a manipulation of the data, the spec, the
+model's spec or the batch's layout, and applied through `Injection`'s hooks:
 
     inject = injection.Injection(spec)                     a no-op unless spec.debug is set
-    dataset = inject.dataset(datasets.load(spec))          labels, pixels
-    model = models.build(inject.model_spec(spec.model))    the head
-    x = inject.inputs(x, "NCHW", torch.permute)            the layout fed to the model
+    dataset = inject.dataset(datasets.load(spec))          labels, pixels  (the harness)
+    model = models.build(inject.model_spec(spec.model))    the head        (the harness)
+    train_batch = inject.batches(pipeline.train_batch, "NCHW", torch.permute)
+                                                           the layout fed to the model
 
-and honours `inject.eager` (its eager execution mode). The learning rate is a spec manipulation
-made before train() is called (`probed_spec`). `run` (in the worker process, DebugProbe's mode)
-trains the probed job with `ProbeRecorder` in place of the service's recorder and turns what
-happened — an exception, a non-finite loss, or nothing — into a ProbeResult.
+Each hook is called once, when the run is set up (services/common/harness.py, and the trainer for
+the layout): a measured run calls nothing of the probes per step. A trainer honours
+`inject.eager` (its eager execution mode). The learning rate is a spec manipulation made before
+train() is called (`probed_spec`). `run` (in the worker process, DebugProbe's mode) trains the
+probed job with `ProbeRecorder` in place of the service's recorder and turns what happened — an
+exception, a non-finite loss, or nothing — into a ProbeResult.
 """
 
 from __future__ import annotations
@@ -44,8 +47,13 @@ MESSAGE_CHARS = 600
 # Multiplies the spec's learning rate: SGD then overshoots so far that the loss overflows within
 # a few steps in every framework (0.01 becomes 1e4; the spec's own bound does not apply to it).
 DIVERGING_LR_FACTOR = 1e6
-HARNESS_FILE = Path(__file__).resolve()
+# fwbench's own frames in a probed job's traceback: this module's run, and the trainer harness.
+HARNESS_FILES = {Path(__file__).resolve(), Path(__file__).resolve().with_name("harness.py")}
 SERVICES = frameworks.ROOT / "services"
+
+
+def _unchanged(value):
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +64,12 @@ class Probe:
     # Regular expressions (of the spec) one of which a helpful error message contains: the
     # offending layer's name, the shape numbers, the bad value or dtype.
     clues: Callable[[pb.TrainSpec], tuple[str, ...]]
+    # The mistake, made where it is made; every other hook leaves its value as it is.
+    dataset: Callable[[Dataset], Dataset] = _unchanged
+    model_spec: Callable[[pb.ModelSpec], pb.ModelSpec] = _unchanged
+    learning_rate_factor: float = 1.0
+    # The training batch is fed in the layout the model does not take (NHWC for NCHW, and back).
+    swaps_layout: bool = False
 
 
 def _all(*patterns: str) -> str:
@@ -71,6 +85,28 @@ def _stem(spec) -> str:
     return architectures.get(spec.model.name, spec.model.num_classes).units[0].name
 
 
+def _one_class_more(model: pb.ModelSpec) -> pb.ModelSpec:
+    out = type(model)()
+    out.CopyFrom(model)
+    out.num_classes += 1
+    return out
+
+
+def _with_labels(dataset: Dataset, change: Callable[[np.ndarray], np.ndarray]) -> Dataset:
+    return dataclasses.replace(
+        dataset,
+        train_labels=change(np.asarray(dataset.train_labels)),
+        test_labels=change(np.asarray(dataset.test_labels)),
+    )
+
+
+def _nan_pixel(dataset: Dataset) -> Dataset:
+    images = np.asarray(dataset.train_images, np.float32).copy()
+    # The centre survives every crop of the shared schedule (offsets up to 2 * PAD).
+    images[:, 16, 16, 0] = np.nan
+    return dataclasses.replace(dataset, train_images=images)
+
+
 PROBES = {
     p.name: p
     for p in (
@@ -78,26 +114,31 @@ PROBES = {
             "head_classes",
             "the model's head has num_classes + 1 outputs (a head built for another dataset)",
             lambda s: (rf"\b{_head(s)}\b", rf"\b{s.model.num_classes + 1}\b"),
+            model_spec=_one_class_more,
         ),
         Probe(
             "float_labels",
             "labels are float32 class numbers instead of integers",
             lambda s: (r"(?i)float",),
+            dataset=lambda d: _with_labels(d, lambda labels: labels.astype(np.float32)),
         ),
         Probe(
             "labels_out_of_range",
             "labels count from 1 (1..num_classes): the largest equals num_classes",
             lambda s: (rf"\b{s.model.num_classes}\b", r"(?i)out of (bounds|range)"),
+            dataset=lambda d: _with_labels(d, lambda labels: labels + 1),
         ),
         Probe(
             "nan_input",
             "every training image has one NaN pixel (its centre, first channel)",
             lambda s: (r"(?i)\bnan\b",),
+            dataset=_nan_pixel,
         ),
         Probe(
             "diverging_lr",
             f"the learning rate is {DIVERGING_LR_FACTOR:g} x the spec's (a typo in an exponent)",
             lambda s: (r"(?i)\b(nan|inf)\b",),
+            learning_rate_factor=DIVERGING_LR_FACTOR,
         ),
         Probe(
             "channel_order",
@@ -105,10 +146,13 @@ PROBES = {
             "where it takes NHWC",
             # The numbers of the probe: 32 (the size the model took for channels) and 3.
             lambda s: (rf"\b{_stem(s)}\b", _all(r"\b32\b", r"\b3\b")),
+            swaps_layout=True,
         ),
     )
 }
 NAMES = tuple(PROBES)
+# Every measured run: no mistake at all.
+NO_PROBE = Probe(NONE, "no mistake", lambda s: ())
 
 
 def check_request(probes, executions) -> tuple[list[str], list[str]]:
@@ -131,8 +175,7 @@ def probed_spec(spec: pb.TrainSpec, probe: str, execution: str) -> pb.TrainSpec:
     out = type(spec)()
     out.CopyFrom(spec)
     out.debug.probe, out.debug.execution = probe, execution
-    if probe == "diverging_lr":
-        out.optimizer.learning_rate *= DIVERGING_LR_FACTOR
+    out.optimizer.learning_rate *= PROBES.get(probe, NO_PROBE).learning_rate_factor
     return out
 
 
@@ -141,43 +184,29 @@ class Injection:
     (every measured run) each hook returns what it was given."""
 
     def __init__(self, spec: pb.TrainSpec):
-        self.probe = spec.debug.probe or NONE
+        self.probe = PROBES.get(spec.debug.probe, NO_PROBE)
         self.eager = spec.debug.execution == "eager"
 
     def dataset(self, dataset: Dataset) -> Dataset:
-        if self.probe == "float_labels":
-            return dataclasses.replace(
-                dataset,
-                train_labels=np.asarray(dataset.train_labels, np.float32),
-                test_labels=np.asarray(dataset.test_labels, np.float32),
-            )
-        if self.probe == "labels_out_of_range":
-            return dataclasses.replace(
-                dataset,
-                train_labels=np.asarray(dataset.train_labels) + 1,
-                test_labels=np.asarray(dataset.test_labels) + 1,
-            )
-        if self.probe == "nan_input":
-            images = np.asarray(dataset.train_images, np.float32).copy()
-            # The centre survives every crop of the shared schedule (offsets up to 2 * PAD).
-            images[:, 16, 16, 0] = np.nan
-            return dataclasses.replace(dataset, train_images=images)
-        return dataset
+        return self.probe.dataset(dataset)
 
     def model_spec(self, model: pb.ModelSpec) -> pb.ModelSpec:
-        if self.probe != "head_classes":
-            return model
-        out = type(model)()
-        out.CopyFrom(model)
-        out.num_classes += 1
-        return out
+        return self.probe.model_spec(model)
 
-    def inputs(self, images, layout: str, transpose: Callable):
-        """The training batch as the model receives it: `layout` (NCHW or NHWC) is what the
-        model takes; `transpose(images, permutation)` is the framework's own transpose."""
-        if self.probe != "channel_order":
-            return images
-        return transpose(images, (0, 2, 3, 1) if layout == "NCHW" else (0, 3, 1, 2))
+    def batches(self, train_batch: Callable, layout: str, transpose: Callable) -> Callable:
+        """The function that makes a training batch as the model receives it, from
+        `train_batch(...) -> (images, labels)`: `layout` (NCHW or NHWC) is what the model takes,
+        `transpose(images, permutation)` the framework's own transpose. Without the layout probe
+        it is train_batch itself, so that a measured loop calls nothing of the probes per step."""
+        if not self.probe.swaps_layout:
+            return train_batch
+        permutation = (0, 2, 3, 1) if layout == "NCHW" else (0, 3, 1, 2)
+
+        def swapped(*args):
+            images, labels = train_batch(*args)
+            return transpose(images, permutation), labels
+
+        return swapped
 
 
 class ProbeRecorder:
@@ -302,10 +331,10 @@ class TracebackFacts:
 
 def traceback_facts(error: BaseException, framework: str) -> TracebackFacts:
     """How the traceback a person would read looks: every frame of the exception and of those
-    chained to it, fwbench's harness left out; which lie in the framework's packages; and the
-    innermost frame of the user's own code (services/<framework>/). TensorFlow also writes the
-    Python stack where a failing graph op was defined into its message: a user file named there
-    counts as a user line."""
+    chained to it, as a script would show them (as_written); which lie in the framework's
+    packages; and the innermost frame of the user's own code (services/<framework>/) beyond the
+    entry. TensorFlow also writes the Python stack where a failing graph op was defined into its
+    message: a user file named there counts as a user line."""
     packages = set(frameworks.get(framework).packages)
     user_dir = SERVICES / framework
     frames: list[traceback.FrameSummary] = []
@@ -317,12 +346,10 @@ def traceback_facts(error: BaseException, framework: str) -> TracebackFacts:
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__
         )
-    frames = [f for f in frames if Path(f.filename).resolve() != HARNESS_FILE]
+    frames, entry = as_written(frames, user_dir)
     in_framework = sum(_package(f.filename) in packages for f in frames)
     user = [f for f in frames if _inside(f.filename, user_dir)]
-    beyond_entry = [
-        f for f in user if not (f.name == "train" and f.filename.endswith("trainer.py"))
-    ]
+    beyond_entry = [f for f in user if f is not entry]
     chosen = (beyond_entry or user)[-1:] if user else []
     user_frame = ""
     if chosen:
@@ -340,6 +367,30 @@ def traceback_facts(error: BaseException, framework: str) -> TracebackFacts:
         user_frame=user_frame,
         has_user_line=has_user_line,
     )
+
+
+def as_written(
+    frames: list[traceback.FrameSummary], user_dir: Path
+) -> tuple[list[traceback.FrameSummary], traceback.FrameSummary | None]:
+    """A probed job's frames as a user's training script would show them, and its entry frame.
+
+    The script's own main function is the trainer's: its `train`, and the methods of its Run and
+    Loop that the harness calls (fit, train_steps, evaluate, ...), which a user writes as one
+    function. fwbench's own frames (HARNESS_FILES) are left out, and those trainer frames are one
+    entry frame, the innermost of them: where that function was when the error came."""
+    kept: list[traceback.FrameSummary] = []
+    entry: traceback.FrameSummary | None = None
+    called_by_harness = False
+    for frame in frames:
+        if Path(frame.filename).resolve() in HARNESS_FILES:
+            called_by_harness = True
+            continue
+        if called_by_harness and _inside(frame.filename, user_dir):
+            kept = [f for f in kept if f is not entry]
+            entry = frame
+        kept.append(frame)
+        called_by_harness = False
+    return kept, entry
 
 
 def _package(filename: str) -> str:

@@ -14,12 +14,18 @@ split them differently (Keras has a ZeroPadding2D layer, PyTorch a conv argument
 
 Properties: the same keys from every framework; values that are numbers are formatted alike, so
 that equal settings read equal.
+
+Each framework reads its own layers (services/<framework>/models.py describe) and hands them to
+`description`; its trainer's inspect hands the probe's logits and losses to `report`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+import numpy as np
+
+from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
 from services.common import init
 from services.common.architectures import weight_layer_flops
@@ -55,3 +61,59 @@ def canonical_facts(spec, framework_default_init: str) -> dict[str, str]:
         "padding": arch.PADDING,
         "initializer": init.DESCRIPTION if spec.init == "shared" else framework_default_init,
     } | arch.get(spec.name, spec.num_classes).facts
+
+
+def description(
+    facts: dict[str, str],
+    *,
+    conv_biases: Sequence[bool],
+    dense_widths: Sequence[tuple[int, int]],
+    norms: Sequence[tuple[float, float]],
+    dropout_rates: Iterable[float],
+    bn_running_variance: str,
+    total_params: int,
+    trainable_params: int,
+    non_trainable_state: int,
+    weight_layers: Iterable[tuple[int, int]],
+) -> dict:
+    """A ModelReport's fields that describe the model, from its layers as a framework reads them:
+    whether each convolution has a bias, each dense layer's (inputs, outputs), each BatchNorm's
+    (momentum as the new statistic's weight, epsilon), every dropout's rate, and every
+    convolution's and dense layer's (weight elements, output positions). `facts`: what the layers
+    do not tell (canonical_facts); bn_running_variance: how the framework's BatchNorm updates it."""
+    properties = facts | {
+        "bn_momentum": distinct(momentum for momentum, _ in norms),
+        "bn_epsilon": distinct(epsilon for _, epsilon in norms),
+        "dropout": distinct(rate for rate in dropout_rates if rate > 0),
+        "conv_bias": conv_bias(sum(conv_biases), len(conv_biases)),
+        "dense_layers": dense_chain(dense_widths),
+    }
+    if norms:
+        properties["bn_running_variance"] = bn_running_variance
+    return {
+        "total_params": total_params,
+        "trainable_params": trainable_params,
+        "non_trainable_state": non_trainable_state,
+        "layer_count": len(conv_biases) + len(dense_widths) + len(norms),
+        "forward_flops_per_sample": forward_flops(weight_layers),
+        "properties": properties,
+    }
+
+
+def report(
+    request: pb.InspectRequest,
+    framework: str,
+    logits,
+    described: dict,
+    train_losses: list[float],
+) -> pb.ModelReport:
+    """Inspect's answer: the model `described` (description), its eval-mode `logits` on the
+    probe batch (any array NumPy reads) and the losses of its training steps on it."""
+    return pb.ModelReport(
+        framework=framework,
+        model=request.spec.model.name,
+        probe_logits=np.asarray(logits).ravel().tolist(),
+        probe_batch_size=request.probe_batch_size,
+        probe_train_losses=train_losses,
+        **described,
+    )

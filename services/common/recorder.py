@@ -1,6 +1,7 @@
 """Turns a trainer's hooks into TrainEvents: one bookkeeping for every framework.
 
-A trainer (the canonical PyTorch loop, a Keras callback) calls, in order:
+The trainer harness (services/common/harness.py: its train and run_epochs, or a trainer's
+Keras callback for the epochs) calls, in order:
 
     recorder.run_started(...)          after import, data load and model build
     recorder.train_begin()             just before the first step

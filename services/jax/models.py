@@ -96,12 +96,7 @@ class Block(nnx.Module):
         self.post_act = block.post_act
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = x
-        for name in self.branch:
-            out = getattr(self, name)(out)
-        if self.residual:
-            out = out + (getattr(self, self.shortcut)(x) if self.shortcut else x)
-        return _activation(self.post_act, out)
+        return _activation(self.post_act, arch.block_sum(self, x))
 
 
 class Dense(nnx.Module):
@@ -214,28 +209,20 @@ def _facts(spec: pb.ModelSpec) -> dict[str, str]:
 
 def describe(model: Canonical, spec: pb.ModelSpec) -> dict:
     modules = [m for _, m in nnx.iter_modules(model)]
-    convs = [m for m in modules if isinstance(m, nnx.Conv)]
-    dense = [m for m in modules if isinstance(m, nnx.Linear)]
-    norms = [m for m in modules if isinstance(m, nnx.BatchNorm)]
+    # Every nnx.Param trains: the optimizer is made over all of them (wrt=nnx.Param).
     params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    properties = _facts(spec) | {
-        "bn_momentum": model_report.distinct(1 - m.momentum for m in norms),
-        "bn_epsilon": model_report.distinct(m.epsilon for m in norms),
-        "dropout": model_report.distinct(
-            m.rate for m in modules if isinstance(m, nnx.Dropout) and m.rate > 0
-        ),
-        "conv_bias": model_report.conv_bias(sum(m.bias is not None for m in convs), len(convs)),
-        "dense_layers": model_report.dense_chain((m.in_features, m.out_features) for m in dense),
-    }
-    if norms:
-        properties["bn_running_variance"] = BN_RUNNING_VARIANCE
-    return {
-        "total_params": params,
-        "trainable_params": params,
-        "non_trainable_state": sum(
-            x.size for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat))
-        ),
-        "layer_count": len(convs) + len(dense) + len(norms),
-        "forward_flops_per_sample": model_report.forward_flops(_weight_layer_positions(model)),
-        "properties": properties,
-    }
+    return model_report.description(
+        _facts(spec),
+        conv_biases=[m.bias is not None for m in modules if isinstance(m, nnx.Conv)],
+        dense_widths=[
+            (m.in_features, m.out_features) for m in modules if isinstance(m, nnx.Linear)
+        ],
+        # Flax's momentum weighs the old statistic, as Keras' does.
+        norms=[(1 - m.momentum, m.epsilon) for m in modules if isinstance(m, nnx.BatchNorm)],
+        dropout_rates=[m.rate for m in modules if isinstance(m, nnx.Dropout)],
+        bn_running_variance=BN_RUNNING_VARIANCE,
+        total_params=params,
+        trainable_params=params,
+        non_trainable_state=sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat))),
+        weight_layers=_weight_layer_positions(model),
+    )

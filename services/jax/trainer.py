@@ -3,8 +3,9 @@
 The dataset lives on the device as uint8 arrays, and each batch is cut, augmented and normalised
 inside the compiled train step from the shared batch schedule, so no host-side data loader sits
 in the measured loop. JAX dispatches asynchronously: the loop only waits for the device where the
-recorder asks for progress. The loop reads top to bottom: set up, train an epoch, evaluate,
-report.
+recorder asks for progress. Training reads top to bottom: set up, load, build, then each epoch's
+steps, progress reports and evaluation, as services/common/harness.py runs them for every
+framework.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import time
 
 # friction: by default XLA reserves 75 % of GPU memory when the backend starts, and memory numbers
 # mean nothing; set before JAX starts its backends. XLA_PYTHON_CLIENT_PREALLOCATE=true in the
@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, injection, numerics, schedule
+from services.common import datasets, deploy, harness, injection, model_report, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.jax import models, serving
 
@@ -386,138 +386,131 @@ def eval_step(model, images, labels):
     return loss, (logits.argmax(-1) == labels).sum()
 
 
-def evaluate(model, pipeline: Pipeline) -> tuple[float, float]:
-    model.eval()
-    loss_sum = correct = 0
-    for x, y in pipeline.test_batches():
-        loss, right = eval_step(model, x, y)
-        loss_sum, correct = loss_sum + loss, correct + right
-    model.train()
-    count = len(pipeline.test_labels)
-    return float(loss_sum) / count, int(correct) / count  # float() waits for the device
+class Training(harness.Loop):
+    """One training run, in the order services/common/harness.py calls it: set up, load, build,
+    then every epoch through the loop's hooks below. Default: one nnx.jit step per call, as
+    Flax's guides write it, the epoch's sums added up from what each step returns."""
+
+    def __init__(self, spec: pb.TrainSpec, inject: injection.Injection):
+        self.spec = spec
+        self.inject = inject
+        self.device = resolve_device(spec.device)
+        self.settings = configure(spec, self.device)
+        self.settings["execution"] = "jax.disable_jit()" if inject.eager else "jax.jit (nnx.jit)"
+        # A debug probe's eager execution: every jit-compiled function runs as Python, op by op,
+        # as under `with jax.disable_jit()` (the worker process runs this one job).
+        jax.config.update("jax_disable_jit", inject.eager)
+        self.smoothing = spec.optimizer.label_smoothing
+        cpu = self.device.platform == "cpu"
+        self.framework_version = jax.__version__
+        self.device_name = "cpu" if cpu else self.device.device_kind
+        self.cuda_device_index = None if cpu else self.device.id
+
+    def load(self, dataset: datasets.Dataset) -> None:
+        self.pipeline = Pipeline(dataset, self.spec.batch_size)
+        jax.block_until_ready(self.pipeline.train_padded)
+        self.train_batch = self.inject.batches(self.pipeline.train_batch, "NHWC", jnp.transpose)
+
+    def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
+        self.model, self.optimizer, self.scale = training_objects(
+            self.spec, model_spec, total_steps
+        )
+        jax.block_until_ready(nnx.state((self.model, self.optimizer)))
+
+    def fit(self, recorder) -> None:
+        harness.run_epochs(self.spec, recorder, self, self.pipeline.train_samples)
+
+    # --- the loop, each epoch --------------------------------------------------------------
+
+    def begin_epoch(self, plan: schedule.EpochPlan) -> None:
+        self.pipeline.set_epoch(plan)
+
+    def zero_sums(self) -> None:
+        self.loss_sum = self.correct = self.window_loss_sum = 0
+
+    def train_steps(self, first: int, count: int) -> None:
+        """One step (steps_per_call is 1): batch `first`."""
+        # friction: a short last batch is a new shape, so XLA compiles the step once more,
+        # inside the first epoch's last step.
+        x, y = self.train_batch(first)
+        loss, right = train_step(self.model, self.optimizer, self.scale, x, y, self.smoothing)
+        self.loss_sum, self.correct = self.loss_sum + loss * len(y), self.correct + right
+        self.window_loss_sum = self.window_loss_sum + loss
+
+    def window_loss(self, steps: int) -> float:
+        return float(jax.block_until_ready(self.window_loss_sum)) / steps
+
+    def window_reported(self) -> None:
+        self.window_loss_sum = 0
+
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = correct = 0
+        for x, y in self.pipeline.test_batches():
+            loss, right = eval_step(self.model, x, y)
+            loss_sum, correct = loss_sum + loss, correct + right
+        self.model.train()
+        count = len(self.pipeline.test_labels)
+        return float(loss_sum) / count, int(correct) / count  # float() waits for the device
+
+    def epoch_sums(self) -> tuple[float, int]:
+        return float(self.loss_sum), int(self.correct)
+
+    # --- after training --------------------------------------------------------------------
+
+    def peak_memory(self) -> dict[str, int | None]:
+        stats = self.device.memory_stats()  # None on the CPU
+        return {"peak_framework_mem_bytes": stats.get("peak_bytes_in_use") if stats else None}
+
+    def deployment(self, diverged: bool) -> pb.Deployment:
+        """The trained model exported in JAX's serving format and measured, against its own
+        eval-mode outputs in strict fp32 (services/common/deploy.py)."""
+        self.model.eval()
+        cpu = self.device.platform == "cpu"
+        # The export is lowered under this precision too: it is part of the serialized program.
+        with jax.default_matmul_precision(MATMUL_PRECISION["fp32"]):
+            reference = np.asarray(predict(self.model, jnp.asarray(deploy.probe(self.spec.seed))))
+            formats = serving.formats(self.model, "cpu" if cpu else "cuda")
+            served_on = "cpu" if cpu else f"cuda:{self.device.id}"
+            return deploy.measure(self.spec, formats, reference, served_on, diverged)
 
 
-def peak_memory_bytes(device: jax.Device) -> int | None:
-    stats = device.memory_stats()  # None on the CPU
-    return stats.get("peak_bytes_in_use") if stats else None
+class TunedTraining(Training):
+    """Tuned: FunctionalStep's up to TUNED_STEPS_PER_EXECUTION steps of one batch size per
+    dispatch, the epoch's sums carried on the device."""
+
+    steps_per_call = schedule.TUNED_STEPS_PER_EXECUTION
+
+    def fit(self, recorder) -> None:
+        self.functional = FunctionalStep(
+            self.model, self.optimizer, self.scale, self.smoothing, Pipeline.cut
+        )
+        super().fit(recorder)
+
+    def zero_sums(self) -> None:
+        self.functional.zero_sums()
+
+    def train_steps(self, first: int, count: int) -> None:
+        # friction: a last call of fewer full batches, and the short last batch, are new shapes:
+        # XLA compiles the program for each inside the first epoch.
+        self.functional(self.pipeline.device_data(first), count, self.pipeline.size(first))
+
+    def window_loss(self, steps: int) -> float:
+        return float(jax.block_until_ready(self.functional.take_window_loss())) / steps
+
+    def window_reported(self) -> None:
+        """take_window_loss has restarted the window already."""
+
+    def end_epoch(self) -> None:
+        self.functional.sync()
+
+    def epoch_sums(self) -> tuple[float, int]:
+        loss_sum, correct, _ = self.functional.sums
+        return float(loss_sum), int(correct)
 
 
 def train(spec: pb.TrainSpec, recorder) -> None:
-    device = resolve_device(spec.device)
-    settings = configure(spec, device)
-    inject = injection.Injection(spec)
-    settings["execution"] = "jax.disable_jit()" if inject.eager else "jax.jit (nnx.jit)"
-    # A debug probe's eager execution: every jit-compiled function runs as Python, op by op, as
-    # under `with jax.disable_jit()` (the worker process runs this one job).
-    jax.config.update("jax_disable_jit", inject.eager)
-
-    start = time.perf_counter()
-    dataset = inject.dataset(datasets.load(spec))
-    pipeline = Pipeline(dataset, spec.batch_size)
-    jax.block_until_ready(pipeline.train_padded)
-    data_load_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    train_samples = len(dataset.train_labels)
-    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model, optimizer, scale = training_objects(
-        spec, inject.model_spec(spec.model), steps * spec.epochs
-    )
-    jax.block_until_ready(nnx.state((model, optimizer)))
-    build_s = time.perf_counter() - start
-
-    recorder.run_started(
-        framework_version=jax.__version__,
-        device_name="cpu" if device.platform == "cpu" else device.device_kind,
-        cuda_device_index=None if device.platform == "cpu" else device.id,
-        train_samples=train_samples,
-        test_samples=len(dataset.test_labels),
-        steps_per_epoch=steps,
-        data_load_s=data_load_s,
-        build_s=build_s,
-        settings=settings | {"data": dataset.description},
-    )
-
-    smoothing = spec.optimizer.label_smoothing
-    functional = (
-        FunctionalStep(model, optimizer, scale, smoothing, Pipeline.cut)
-        if spec.mode == "tuned"
-        else None
-    )
-    # One step per call in the default mode; in the tuned one, up to
-    # TUNED_STEPS_PER_EXECUTION steps of one batch size per dispatch.
-    calls = schedule.executions(
-        train_samples, spec.batch_size, schedule.steps_per_execution(spec.mode)
-    )
-    recorder.train_begin()
-    for epoch in range(spec.epochs):
-        pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
-        epoch_start = time.perf_counter()
-        # Sums stay on the device: reading them every step would synchronise every step.
-        loss_sum = correct = window_loss = 0
-        window_steps = 0
-        if functional:
-            functional.zero_sums()
-        for k, count in calls:
-            # friction: a short last batch is a new shape, so XLA compiles the step once more,
-            # inside the first epoch's last step (in the tuned mode, so does a last call of
-            # fewer than TUNED_STEPS_PER_EXECUTION full batches).
-            if functional:
-                functional(pipeline.device_data(k), count, pipeline.size(k))
-            else:
-                x, y = pipeline.train_batch(k)
-                x = inject.inputs(x, "NHWC", jnp.transpose)
-                loss, right = train_step(model, optimizer, scale, x, y, smoothing)
-                loss_sum, correct = loss_sum + loss * len(y), correct + right
-                window_loss = window_loss + loss
-            window_steps += count
-            if recorder.step_end(epoch, k + count):
-                if functional:
-                    window_loss = functional.take_window_loss()
-                recorder.progress(
-                    epoch, k + count, float(jax.block_until_ready(window_loss)) / window_steps
-                )
-                if recorder.diverged:
-                    break
-                window_loss, window_steps = 0, 0
-        if functional:
-            functional.sync()
-            loss_sum, correct, _ = functional.sums
-        if recorder.diverged:
-            # Training further on NaN/inf weights would measure nothing: what was measured stays.
-            break
-        # The epoch's last step always reports, so the device is synchronised here.
-        train_time_s = time.perf_counter() - epoch_start
-
-        eval_start = time.perf_counter()
-        test_loss, test_accuracy = evaluate(model, pipeline)
-        eval_time_s = time.perf_counter() - eval_start
-        recorder.epoch_end(
-            epoch,
-            train_loss=float(loss_sum) / train_samples,
-            train_accuracy=int(correct) / train_samples,
-            test_loss=test_loss,
-            test_accuracy=test_accuracy,
-            train_time_s=train_time_s,
-            eval_time_s=eval_time_s,
-        )
-
-    recorder.run_end(peak_framework_mem_bytes=peak_memory_bytes(device))
-    if spec.deploy.deploy_enabled:
-        recorder.deployment(deployment(spec, model, device, recorder.diverged))
-
-
-def deployment(spec: pb.TrainSpec, model, device: jax.Device, diverged: bool) -> pb.Deployment:
-    """The trained model exported in JAX's serving format and measured, against its own
-    eval-mode outputs in strict fp32 (services/common/deploy.py)."""
-    model.eval()
-    cpu = device.platform == "cpu"
-    # The export is lowered under this precision too: it is part of the serialized program.
-    with jax.default_matmul_precision(MATMUL_PRECISION["fp32"]):
-        reference = np.asarray(predict(model, jnp.asarray(deploy.probe(spec.seed))))
-        formats = serving.formats(model, "cpu" if cpu else "cuda")
-        served_on = "cpu" if cpu else f"cuda:{device.id}"
-        return deploy.measure(spec, formats, reference, served_on, diverged)
+    harness.train(spec, recorder, TunedTraining if spec.mode == "tuned" else Training)
 
 
 def probe_train_losses(model, spec: pb.TrainSpec, probe: jax.Array, steps: int) -> list[float]:
@@ -542,11 +535,5 @@ def inspect(request: pb.InspectRequest) -> pb.ModelReport:
     model.eval()
     logits = predict(model, probe)
     description = models.describe(model, spec.model)
-    return pb.ModelReport(
-        framework=FRAMEWORK,
-        model=spec.model.name,
-        probe_logits=np.asarray(logits).ravel().tolist(),
-        probe_batch_size=request.probe_batch_size,
-        probe_train_losses=probe_train_losses(model, spec, probe, request.train_steps),
-        **description,
-    )
+    losses = probe_train_losses(model, spec, probe, request.train_steps)
+    return model_report.report(request, FRAMEWORK, logits, description, losses)

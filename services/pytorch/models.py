@@ -84,12 +84,7 @@ class Block(nn.Module):
         self.post_act = _activation(block.post_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for name in self.branch:
-            out = getattr(self, name)(out)
-        if self.residual:
-            out = out + (getattr(self, self.shortcut)(x) if self.shortcut else x)
-        return self.post_act(out)
+        return self.post_act(arch.block_sum(self, x))
 
 
 def _module(unit: arch.Unit) -> nn.Module:
@@ -177,28 +172,18 @@ def _facts(spec: pb.ModelSpec) -> dict[str, str]:
 
 def describe(model: nn.Module, spec: pb.ModelSpec) -> dict:
     modules = list(model.modules())
-    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
-    dense = [m for m in modules if isinstance(m, nn.Linear)]
-    norms = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
     params = list(model.parameters())
-    properties = _facts(spec) | {
-        "bn_momentum": model_report.distinct(m.momentum for m in norms),
-        "bn_epsilon": model_report.distinct(m.eps for m in norms),
-        "dropout": model_report.distinct(
-            m.p for m in modules if isinstance(m, nn.Dropout) and m.p > 0
-        ),
-        "conv_bias": model_report.conv_bias(sum(m.bias is not None for m in convs), len(convs)),
-        "dense_layers": model_report.dense_chain((m.in_features, m.out_features) for m in dense),
-    }
-    if norms:
-        properties["bn_running_variance"] = BN_RUNNING_VARIANCE
-    return {
-        "total_params": sum(p.numel() for p in params),
-        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
-        "non_trainable_state": sum(
+    return model_report.description(
+        _facts(spec),
+        conv_biases=[m.bias is not None for m in modules if isinstance(m, nn.Conv2d)],
+        dense_widths=[(m.in_features, m.out_features) for m in modules if isinstance(m, nn.Linear)],
+        norms=[(m.momentum, m.eps) for m in modules if isinstance(m, nn.BatchNorm2d)],
+        dropout_rates=[m.p for m in modules if isinstance(m, nn.Dropout)],
+        bn_running_variance=BN_RUNNING_VARIANCE,
+        total_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        non_trainable_state=sum(
             b.numel() for name, b in model.named_buffers() if "num_batches_tracked" not in name
         ),
-        "layer_count": len(convs) + len(dense) + len(norms),
-        "forward_flops_per_sample": model_report.forward_flops(_weight_layer_positions(model)),
-        "properties": properties,
-    }
+        weight_layers=_weight_layer_positions(model),
+    )

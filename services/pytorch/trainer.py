@@ -2,13 +2,13 @@
 
 The dataset lives on the device as uint8 tensors (GPU-resident on CUDA), and each batch is cut,
 augmented and normalised there from the shared batch schedule, so no host-side data loader sits
-in the measured loop. The loop reads top to bottom: set up, train an epoch, evaluate, report.
+in the measured loop. Training reads top to bottom: set up, load, build, then each epoch's steps,
+progress reports and evaluation, as services/common/harness.py runs them for every framework.
 """
 
 from __future__ import annotations
 
 import platform
-import time
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, injection, numerics, schedule
+from services.common import datasets, deploy, harness, injection, model_report, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.pytorch import models, serving
 
@@ -236,19 +236,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def evaluate(model, pipeline: Pipeline, spec: pb.TrainSpec, device) -> tuple[float, float]:
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    with torch.inference_mode(), autocast(spec, device):
-        for x, y in pipeline.test_batches():
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-    count = len(pipeline.test_labels)
-    return loss_sum.item() / count, correct.item() / count  # .item() synchronises
-
-
 class TrainStep:
     """One training step of the canonical loop: forward, loss, backward, optimizer step. The
     epoch's sums stay on the device (reading them every step would synchronise every step) and
@@ -282,117 +269,118 @@ class TrainStep:
         self.window_loss += loss
 
 
+class Training(harness.Loop):
+    """One training run of the canonical loop, in the order services/common/harness.py calls it:
+    set up, load, build, then every epoch through the loop's hooks below."""
+
+    def __init__(self, spec: pb.TrainSpec, inject: injection.Injection):
+        self.spec = spec
+        self.inject = inject
+        self.device = resolve_device(spec.device)
+        self.graphed = graphed(spec, self.device)
+        if self.graphed and (spec.compile or spec.precision == "fp16"):
+            raise SpecError(
+                "mode: 'tuned' captures the whole step in a CUDA graph itself, which neither "
+                "torch.compile (compile) nor fp16's dynamic loss scaling (precision) can join; "
+                "drop compile, or use precision bf16 or fp32"
+            )
+        self.settings = configure(spec, self.device)
+        self.memory_format = torch.channels_last if self.graphed else torch.contiguous_format
+        # PyTorch's one graph mode is torch.compile: a debug probe's "graph" execution is eager
+        # too, unless the spec compiles.
+        self.compiled = spec.compile and not inject.eager
+        self.settings["execution"] = "torch.compile" if self.compiled else "eager"
+        self.framework_version = torch.__version__
+        cuda = self.device.type == "cuda"
+        self.device_name = torch.cuda.get_device_name(self.device) if cuda else "cpu"
+        self.cuda_device_index = self.device.index if cuda else None
+
+    def load(self, dataset: datasets.Dataset) -> None:
+        self.pipeline = Pipeline(dataset, self.device, self.spec.batch_size, self.memory_format)
+        self.train_samples = len(dataset.train_labels)
+        self.train_batch = self.inject.batches(self.pipeline.train_batch, "NCHW", torch.permute)
+
+    def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
+        model = models.build(model_spec, self.spec.seed)
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        optimizer, self.lr_schedule = make_optimizer(
+            self.spec, self.model, total_steps, capturable=self.graphed
+        )
+        forward = torch.compile(self.model) if self.compiled else self.model
+        self.train_step = TrainStep(self.spec, forward, optimizer, self.device)
+        self.step = self.train_step
+        sync(self.device)
+
+    def fit(self, recorder) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        harness.run_epochs(self.spec, recorder, self, self.train_samples)
+
+    # --- the loop, each epoch --------------------------------------------------------------
+
+    def begin_epoch(self, plan: schedule.EpochPlan) -> None:
+        self.pipeline.set_epoch(plan)
+        self.model.train()
+        sync(self.device)
+
+    def zero_sums(self) -> None:
+        self.train_step.loss_sum.zero_()
+        self.train_step.correct.zero_()
+
+    def train_steps(self, first: int, count: int) -> None:
+        """One step (steps_per_call is 1): batch `first`."""
+        x, y = self.train_batch(first)
+        if self.graphed and self.step is self.train_step:
+            self.step = CapturedStep(self.train_step, self.spec.batch_size, x, y)
+        self.step(x, y)
+        self.lr_schedule.step()
+
+    def window_loss(self, steps: int) -> float:
+        return (self.train_step.window_loss / steps).item()
+
+    def window_reported(self) -> None:
+        self.train_step.window_loss.zero_()
+
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        with torch.inference_mode(), autocast(self.spec, self.device):
+            for x, y in self.pipeline.test_batches():
+                logits = self.model(x)
+                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+                correct += (logits.argmax(1) == y).sum()
+        count = len(self.pipeline.test_labels)
+        return loss_sum.item() / count, correct.item() / count  # .item() synchronises
+
+    def epoch_sums(self) -> tuple[float, int]:
+        return self.train_step.loss_sum.item(), self.train_step.correct.item()
+
+    # --- after training --------------------------------------------------------------------
+
+    def peak_memory(self) -> dict[str, int]:
+        if self.device.type != "cuda":
+            return {}
+        return {
+            "peak_framework_mem_bytes": torch.cuda.max_memory_allocated(self.device),
+            "peak_framework_reserved_bytes": torch.cuda.max_memory_reserved(self.device),
+        }
+
+    def deployment(self, diverged: bool) -> pb.Deployment:
+        """The trained model exported in PyTorch's serving formats and measured, against its own
+        eval-mode outputs in strict fp32 (services/common/deploy.py)."""
+        serving.strict_fp32()
+        self.model.eval()
+        probe = torch.from_numpy(deploy.probe(self.spec.seed)).permute(0, 3, 1, 2)
+        probe = probe.contiguous().to(self.device)
+        with torch.inference_mode():
+            reference = self.model(probe).float().cpu().numpy()
+        formats = serving.formats(self.model, probe)
+        return deploy.measure(self.spec, formats, reference, str(self.device), diverged)
+
+
 def train(spec: pb.TrainSpec, recorder) -> None:
-    device = resolve_device(spec.device)
-    if graphed(spec, device) and (spec.compile or spec.precision == "fp16"):
-        raise SpecError(
-            "mode: 'tuned' captures the whole step in a CUDA graph itself, which neither "
-            "torch.compile (compile) nor fp16's dynamic loss scaling (precision) can join; "
-            "drop compile, or use precision bf16 or fp32"
-        )
-    settings = configure(spec, device)
-    memory_format = torch.channels_last if graphed(spec, device) else torch.contiguous_format
-    inject = injection.Injection(spec)
-    # PyTorch's one graph mode is torch.compile: a debug probe's "graph" execution is eager too,
-    # unless the spec compiles.
-    compiled = spec.compile and not inject.eager
-    settings["execution"] = "torch.compile" if compiled else "eager"
-
-    start = time.perf_counter()
-    dataset = inject.dataset(datasets.load(spec))
-    pipeline = Pipeline(dataset, device, spec.batch_size, memory_format)
-    data_load_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    train_samples = len(dataset.train_labels)
-    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model = models.build(inject.model_spec(spec.model), spec.seed)
-    model = model.to(device, memory_format=memory_format)
-    optimizer, lr_schedule = make_optimizer(
-        spec, model, steps * spec.epochs, capturable=graphed(spec, device)
-    )
-    forward = torch.compile(model) if compiled else model
-    train_step = TrainStep(spec, forward, optimizer, device)
-    sync(device)
-    build_s = time.perf_counter() - start
-
-    recorder.run_started(
-        framework_version=torch.__version__,
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        cuda_device_index=device.index if device.type == "cuda" else None,
-        train_samples=train_samples,
-        test_samples=len(dataset.test_labels),
-        steps_per_epoch=steps,
-        data_load_s=data_load_s,
-        build_s=build_s,
-        settings=settings | {"data": dataset.description},
-    )
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    step = train_step
-    recorder.train_begin()
-    for epoch in range(spec.epochs):
-        pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
-        model.train()
-        sync(device)
-        epoch_start = time.perf_counter()
-        train_step.loss_sum.zero_()
-        train_step.correct.zero_()
-        window_steps = 0
-        for k in range(steps):
-            x, y = pipeline.train_batch(k)
-            x = inject.inputs(x, "NCHW", torch.permute)
-            if graphed(spec, device) and step is train_step:
-                step = CapturedStep(train_step, spec.batch_size, x, y)
-            step(x, y)
-            lr_schedule.step()
-            window_steps += 1
-            if recorder.step_end(epoch, k + 1):
-                recorder.progress(epoch, k + 1, (train_step.window_loss / window_steps).item())
-                if recorder.diverged:
-                    break
-                train_step.window_loss.zero_()
-                window_steps = 0
-        if recorder.diverged:
-            # Training further on NaN/inf weights would measure nothing: what was measured stays.
-            break
-        # The epoch's last step always reports, so the device is synchronised here.
-        train_time_s = time.perf_counter() - epoch_start
-
-        eval_start = time.perf_counter()
-        test_loss, test_accuracy = evaluate(model, pipeline, spec, device)
-        eval_time_s = time.perf_counter() - eval_start
-        recorder.epoch_end(
-            epoch,
-            train_loss=train_step.loss_sum.item() / train_samples,
-            train_accuracy=train_step.correct.item() / train_samples,
-            test_loss=test_loss,
-            test_accuracy=test_accuracy,
-            train_time_s=train_time_s,
-            eval_time_s=eval_time_s,
-        )
-
-    if device.type == "cuda":
-        recorder.run_end(
-            peak_framework_mem_bytes=torch.cuda.max_memory_allocated(device),
-            peak_framework_reserved_bytes=torch.cuda.max_memory_reserved(device),
-        )
-    else:
-        recorder.run_end()
-    if spec.deploy.deploy_enabled:
-        recorder.deployment(deployment(spec, model, device, recorder.diverged))
-
-
-def deployment(spec: pb.TrainSpec, model, device: torch.device, diverged: bool) -> pb.Deployment:
-    """The trained model exported in PyTorch's serving formats and measured, against its own
-    eval-mode outputs in strict fp32 (services/common/deploy.py)."""
-    serving.strict_fp32()
-    model.eval()
-    probe = torch.from_numpy(deploy.probe(spec.seed)).permute(0, 3, 1, 2).contiguous().to(device)
-    with torch.inference_mode():
-        reference = model(probe).float().cpu().numpy()
-    return deploy.measure(spec, serving.formats(model, probe), reference, str(device), diverged)
+    harness.train(spec, recorder, Training)
 
 
 def probe_train_losses(model, spec: pb.TrainSpec, probe: torch.Tensor, steps: int) -> list[float]:
@@ -422,11 +410,5 @@ def inspect(request: pb.InspectRequest) -> pb.ModelReport:
     with torch.inference_mode():
         logits = model(probe)
     description = models.describe(model, spec.model)
-    return pb.ModelReport(
-        framework=FRAMEWORK,
-        model=spec.model.name,
-        probe_logits=logits.flatten().tolist(),
-        probe_batch_size=request.probe_batch_size,
-        probe_train_losses=probe_train_losses(model, spec, probe, request.train_steps),
-        **description,
-    )
+    losses = probe_train_losses(model, spec, probe, request.train_steps)
+    return model_report.report(request, FRAMEWORK, logits.numpy(), description, losses)

@@ -179,32 +179,27 @@ def describe(model: keras.Model, spec: pb.ModelSpec) -> dict:
         layer for layer in model.layers if isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D)
     ]
     dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
-    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    facts = _facts(spec)
+    if getattr(model.layers[-1], "activation", None) is keras.activations.softmax:
+        facts["output"] = "probabilities (softmax)"
     # Every Keras weight that is not trainable here is BatchNorm state, not a parameter.
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
-    properties = _facts(spec) | {
+    return model_report.description(
+        facts,
+        conv_biases=[layer.use_bias for layer in convs],
+        dense_widths=[tuple(layer.kernel.shape) for layer in dense],
         # Keras' momentum weighs the old statistic; reported as the new one's weight, like PyTorch.
-        "bn_momentum": model_report.distinct(1 - layer.momentum for layer in norms),
-        "bn_epsilon": model_report.distinct(layer.epsilon for layer in norms),
-        "dropout": model_report.distinct(
-            layer.rate
+        norms=[
+            (1 - layer.momentum, layer.epsilon)
             for layer in model.layers
-            if isinstance(layer, layers.Dropout) and layer.rate > 0
-        ),
-        "conv_bias": model_report.conv_bias(sum(layer.use_bias for layer in convs), len(convs)),
-        "dense_layers": model_report.dense_chain(tuple(layer.kernel.shape) for layer in dense),
-    }
-    if norms:
-        properties["bn_running_variance"] = BN_RUNNING_VARIANCE
-    if getattr(model.layers[-1], "activation", None) is keras.activations.softmax:
-        properties["output"] = "probabilities (softmax)"
-    return {
-        "total_params": trainable,
-        "trainable_params": trainable,
-        "non_trainable_state": sum(math.prod(w.shape) for w in model.non_trainable_weights),
-        "layer_count": len(convs) + len(dense) + len(norms),
-        "forward_flops_per_sample": model_report.forward_flops(
+            if isinstance(layer, layers.BatchNormalization)
+        ],
+        dropout_rates=[layer.rate for layer in model.layers if isinstance(layer, layers.Dropout)],
+        bn_running_variance=BN_RUNNING_VARIANCE,
+        total_params=trainable,
+        trainable_params=trainable,
+        non_trainable_state=sum(math.prod(w.shape) for w in model.non_trainable_weights),
+        weight_layers=[
             (math.prod(layer.kernel.shape), _output_positions(layer)) for layer in convs + dense
-        ),
-        "properties": properties,
-    }
+        ],
+    )

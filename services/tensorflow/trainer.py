@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, deploy, injection, numerics, schedule
+from services.common import datasets, deploy, harness, injection, model_report, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
 from services.tensorflow import models, serving
 
@@ -136,7 +136,7 @@ class Pipeline:
     ):
         self.batch_size = batch_size
         self.num_classes = num_classes
-        # A debug probe's hook on the batches fed to the model (a no-op in every measured run).
+        # A debug probe's layout of the batches fed to the model (none in every measured run).
         self.inject = inject or injection.Injection(pb.TrainSpec())
         self.train_samples = len(dataset.train_labels)
         self.test_samples = len(dataset.test_labels)
@@ -182,8 +182,7 @@ class Pipeline:
     def _train_batch(self, plan: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         order = plan[0, k * self.batch_size : (k + 1) * self.batch_size]
         labels = tf.gather(self.train_labels, order)
-        images = self.inject.inputs(self._normalise(self._augmented(plan, k)), "NHWC", tf.transpose)
-        return images, tf.one_hot(labels, self.num_classes)
+        return self._normalise(self._augmented(plan, k)), tf.one_hot(labels, self.num_classes)
 
     def train_dataset(self) -> tf.data.Dataset:
         """One epoch's batches: each iteration of this dataset cuts the epoch that set_epoch set
@@ -201,8 +200,9 @@ class Pipeline:
             output_signature=tf.TensorSpec((4, self.train_samples), tf.int64),
         )
         batches = plans.flat_map(lambda plan: tf.data.Dataset.range(steps).map(lambda k: (plan, k)))
+        train_batch = self.inject.batches(self._train_batch, "NHWC", tf.transpose)
         return (
-            batches.map(self._train_batch, num_parallel_calls=tf.data.AUTOTUNE)
+            batches.map(train_batch, num_parallel_calls=tf.data.AUTOTUNE)
             # Known, so that Keras counts an epoch's executions instead of running into its end.
             .apply(tf.data.experimental.assert_cardinality(steps))
             .prefetch(tf.data.AUTOTUNE)
@@ -352,75 +352,70 @@ class RecorderCallback(keras.callbacks.Callback):
         )
 
 
-def train(spec: pb.TrainSpec, recorder) -> None:
-    gpu = resolve_device(spec.device)
-    settings = configure(spec, gpu)
-    inject = injection.Injection(spec)
-    settings["execution"] = (
-        "keras fit, run_eagerly=True"
-        if inject.eager
-        else f"keras fit, tf.function{' + xla' if xla(spec) else ''}"
-    )
+class Training:
+    """One training run, in the order services/common/harness.py calls it: set up, load, build,
+    then Keras' fit, with RecorderCallback as the recorder's hooks."""
 
-    start = time.perf_counter()
-    dataset = inject.dataset(datasets.load(spec))
-    pipeline = Pipeline(dataset, spec.batch_size, spec.model.num_classes, inject)
-    data_load_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    train_samples = len(dataset.train_labels)
-    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
-    model = models.build(inject.model_spec(spec.model), spec.seed)
-    from_logits = compile_for_training(model, spec, steps * spec.epochs, with_metrics=True)
-    build_s = time.perf_counter() - start
-
-    recorder.run_started(
-        framework_version=tf.__version__,
-        device_name=gpu_name(gpu) if gpu else "cpu",
-        cuda_device_index=0 if gpu else None,
-        train_samples=train_samples,
-        test_samples=len(dataset.test_labels),
-        steps_per_epoch=steps,
-        data_load_s=data_load_s,
-        build_s=build_s,
-        settings=settings | {"data": dataset.description, "from_logits": str(from_logits).lower()},
-    )
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-
-    model.fit(
-        pipeline.train_dataset(),
-        epochs=spec.epochs,
-        validation_data=pipeline.test_dataset(),
-        # friction: the shared schedule has already shuffled; this only silences Keras' warning.
-        shuffle=False,
-        callbacks=[
-            EpochPlans(pipeline, spec.seed, spec.data.augment),
-            RecorderCallback(recorder, spec.batch_size, train_samples),
-        ],
-        # Our callback reports progress; Keras' progress bar would print to the service's stdout.
-        verbose=0,
-    )
-
-    if gpu:
-        recorder.run_end(
-            peak_framework_mem_bytes=tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    def __init__(self, spec: pb.TrainSpec, inject: injection.Injection):
+        self.spec = spec
+        self.inject = inject
+        self.gpu = resolve_device(spec.device)
+        self.settings = configure(spec, self.gpu)
+        self.settings["execution"] = (
+            "keras fit, run_eagerly=True"
+            if inject.eager
+            else f"keras fit, tf.function{' + xla' if xla(spec) else ''}"
         )
-    else:
-        recorder.run_end()
-    if spec.deploy.deploy_enabled:
-        recorder.deployment(deployment(spec, model, gpu, recorder.diverged))
+        self.framework_version = tf.__version__
+        self.device_name = gpu_name(self.gpu) if self.gpu else "cpu"
+        self.cuda_device_index = 0 if self.gpu else None
+
+    def load(self, dataset: datasets.Dataset) -> None:
+        self.pipeline = Pipeline(
+            dataset, self.spec.batch_size, self.spec.model.num_classes, self.inject
+        )
+
+    def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
+        self.model = models.build(model_spec, self.spec.seed)
+        from_logits = compile_for_training(self.model, self.spec, total_steps, with_metrics=True)
+        self.settings["from_logits"] = str(from_logits).lower()
+
+    def fit(self, recorder) -> None:
+        if self.gpu:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        spec = self.spec
+        self.model.fit(
+            self.pipeline.train_dataset(),
+            epochs=spec.epochs,
+            validation_data=self.pipeline.test_dataset(),
+            # friction: the shared schedule has already shuffled; this only silences Keras'
+            # warning.
+            shuffle=False,
+            callbacks=[
+                EpochPlans(self.pipeline, spec.seed, spec.data.augment),
+                RecorderCallback(recorder, spec.batch_size, self.pipeline.train_samples),
+            ],
+            # Our callback reports progress; Keras' progress bar would print to the service's
+            # stdout.
+            verbose=0,
+        )
+
+    def peak_memory(self) -> dict[str, int]:
+        if not self.gpu:
+            return {}
+        return {"peak_framework_mem_bytes": tf.config.experimental.get_memory_info("GPU:0")["peak"]}
+
+    def deployment(self, diverged: bool) -> pb.Deployment:
+        """The trained model exported in TensorFlow's serving formats and measured, against its
+        own eval-mode outputs in strict fp32 (services/common/deploy.py)."""
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        reference = np.asarray(self.model(deploy.probe(self.spec.seed), training=False), np.float32)
+        device = "cuda:0" if self.gpu else "cpu"
+        return deploy.measure(self.spec, serving.formats(self.model), reference, device, diverged)
 
 
-def deployment(
-    spec: pb.TrainSpec, model: keras.Model, gpu: tf.config.PhysicalDevice | None, diverged: bool
-) -> pb.Deployment:
-    """The trained model exported in TensorFlow's serving formats and measured, against its own
-    eval-mode outputs in strict fp32 (services/common/deploy.py)."""
-    tf.config.experimental.enable_tensor_float_32_execution(False)
-    reference = np.asarray(model(deploy.probe(spec.seed), training=False), np.float32)
-    device = "cuda:0" if gpu else "cpu"
-    return deploy.measure(spec, serving.formats(model), reference, device, diverged)
+def train(spec: pb.TrainSpec, recorder) -> None:
+    harness.train(spec, recorder, Training)
 
 
 def xla(spec: pb.TrainSpec) -> bool:
@@ -481,11 +476,5 @@ def inspect(request: pb.InspectRequest) -> pb.ModelReport:
     probe = datasets.probe_batch(spec.seed, request.probe_batch_size)
     logits = model(probe, training=False)
     description = models.describe(model, spec.model)
-    return pb.ModelReport(
-        framework=FRAMEWORK,
-        model=spec.model.name,
-        probe_logits=np.asarray(logits).ravel().tolist(),
-        probe_batch_size=request.probe_batch_size,
-        probe_train_losses=probe_train_losses(model, spec, probe, request.train_steps),
-        **description,
-    )
+    losses = probe_train_losses(model, spec, probe, request.train_steps)
+    return model_report.report(request, FRAMEWORK, logits, description, losses)

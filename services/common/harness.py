@@ -1,0 +1,181 @@
+"""What every trainer does around its framework's own code: one bookkeeping for all of them.
+
+A trainer (services/<framework>/trainer.py) writes only what its framework writes: the device and
+its knobs, the input pipeline, the model, the training step and its loop (Keras' `fit`, or the
+hooks of `Loop`). `train` runs a job through it, in the recorder's order
+(services/common/recorder.py):
+
+    run = start(spec, inject)                the device resolved, the spec's knobs applied
+    run.load(dataset)                        timed: data_load_s (injection's dataset)
+    run.build(model_spec, total_steps)       timed: build_s (injection's model spec)
+    recorder.run_started(...)
+    run.fit(recorder)                        every epoch: run_epochs, or Keras' fit
+    recorder.run_end(**run.peak_memory())
+    recorder.deployment(run.deployment(recorder.diverged))   when the spec asks for it
+
+`run_epochs` is the epoch loop of a framework whose loop is our own (PyTorch, JAX), written once
+with the recorder's measuring rules: the device is synchronised only where the recorder asks for
+progress (and by the evaluation), never per step; an epoch's training time runs from its first
+step to its last report, which synchronises; a non-finite window loss stops training.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from fwbench.v1 import trainer_pb2 as pb
+from services.common import datasets, injection, schedule
+
+
+class Run(Protocol):
+    """One training job of a framework, made by its trainer's start(spec, inject) after it has
+    resolved the device and applied the spec's knobs."""
+
+    # For RunStarted.
+    framework_version: str
+    device_name: str
+    # The CUDA device the telemetry sampler watches, None on the CPU.
+    cuda_device_index: int | None
+    # The resolved settings (services/common/recorder.py run_started); the harness adds "data".
+    settings: dict[str, str]
+
+    def load(self, dataset: datasets.Dataset) -> None:
+        """Puts the dataset where training reads it; returns once it is there."""
+
+    def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
+        """Builds the model and its optimizer (a schedule of total_steps); returns once they
+        are on the device."""
+
+    def fit(self, recorder) -> None:
+        """Trains every epoch, reporting through the recorder's hooks."""
+
+    def peak_memory(self) -> dict[str, int | None]:
+        """The framework's peak memory counters, as the recorder's run_end takes them."""
+
+    def deployment(self, diverged: bool) -> pb.Deployment:
+        """The trained model in the framework's serving formats, measured (deploy.measure)."""
+
+
+def train(
+    spec: pb.TrainSpec, recorder, start: Callable[[pb.TrainSpec, injection.Injection], Run]
+) -> None:
+    """Trains spec through the Run that start makes, reporting to the recorder (see above)."""
+    inject = injection.Injection(spec)
+    run = start(spec, inject)
+
+    start_s = time.perf_counter()
+    dataset = inject.dataset(datasets.load(spec))
+    run.load(dataset)
+    data_load_s = time.perf_counter() - start_s
+
+    start_s = time.perf_counter()
+    train_samples = len(dataset.train_labels)
+    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
+    run.build(inject.model_spec(spec.model), steps * spec.epochs)
+    build_s = time.perf_counter() - start_s
+
+    recorder.run_started(
+        framework_version=run.framework_version,
+        device_name=run.device_name,
+        cuda_device_index=run.cuda_device_index,
+        train_samples=train_samples,
+        test_samples=len(dataset.test_labels),
+        steps_per_epoch=steps,
+        data_load_s=data_load_s,
+        build_s=build_s,
+        settings=run.settings | {"data": dataset.description},
+    )
+    run.fit(recorder)
+    recorder.run_end(**run.peak_memory())
+    if spec.deploy.deploy_enabled:
+        recorder.deployment(run.deployment(recorder.diverged))
+
+
+class Loop(abc.ABC):
+    """A framework's training loop, as the hooks run_epochs calls (in this order, each epoch).
+
+    The epoch's sums (training loss and correct predictions, and the loss since the last progress
+    report) stay on the device between reports: reading them every step would synchronise every
+    step."""
+
+    # Training steps per call of train_steps(): one, or a compiled program's several (the tuned
+    # mode's schedule.steps_per_execution).
+    steps_per_call: int = 1
+
+    @abc.abstractmethod
+    def begin_epoch(self, plan: schedule.EpochPlan) -> None:
+        """Before the epoch's clock starts: its plan given to the pipeline, the model in training
+        mode; returns with the device idle where the framework can wait for it."""
+
+    @abc.abstractmethod
+    def zero_sums(self) -> None:
+        """The epoch's first work on its clock: its sums set to zero."""
+
+    @abc.abstractmethod
+    def train_steps(self, first: int, count: int) -> None:
+        """Batches first .. first + count - 1 of the epoch trained, in order (count is at most
+        steps_per_call, and one batch size throughout): dispatched, not waited for."""
+
+    @abc.abstractmethod
+    def window_loss(self, steps: int) -> float:
+        """The mean training loss of the `steps` steps since the last report: waits for them."""
+
+    @abc.abstractmethod
+    def window_reported(self) -> None:
+        """After a report that training goes on from: the loss since the last report restarts."""
+
+    def end_epoch(self) -> None:  # noqa: B027 (a hook that most loops leave empty)
+        """After the epoch's last step (or a divergence), on its clock: what evaluation and
+        deployment read is brought up to date."""
+
+    @abc.abstractmethod
+    def evaluate(self) -> tuple[float, float]:
+        """(test loss, test accuracy) in eval mode; returns once the device is done."""
+
+    @abc.abstractmethod
+    def epoch_sums(self) -> tuple[float, int]:
+        """The epoch's (training loss summed over its samples, correct predictions)."""
+
+
+def run_epochs(spec: pb.TrainSpec, recorder, loop: Loop, train_samples: int) -> None:
+    """Trains spec.epochs epochs of the shared batch schedule through `loop`, reporting to the
+    recorder; stops after a progress window whose loss is not finite."""
+    calls = schedule.executions(train_samples, spec.batch_size, loop.steps_per_call)
+    recorder.train_begin()
+    for epoch in range(spec.epochs):
+        loop.begin_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
+        epoch_start = time.perf_counter()
+        loop.zero_sums()
+        window_steps = 0
+        for first, count in calls:
+            loop.train_steps(first, count)
+            window_steps += count
+            if recorder.step_end(epoch, first + count):
+                recorder.progress(epoch, first + count, loop.window_loss(window_steps))
+                if recorder.diverged:
+                    break
+                loop.window_reported()
+                window_steps = 0
+        loop.end_epoch()
+        if recorder.diverged:
+            # Training further on NaN/inf weights would measure nothing: what was measured stays.
+            break
+        # The epoch's last step always reports, so the device is synchronised here.
+        train_time_s = time.perf_counter() - epoch_start
+
+        eval_start = time.perf_counter()
+        test_loss, test_accuracy = loop.evaluate()
+        eval_time_s = time.perf_counter() - eval_start
+        loss_sum, correct = loop.epoch_sums()
+        recorder.epoch_end(
+            epoch,
+            train_loss=loss_sum / train_samples,
+            train_accuracy=correct / train_samples,
+            test_loss=test_loss,
+            test_accuracy=test_accuracy,
+            train_time_s=train_time_s,
+            eval_time_s=eval_time_s,
+        )
