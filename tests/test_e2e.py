@@ -72,6 +72,8 @@ def test_every_framework_trains_and_every_file_is_written(tmp_path: Path, names)
     report = (out / "report.md").read_text()
     assert "## mobilenet_v2" in report
     assert all(frameworks.get(name).title in report for name in names)
+    # Single runs on the same test images: their accuracies compared image by image.
+    assert "McNemar exact p" in report
 
 
 def test_a_failed_run_is_recorded_and_the_exit_code_says_so(tmp_path: Path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import harness, injection, schedule
+from services.common import harness, injection, recorder, schedule
 from services.common.recorder import Recorder
 from tests.conftest import tiny_spec
 from tests.test_recorder import ListSink
@@ -37,7 +37,7 @@ class NumpyRun(harness.Loop):
         self.model_spec, self.total_steps = model_spec, total_steps
 
     def fit(self, recorder) -> None:
-        harness.run_epochs(self.spec, recorder, self, len(self.dataset.train_labels))
+        harness.run_epochs(self.spec, recorder, self, self.dataset)
 
     def begin_epoch(self, plan: schedule.EpochPlan) -> None:
         self.epoch = 0 if not self.calls else self.calls[-1][0] + 1
@@ -61,8 +61,11 @@ class NumpyRun(harness.Loop):
     def window_reported(self) -> None:
         self.window_sum = 0.0
 
-    def evaluate(self) -> tuple[float, float]:
-        return 0.25, 0.75
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        # Every fourth test image classified wrong: accuracy 0.75.
+        labels = np.asarray(self.dataset.test_labels)
+        wrong = np.arange(len(labels)) % 4 == 3
+        return 0.25, np.where(wrong, (labels + 1) % self.spec.model.num_classes, labels)
 
     def epoch_sums(self) -> tuple[float, int]:
         return self.loss_sum, self.correct
@@ -109,7 +112,11 @@ def test_several_steps_per_call_train_every_batch_once_in_order_and_report_per_c
     assert ends[0].train_loss == pytest.approx(0.5)
     assert ends[0].train_accuracy == (33 * 4 + 2) / 268
     assert (ends[0].test_loss, ends[0].test_accuracy) == (0.25, 0.75)
-    assert of_kind(events, "run_end")[0].status == "ok"
+    end = of_kind(events, "run_end")[0]
+    assert end.status == "ok"
+    # The final evaluation image by image, as the proto packs it.
+    correct = recorder.unpack_correct(end.test_correct, len(run.dataset.test_labels))
+    assert list(correct) == [i % 4 != 3 for i in range(len(run.dataset.test_labels))]
 
 
 def test_a_non_finite_window_loss_stops_training_there_and_its_epoch_is_no_result():
@@ -122,4 +129,5 @@ def test_a_non_finite_window_loss_stops_training_there_and_its_epoch_is_no_resul
     end = of_kind(events, "run_end")[0]
     assert end.status == "diverged"
     assert (end.divergence.epoch, end.divergence.last_step) == (1, 8)
+    assert end.test_correct == b""  # no per-image results from a diverged model
     assert np.isinf(of_kind(events, "progress")[-1].loss)

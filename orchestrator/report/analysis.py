@@ -14,7 +14,7 @@ import pandas as pd
 from orchestrator.report import phases, regime, stats
 from orchestrator.report.resultset import ResultSet
 from services.common import frameworks as registry
-from services.common import steady
+from services.common import recorder, steady
 
 # Coefficient of variation above which a metric is too noisy to trust at a glance.
 HIGH_COV = 0.05
@@ -178,6 +178,8 @@ class ModelAnalysis:
     accuracy: dict[str, stats.Difference | None] = field(default_factory=dict)
     target_accuracy: float | None = None
     test_samples: int | None = None
+    # run_id -> the final evaluation image by image (ResultSet.test_correct), where recorded.
+    test_correct: dict[str, bytes] = field(default_factory=dict)
     dropped_repeats: dict[str, int] = field(default_factory=dict)
     # The phases of the runs compared (phases.py).
     timeline: phases.Phases | None = None
@@ -225,6 +227,7 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
             runs=equal,
             not_ok=group[group.status != "ok"],
             dropped_repeats={f: len(by_framework[f]) - len(equal[f]) for f in equal},
+            test_correct=rs.test_correct,
         )
         tests = group["test_samples"].dropna()
         analysis.test_samples = int(tests.min()) if not tests.empty else None
@@ -320,11 +323,29 @@ def _statistics(analysis: ModelAnalysis) -> None:
                 if within is not None:
                     analysis.ratios[metric.column][other] = within
     for other in analysis.others:
-        analysis.accuracy[other] = stats.accuracy_difference(
+        analysis.accuracy[other] = _paired_accuracy(analysis, other) or stats.accuracy_difference(
             stats.trimmed(analysis.runs[analysis.reference]["final_test_accuracy"]),
             stats.trimmed(analysis.runs[other]["final_test_accuracy"]),
             analysis.test_samples,
         )
+
+
+def _paired_accuracy(analysis: ModelAnalysis, other: str) -> stats.Difference | None:
+    """Single runs scored image by image on the same test images: their paired difference
+    (McNemar); None where either lacks per-image results or they scored different images."""
+    if analysis.n != 1:
+        return None  # over repeats, run-to-run variation is what the interval must hold
+    (a,), (b,) = (analysis.runs[f].itertuples() for f in (analysis.reference, other))
+    if a.test_samples != b.test_samples or pd.isna(a.test_samples):
+        return None
+    try:
+        correct = [
+            recorder.unpack_correct(analysis.test_correct[run.run_id], int(run.test_samples))
+            for run in (a, b)
+        ]
+    except (KeyError, ValueError):
+        return None
+    return stats.paired_accuracy_difference(*correct)
 
 
 def _regime(analysis: ModelAnalysis, framework: str, floor: pd.DataFrame) -> regime.Regime:

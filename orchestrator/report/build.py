@@ -561,10 +561,13 @@ def method_block(out_dir: Path) -> Block:
   values the metric can take (no time below 0, no accuracy outside 0–100 %: with few repeats the
   t interval reaches beyond them, where the mean cannot lie). A ratio is the ratio of geometric
   means, its interval Welch's t interval on log values, exponentiated. An accuracy difference of
-  single runs uses Newcombe's hybrid score interval (two Wilson intervals) on the test-set size,
-  treating the two runs as independent samples; over repeats, Welch's t interval of the
-  difference of mean accuracies, clipped to −100..100 points. "No difference detected" means the
-  interval holds 1 (ratios) or 0 (differences).
+  single runs scored on the same test images is paired, image by image (RunEnd.test_correct):
+  McNemar's exact test on the images only one of them got right, and Bonett and Price's adjusted
+  Wald interval for paired proportions; where a run lacks its per-image results, Newcombe's
+  hybrid score interval (two Wilson intervals) on the test-set size, treating the two runs as
+  independent samples; over repeats, Welch's t interval of the difference of mean accuracies,
+  clipped to −100..100 points. "No difference detected" means the interval holds 1 (ratios) or
+  0 (differences).
 - **Speed ratios of single runs.** With one run per framework, the steady-state throughput and
   step-time ratios take their interval from the runs' steady-state windows (the journal's
   progress events, as steady state is defined below) by batch means: each run's windows, in

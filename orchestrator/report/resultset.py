@@ -40,6 +40,8 @@ class ResultSet:
     floor: pd.DataFrame = field(default_factory=pd.DataFrame)
     # The lines of events.jsonl that could not be read, each with why: the report warns of them.
     skipped: list[str] = field(default_factory=list)
+    # run_id -> RunEnd.test_correct (the final evaluation image by image, packed), where recorded.
+    test_correct: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def frameworks(self) -> list[str]:
@@ -74,6 +76,16 @@ def _settings(recorded: journal.Journal) -> dict[str, dict[str, str]]:
         record.run_id: dict(record.event.run_started.settings)
         for record in recorded.records
         if record.event is not None and record.event.HasField("run_started")
+    }
+
+
+def _test_correct(recorded: journal.Journal) -> dict[str, bytes]:
+    return {
+        record.run_id: record.event.run_end.test_correct
+        for record in recorded.records
+        if record.event is not None
+        and record.event.HasField("run_end")
+        and record.event.run_end.test_correct
     }
 
 
@@ -122,4 +134,5 @@ def load(path: Path, require_runs: bool = True) -> ResultSet:
         progress=_progress(recorded) if recorded else pd.DataFrame(columns=PROGRESS_COLUMNS),
         floor=read_table(path, schema.FLOOR_CSV),
         skipped=recorded.skipped(schema.EVENTS_JSONL) if recorded else [],
+        test_correct=_test_correct(recorded) if recorded else {},
     )

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import datasets, injection, schedule
 
@@ -58,6 +60,11 @@ class Run(Protocol):
     def deployment(self, diverged: bool) -> pb.Deployment:
         """The trained model in the framework's serving formats, measured (deploy.measure)."""
 
+    def test_predictions(self) -> np.ndarray:
+        """The class the trained model predicts for each test image, in the test split's order,
+        from the final evaluation (or, where the framework's evaluation does not show them, one
+        more pass in eval mode after training, outside every timed phase)."""
+
 
 def train(
     spec: pb.TrainSpec, recorder, start: Callable[[pb.TrainSpec, injection.Injection], Run]
@@ -89,7 +96,10 @@ def train(
         settings=run.settings | {"data": dataset.description},
     )
     run.fit(recorder)
-    recorder.run_end(**run.peak_memory())
+    # Per image, for paired statistics: never from a diverged model, nor before an epoch ended.
+    completed = not recorder.diverged and spec.epochs > 0
+    correct = run.test_predictions() == dataset.test_labels if completed else None
+    recorder.run_end(**run.peak_memory(), test_correct=correct)
     if spec.deploy.deploy_enabled:
         recorder.deployment(run.deployment(recorder.diverged))
 
@@ -104,6 +114,11 @@ class Loop(abc.ABC):
     # Training steps per call of train_steps(): one, or a compiled program's several (the tuned
     # mode's schedule.steps_per_execution).
     steps_per_call: int = 1
+    # The last evaluation's predictions (run_epochs keeps them).
+    test_predicted: np.ndarray
+
+    def test_predictions(self) -> np.ndarray:
+        return self.test_predicted
 
     @abc.abstractmethod
     def begin_epoch(self, plan: schedule.EpochPlan) -> None:
@@ -132,17 +147,19 @@ class Loop(abc.ABC):
         deployment read is brought up to date."""
 
     @abc.abstractmethod
-    def evaluate(self) -> tuple[float, float]:
-        """(test loss, test accuracy) in eval mode; returns once the device is done."""
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        """(test loss, the predicted class of each test image) in eval mode; returns once the
+        device is done."""
 
     @abc.abstractmethod
     def epoch_sums(self) -> tuple[float, int]:
         """The epoch's (training loss summed over its samples, correct predictions)."""
 
 
-def run_epochs(spec: pb.TrainSpec, recorder, loop: Loop, train_samples: int) -> None:
+def run_epochs(spec: pb.TrainSpec, recorder, loop: Loop, dataset: datasets.Dataset) -> None:
     """Trains spec.epochs epochs of the shared batch schedule through `loop`, reporting to the
     recorder; stops after a progress window whose loss is not finite."""
+    train_samples = len(dataset.train_labels)
     calls = schedule.executions(train_samples, spec.batch_size, loop.steps_per_call)
     recorder.train_begin()
     for epoch in range(spec.epochs):
@@ -167,8 +184,9 @@ def run_epochs(spec: pb.TrainSpec, recorder, loop: Loop, train_samples: int) -> 
         train_time_s = time.perf_counter() - epoch_start
 
         eval_start = time.perf_counter()
-        test_loss, test_accuracy = loop.evaluate()
+        test_loss, loop.test_predicted = loop.evaluate()
         eval_time_s = time.perf_counter() - eval_start
+        test_accuracy = float(np.mean(loop.test_predicted == dataset.test_labels))
         loss_sum, correct = loop.epoch_sums()
         recorder.epoch_end(
             epoch,

@@ -383,7 +383,7 @@ def predict(model, images):
 def eval_step(model, images, labels):
     logits = predict(model, images)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
-    return loss, (logits.argmax(-1) == labels).sum()
+    return loss, logits.argmax(-1)
 
 
 class Training(harness.Loop):
@@ -408,6 +408,7 @@ class Training(harness.Loop):
 
     def load(self, dataset: datasets.Dataset) -> None:
         self.pipeline = Pipeline(dataset, self.spec.batch_size)
+        self.dataset = dataset
         jax.block_until_ready(self.pipeline.train_padded)
         self.train_batch = self.inject.batches(self.pipeline.train_batch, "NHWC", jnp.transpose)
 
@@ -418,7 +419,7 @@ class Training(harness.Loop):
         jax.block_until_ready(nnx.state((self.model, self.optimizer)))
 
     def fit(self, recorder) -> None:
-        harness.run_epochs(self.spec, recorder, self, self.pipeline.train_samples)
+        harness.run_epochs(self.spec, recorder, self, self.dataset)
 
     # --- the loop, each epoch --------------------------------------------------------------
 
@@ -443,15 +444,17 @@ class Training(harness.Loop):
     def window_reported(self) -> None:
         self.window_loss_sum = 0
 
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, np.ndarray]:
         self.model.eval()
-        loss_sum = correct = 0
+        loss_sum, predicted = 0, []
         for x, y in self.pipeline.test_batches():
-            loss, right = eval_step(self.model, x, y)
-            loss_sum, correct = loss_sum + loss, correct + right
+            loss, classes = eval_step(self.model, x, y)
+            loss_sum = loss_sum + loss
+            predicted.append(classes)
         self.model.train()
         count = len(self.pipeline.test_labels)
-        return float(loss_sum) / count, int(correct) / count  # float() waits for the device
+        # float() and np.asarray wait for the device.
+        return float(loss_sum) / count, np.asarray(jnp.concatenate(predicted))
 
     def epoch_sums(self) -> tuple[float, int]:
         return float(self.loss_sum), int(self.correct)

@@ -297,7 +297,7 @@ class Training(harness.Loop):
 
     def load(self, dataset: datasets.Dataset) -> None:
         self.pipeline = Pipeline(dataset, self.device, self.spec.batch_size, self.memory_format)
-        self.train_samples = len(dataset.train_labels)
+        self.dataset = dataset
         self.train_batch = self.inject.batches(self.pipeline.train_batch, "NCHW", torch.permute)
 
     def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
@@ -314,7 +314,7 @@ class Training(harness.Loop):
     def fit(self, recorder) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        harness.run_epochs(self.spec, recorder, self, self.train_samples)
+        harness.run_epochs(self.spec, recorder, self, self.dataset)
 
     # --- the loop, each epoch --------------------------------------------------------------
 
@@ -341,17 +341,18 @@ class Training(harness.Loop):
     def window_reported(self) -> None:
         self.train_step.window_loss.zero_()
 
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, np.ndarray]:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        predicted = []
         with torch.inference_mode(), autocast(self.spec, self.device):
             for x, y in self.pipeline.test_batches():
                 logits = self.model(x)
                 loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-                correct += (logits.argmax(1) == y).sum()
+                predicted.append(logits.argmax(1))
         count = len(self.pipeline.test_labels)
-        return loss_sum.item() / count, correct.item() / count  # .item() synchronises
+        # .item() and .cpu() synchronise.
+        return loss_sum.item() / count, torch.cat(predicted).cpu().numpy()
 
     def epoch_sums(self) -> tuple[float, int]:
         return self.train_step.loss_sum.item(), self.train_step.correct.item()

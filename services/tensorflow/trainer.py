@@ -405,6 +405,12 @@ class Training:
             return {}
         return {"peak_framework_mem_bytes": tf.config.experimental.get_memory_info("GPU:0")["peak"]}
 
+    def test_predictions(self) -> np.ndarray:
+        # friction: fit's validation keeps only its metrics; the classes take one more pass
+        # over the test split (after training, in no timed phase).
+        logits = self.model.predict(self.pipeline.test_dataset(), verbose=0)
+        return np.asarray(logits).argmax(-1)
+
     def deployment(self, diverged: bool) -> pb.Deployment:
         """The trained model exported in TensorFlow's serving formats and measured, against its
         own eval-mode outputs in strict fp32 (services/common/deploy.py)."""
