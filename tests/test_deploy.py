@@ -242,6 +242,19 @@ def test_the_report_section_tabulates_framework_by_format_and_lists_failures(tmp
     assert "## Deployment" in report_md and "| onnx " in report_md
 
 
+def test_a_format_without_status_or_message_is_reported_unrecorded_not_crashing(tmp_path):
+    # A service other than ours may leave status and error empty: the section still renders and
+    # never counts such a format as ok.
+    out = written(
+        tmp_path,
+        {"pytorch": [result("torch.export"), result("onnx", status="", error="")]},
+    )
+    section = deployment.section(pd.read_csv(out / "deploy.csv"))
+    onnx_row = next(line for line in section.markdown.splitlines() if "| onnx" in line)
+    assert "ok 0/1 (no status recorded)" in onnx_row
+    assert "- m-pytorch onnx: no status recorded: no message" in section.markdown
+
+
 def test_deploy_options_and_the_suite_key_set_the_spec(tmp_path):
     args = cli.parser().parse_args(
         ["run", "--out", str(tmp_path), "--deploy", "--deploy-iterations", "7"]

@@ -25,6 +25,9 @@ COLUMNS = {
     "max_abs_diff": "max abs Δ",
     "status": "status",
 }
+# What an empty status or error cell is shown as: a service other than ours may leave them unset.
+NO_STATUS = "no status recorded"
+NO_MESSAGE = "no message"
 MEDIAN_COLUMNS = [
     c for c in COLUMNS if c not in ("framework", "format", "runtime", "device", "status")
 ]
@@ -65,6 +68,7 @@ def table(deploy_csv: pd.DataFrame) -> pd.DataFrame:
 
 def section(deploy_csv: pd.DataFrame) -> Section:
     """The report's deployment section, from deploy.csv."""
+    deploy_csv = deploy_csv.fillna({"status": NO_STATUS, "error": NO_MESSAGE})
     parts = [
         "After training, each framework exported the trained model the way it recommends for "
         "serving; each artifact was loaded and run in a fresh process of the framework's "
@@ -96,7 +100,7 @@ def section(deploy_csv: pd.DataFrame) -> Section:
     if len(failed):
         parts += ["Formats that did not end ok:", ""]
         parts += [
-            f"- {r.run_id} {r.format}: {r.status}: {str(r.error).splitlines()[0]}"
+            f"- {r.run_id} {r.format}: {r.status}: {(str(r.error).splitlines() or [NO_MESSAGE])[0]}"
             for r in failed.itertuples()
         ]
         parts.append("")
