@@ -40,8 +40,9 @@ def spec_from_argv(framework: str) -> pb.TrainSpec:
 
 
 class StepWindows:
-    def __init__(self, steps_per_epoch: int):
+    def __init__(self, steps_per_epoch: int, epochs: int):
         self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
         self.step_times_s: list[float] = []
         self._synced_once = False
 
@@ -65,7 +66,9 @@ class StepWindows:
         """Call right after the synchronisation that due() asked for."""
         now = time.perf_counter()
         window_steps = step - self._window_first_step + 1
-        if steady.is_steady(epoch, self._window_first_step, first_call=not self._synced_once):
+        if steady.is_steady(
+            epoch, self._window_first_step, not self._synced_once, epochs=self.epochs
+        ):
             self.step_times_s.extend([(now - self._window_start) / window_steps] * window_steps)
         self._window_start, self._window_first_step, self._last_sync = now, step + 1, now
         self._synced_once = True

@@ -47,7 +47,7 @@ def main() -> None:
     train_step = TrainStep(spec, forward, optimizer, device)
     step = train_step
 
-    windows = StepWindows(steps)
+    windows = StepWindows(steps, spec.epochs)
     model.train()
     for epoch in range(spec.epochs):
         pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))

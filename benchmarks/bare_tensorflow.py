@@ -44,7 +44,7 @@ def main() -> None:
     model.make_train_function()
     epoch_batches = pipeline.train_dataset()
 
-    windows = StepWindows(steps)
+    windows = StepWindows(steps, spec.epochs)
     for epoch in range(spec.epochs):
         pipeline.set_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
         batches = iter(epoch_batches)

@@ -621,9 +621,10 @@ def _break_even(analysis: ModelAnalysis, other: str) -> str | None:
             "finishes first whatever the job's length."
         )
     break_even = (start[fast] - start[slow]) / (per_image_s[slow] - per_image_s[fast])
+    in_epochs = round(break_even / train_samples) if train_samples > 0 else None
     epochs = (
-        f" (≈ {break_even / train_samples:,.0f} epochs of this training set)"
-        if train_samples > 0
+        f" (≈ {in_epochs:,} epoch{'' if in_epochs == 1 else 's'} of this training set)"
+        if in_epochs is not None
         else ""
     )
     return (

@@ -34,7 +34,7 @@ LABELS = {
     STEADY: "steady state",
     STALLED: f"stalled windows (step > {steady.STALL_FACTOR:g}× the median)",
     FIRST: "first step (tracing or compilation included)",
-    WARMUP: f"warm-up (epoch 1's first {steady.WARMUP_STEPS} steps)",
+    WARMUP: f"warm-up (epoch 1; a one-epoch run's first {steady.WARMUP_STEPS} steps)",
     EVALUATION: "evaluation",
     BETWEEN: "between epochs",
 }
@@ -102,7 +102,7 @@ def of(rs: ResultSet) -> Phases:
             continue
         run = run.iloc[0]
         own_epochs = epochs.get_group(run_id) if run_id in epochs.groups else rs.epochs.iloc[:0]
-        own = run_windows(progress, own_epochs, run.batch_size, run.train_samples)
+        own = run_windows(progress, own_epochs, run.batch_size, run.train_samples, run.epochs)
         if own.empty:
             continue
         windows.append(own.assign(run_id=run_id))
@@ -120,7 +120,11 @@ def of(rs: ResultSet) -> Phases:
 
 
 def run_windows(
-    progress: pd.DataFrame, epochs: pd.DataFrame, batch_size: int, train_samples: int
+    progress: pd.DataFrame,
+    epochs: pd.DataFrame,
+    batch_size: int,
+    train_samples: int,
+    epochs_asked: int,
 ) -> pd.DataFrame:
     """One run's training windows, from its Progress events in the order sent, each with its
     phase. A later epoch's first window is timed from the epoch's first step
@@ -148,7 +152,7 @@ def run_windows(
                 "end_s": event.t_s,
                 "duration_s": steps * batch_size / event.images_per_s,
                 "phase": STEADY
-                if steady.is_steady(event.epoch, first_step, first_call)
+                if steady.is_steady(event.epoch, first_step, first_call, epochs_asked)
                 else (FIRST if first_call else WARMUP),
             }
         )
@@ -170,7 +174,7 @@ def run_windows(
     if not steady_windows.empty:
         # The median step as the recorder takes it: each window's step counted once per step.
         median_s = float(np.median(np.repeat(steady_windows.step_s, steady_windows.steps)))
-        stalled = (frame.phase == STEADY) & steady.is_stalled(frame.step_s, median_s)
+        stalled = (frame.phase == STEADY) & steady.is_stalled(frame.step_s, frame.steps, median_s)
         frame.loc[stalled, "phase"] = STALLED
     return frame.sort_values("end_s")
 

@@ -141,7 +141,9 @@ class Recorder:
             self._first_step_s = window_s
             self._time_to_first_step_s = self._sink.t_s()
             self._first_reported = True
-        elif steady.is_steady(epoch, self._window_first_step, first_call=False):
+        elif steady.is_steady(
+            epoch, self._window_first_step, first_call=False, epochs=self._spec.epochs
+        ):
             if self._window_first_step == 1:
                 self._first_window_steps = window_steps
             else:
