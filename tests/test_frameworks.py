@@ -274,11 +274,13 @@ def test_cuda_without_a_gpu_is_invalid_argument_saying_what_to_use(stub, describ
     assert "use device 'cpu' or 'auto'" in details
 
 
-# Slow in every framework: two trainings each (TensorFlow's XLA 1.5 minutes on 2 cores, JAX's
-# 32-step scan minutes on XLA's CPU convolutions; PyTorch's CUDA graph needs a GPU). In `make
-# test`, tuned TensorFlow's first steps (below) and tuned JAX's batches (test_jax) are proven.
+# Slow in every framework: two trainings each (TensorFlow's XLA 1.5 minutes on 2 cores; PyTorch's
+# CUDA graph needs a GPU). In `make test`, tuned TensorFlow's first steps (below) and tuned JAX's
+# batches (test_jax) are proven. Not JAX here: its K-step scan takes 6 minutes on XLA's CPU
+# convolutions (jax issue 12868) and runs the default step's own `update` on the batches that
+# test_jax proves equal, each once; that it learns as well is a GPU run's (README, "Measured").
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", [f for f in FRAMEWORKS if f != "jax"])
 def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
     # The same data, batches, optimizer and precision. Compiled programs sum floats in another
     # order, and SGD amplifies that: at the default learning rate this tiny synthetic job is
