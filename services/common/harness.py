@@ -30,6 +30,7 @@ import numpy as np
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import datasets, injection, schedule
+from services.common.spec import SpecError
 
 
 class Run(Protocol):
@@ -41,6 +42,9 @@ class Run(Protocol):
     device_name: str
     # The CUDA device the telemetry sampler watches, None on the CPU.
     cuda_device_index: int | None
+    # The devices it trains on in data parallel: the spec's gpus, or it is refused (a framework
+    # must never train a run on fewer devices than asked and report it as asked).
+    devices: int
     # The resolved settings (services/common/recorder.py run_started); the harness adds "data".
     settings: dict[str, str]
 
@@ -72,6 +76,11 @@ def train(
     """Trains spec through the Run that start makes, reporting to the recorder (see above)."""
     inject = injection.Injection(spec)
     run = start(spec, inject)
+    if run.devices != spec.gpus:
+        raise SpecError(
+            f"gpus: {spec.gpus} devices asked for, but this service trains the run on "
+            f"{run.devices}; use gpus {run.devices}"
+        )
 
     start_s = time.perf_counter()
     dataset = inject.dataset(datasets.load(spec))

@@ -97,6 +97,7 @@ class Recorder:
                 train_samples=train_samples,
                 test_samples=test_samples,
                 steps_per_epoch=steps_per_epoch,
+                per_device_batch_size=self._spec.batch_size // self._spec.gpus,
                 num_classes=self._spec.model.num_classes,
                 import_s=self._import_s,
                 data_load_s=data_load_s,

@@ -405,6 +405,7 @@ class Training(harness.Loop):
         self.framework_version = jax.__version__
         self.device_name = "cpu" if cpu else self.device.device_kind
         self.cuda_device_index = None if cpu else self.device.id
+        self.devices = 1
 
     def load(self, dataset: datasets.Dataset) -> None:
         self.pipeline = Pipeline(dataset, self.spec.batch_size)

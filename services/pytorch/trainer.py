@@ -294,6 +294,7 @@ class Training(harness.Loop):
         cuda = self.device.type == "cuda"
         self.device_name = torch.cuda.get_device_name(self.device) if cuda else "cpu"
         self.cuda_device_index = self.device.index if cuda else None
+        self.devices = 1
 
     def load(self, dataset: datasets.Dataset) -> None:
         self.pipeline = Pipeline(dataset, self.device, self.spec.batch_size, self.memory_format)

@@ -369,6 +369,7 @@ class Training:
         self.framework_version = tf.__version__
         self.device_name = gpu_name(self.gpu) if self.gpu else "cpu"
         self.cuda_device_index = 0 if self.gpu else None
+        self.devices = 1
 
     def load(self, dataset: datasets.Dataset) -> None:
         self.pipeline = Pipeline(
