@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.commands import common
 from services.common import schedule
 from services.common import spec as specs
+from tests.conftest import tiny_spec
 from tests.test_cli import refused
 
 
@@ -67,3 +69,37 @@ def test_parallel_services_of_several_gpus_each_need_every_gpu_of_every_group(tm
         "of 2 GPUs (4 in all)"
     ) in message
     assert not out.exists()
+
+
+# One device against two on the same global batch: the same arithmetic but for the order of
+# additions (the gradients' and BatchNorm's sums are split across devices, then added), whose
+# float32 rounding the two SGD steps of this job carry into the loss at about 1e-6 relative.
+# A device training on the wrong rows, or BatchNorm on one device's share, moves it by 1e-2.
+LOSS_TOLERANCE = 1e-4
+
+
+def trained(stub, framework: str, **overrides) -> list[pb.TrainEvent]:
+    request = pb.TrainRequest(spec=tiny_spec(**overrides))
+    return list(stub(framework).Train(request, timeout=600))
+
+
+def of_kind(events: list[pb.TrainEvent], kind: str) -> list:
+    return [getattr(e, kind) for e in events if e.WhichOneof("event") == kind]
+
+
+@pytest.mark.framework
+@pytest.mark.parametrize("framework", ["pytorch"])
+def test_two_devices_train_to_the_loss_and_predictions_of_one_on_the_global_batch(stub, framework):
+    one, two = trained(stub, framework, gpus=1), trained(stub, framework, gpus=2)
+    (epoch_one,), (epoch_two,) = of_kind(one, "epoch_end"), of_kind(two, "epoch_end")
+    for field in ("train_loss", "test_loss"):
+        # The test loss is a function of every weight after the last step: the weights compared.
+        expected = getattr(epoch_one, field)
+        assert getattr(epoch_two, field) == pytest.approx(expected, rel=LOSS_TOLERANCE), field
+    assert epoch_two.train_accuracy == epoch_one.train_accuracy
+    (end_one,), (end_two,) = of_kind(one, "run_end"), of_kind(two, "run_end")
+    assert end_two.test_correct == end_one.test_correct
+    (started,) = of_kind(two, "run_started")
+    assert started.per_device_batch_size == 16
+    samples = [s for batch in of_kind(two, "telemetry") for s in batch.samples]
+    assert {s.device_index for s in samples} == {0, 1}
