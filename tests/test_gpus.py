@@ -88,7 +88,7 @@ def of_kind(events: list[pb.TrainEvent], kind: str) -> list:
 
 
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", ["pytorch"])
+@pytest.mark.parametrize("framework", ["pytorch", "jax", "tensorflow"])
 def test_two_devices_train_to_the_loss_and_predictions_of_one_on_the_global_batch(stub, framework):
     one, two = trained(stub, framework, gpus=1), trained(stub, framework, gpus=2)
     (epoch_one,), (epoch_two,) = of_kind(one, "epoch_end"), of_kind(two, "epoch_end")
