@@ -433,6 +433,11 @@ class Training:
         if self.gpu:
             tf.config.experimental.reset_memory_stats("GPU:0")
         spec = self.spec
+        if self.strategy:
+            # Under a strategy Keras builds the model from one batch of the dataset before the
+            # first epoch begins (and before EpochPlans sets it): epoch 0's.
+            plans = EpochPlans(self.pipeline, spec.seed, spec.data.augment)
+            plans.on_epoch_begin(0)
         self.model.fit(
             self.pipeline.train_dataset(),
             epochs=spec.epochs,
