@@ -122,3 +122,27 @@ def test_compare_names_every_recorded_knob_that_differs(sets):
 def test_compare_names_no_knob_where_the_sets_agree(sets):
     markdown = report.compare(*sets).markdown_path.read_text()
     assert "Every knob recorded in runs.csv is equal" in markdown
+
+
+def test_sets_on_different_devices_give_the_scaling_efficiency_with_its_interval(sets):
+    # B on 2 devices: PyTorch's throughput doubles (perfect scaling), TensorFlow's stays (half).
+    a, b = sets
+    runs = pd.read_csv(b / schema.RUNS_CSV)
+    runs["gpus"] = 2
+    runs.to_csv(b / schema.RUNS_CSV, index=False)
+    result = report.compare(a, b)
+    assert (
+        "resnet50 (default), PyTorch: scaling efficiency 1.00 from 1 to 2 devices "
+        "(95 % CI 0.98–1.02)." in result.verdict
+    )
+    assert (
+        "resnet50 (default), TensorFlow: scaling efficiency 0.50 from 1 to 2 devices "
+        "(95 % CI 0.49–0.51)." in result.verdict
+    )
+    markdown = result.markdown_path.read_text()
+    assert "## Scaling over devices" in markdown
+    assert "| resnet50 (default) | TensorFlow | 1 | 2 | 0.500 | 0.49–0.51 |" in markdown
+
+
+def test_sets_on_the_same_devices_have_no_scaling_section(sets):
+    assert "Scaling over devices" not in report.compare(*sets).markdown_path.read_text()

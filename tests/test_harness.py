@@ -5,6 +5,7 @@ real recorder: fast, no framework."""
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -28,6 +29,8 @@ class NumpyRun(harness.Loop):
         self.calls: list[tuple[int, int, int]] = []  # (epoch, first batch, count)
         self.framework_version, self.device_name, self.cuda_device_index = "numpy", "cpu", None
         self.settings = {"device": "cpu"}
+        self.devices = spec.gpus
+        self.device_pids = [os.getpid()] * spec.gpus
 
     def load(self, dataset) -> None:
         time.sleep(0.02)  # the data load's time is the harness' to take

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -30,6 +31,7 @@ def started_recorder(steps_per_epoch: int) -> Recorder:
         framework_version="test",
         device_name="cpu",
         cuda_device_index=None,
+        device_pids=[os.getpid()],
         train_samples=steps_per_epoch * 32,
         test_samples=32,
         steps_per_epoch=steps_per_epoch,
@@ -68,6 +70,7 @@ def test_a_later_epochs_first_window_is_timed_from_its_first_step_not_the_last_e
         framework_version="test",
         device_name="cpu",
         cuda_device_index=None,
+        device_pids=[os.getpid()],
         train_samples=12 * 32,
         test_samples=32,
         steps_per_epoch=12,

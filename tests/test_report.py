@@ -17,6 +17,7 @@ from PIL import Image
 
 from orchestrator import report
 from orchestrator.report import analysis, provenance, resultset
+from orchestrator.results import schema
 from tests.test_stats import T_975
 
 DATA = Path(__file__).parent / "data" / "report"
@@ -376,3 +377,24 @@ def test_provenance_collects_this_checkout_and_host():
     assert facts["host"]["cores"] == os.cpu_count()
     assert facts["host"]["memory_bytes"] > 0 and "cpu_model" in facts["host"]
     assert facts["utc_start"].endswith("+00:00")
+
+
+def test_runs_over_several_devices_get_a_row_per_device_and_others_none(tmp_path):
+    results = tmp_path / "gpu"
+    shutil.copytree(DATA / "gpu", results)
+    assert "## Devices" not in report.render(results, tmp_path / "one").markdown_path.read_text()
+    runs = pd.read_csv(results / schema.RUNS_CSV)
+    run_id = "resnet50-pytorch-r0"
+    runs.loc[runs["run_id"] == run_id, "gpus"] = 2
+    runs.to_csv(results / schema.RUNS_CSV, index=False)
+    telemetry = pd.read_csv(results / schema.TELEMETRY_CSV)
+    second = telemetry[telemetry["run_id"] == run_id].assign(device_index=1, gpu_util_pct=10.0)
+    pd.concat([telemetry, second]).to_csv(results / schema.TELEMETRY_CSV, index=False)
+    markdown = report.render(results, tmp_path / "two").markdown_path.read_text()
+    devices = markdown.split("## Devices")[1].split("\n## ")[0]
+    rows = [line for line in devices.splitlines() if line.startswith(f"| {run_id}")]
+    first = telemetry[telemetry["run_id"] == run_id]
+    assert [re.split(r"\s*\|\s*", row)[4:7] for row in rows] == [
+        ["0", str(len(first)), f"{first['gpu_util_pct'].mean():.1f}"],
+        ["1", str(len(first)), "10.0"],
+    ]

@@ -3,6 +3,9 @@ logic against a fake NVML (the library is NVIDIA's, so faking it mocks nothing o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -82,7 +85,7 @@ def test_energy_is_the_counter_difference_since_start():
     nvml, clock = FakeNvml(energy_counter=True), Clock()
     sampler, _ = sampler_with(nvml, clock)
     nvml.energy_mj += 2_500  # 2.5 J used
-    sample = sampler.sample()
+    (sample,) = sampler.sample()
     assert sample.energy_j == pytest.approx(2.5)
     assert not sample.HasField("sm_active_pct")
     assert sampler.energy_method() == "counter"
@@ -94,7 +97,7 @@ def test_without_the_counter_energy_integrates_power_and_says_so():
     sampler, _ = sampler_with(nvml, clock)
     for t_s, power_w in ((0.0, 200.0), (1.0, 200.0), (2.0, 100.0)):
         clock.now_s, nvml.power_w = t_s, power_w
-        sample = sampler.sample()
+        (sample,) = sampler.sample()
         assert not sample.HasField("energy_j")  # no counter reading: absent, not 0
     summary = sampler.stop()
     # Trapezoids: 1 s at 200 W, then 1 s from 200 to 100 W.
@@ -128,7 +131,7 @@ def test_no_gpu_is_said_explicitly_and_host_metrics_still_flow():
     batches: list = []
     sampler = Sampler(interval_ms=100, cuda_device_index=None, t_s=lambda: 1.0, emit=batches.append)
     assert sampler.gpu_name == "none"
-    sample = sampler.sample()
+    (sample,) = sampler.sample()
     assert sample.rss_bytes > 0
     assert not sample.HasField("gpu_util_pct") and not sample.HasField("power_w")
     summary = sampler.stop()
@@ -149,3 +152,28 @@ def test_cuda_device_maps_to_the_nvml_device(visible, cuda_index, expected, monk
     nvml = FakeNvml(energy_counter=True)
     assert open_gpu(cuda_index, nvml).name == "Fake H100"
     assert nvml.opened == expected
+
+
+def test_each_device_of_a_data_parallel_run_has_a_sample_of_its_own_and_their_energy_adds_up():
+    nvml, clock, batches = FakeNvml(energy_counter=True), Clock(), []
+    # A second device driven by another process, as a PyTorch rank is.
+    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sampler = Sampler(
+            interval_ms=100,
+            cuda_device_index=0,
+            t_s=clock,
+            emit=batches.append,
+            nvml=nvml,
+            pids=[os.getpid(), rank.pid],
+        )
+        assert nvml.opened == 1, "the second device's NVML handle"
+        nvml.energy_mj += 2_500  # 2.5 J on each device (the fake has one counter)
+        first, second = sampler.sample()
+    finally:
+        rank.kill()
+        rank.wait()
+    assert (first.device_index, second.device_index) == (0, 1)
+    assert first.rss_bytes != second.rss_bytes, "each device's own process"
+    assert first.energy_j == second.energy_j == pytest.approx(2.5)
+    assert sampler.energy_j() == pytest.approx(5.0)

@@ -56,16 +56,41 @@ def results_dir(out: Path) -> Path:
 
 
 def check_device(args: argparse.Namespace, spec) -> None:
-    """A GPU asked for on a machine without one is refused before the local services start."""
-    if spec.device == "cuda" and args.launcher == "local":
-        found = shutil.which("nvidia-smi") is not None
-        if found:
-            found = subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-        if not found:
-            raise UserError(
-                "--device cuda: this machine has no NVIDIA GPU that nvidia-smi can see; "
-                "use --device cpu or auto, or run on a GPU host"
-            )
+    """A GPU asked for on a machine without one, and --gpus N (times --parallel) on a machine
+    with fewer GPUs, are refused before the local services start."""
+    if args.launcher != "local":
+        return
+    if spec.device == "cuda" and gpu_count() == 0:
+        raise UserError(
+            "--device cuda: this machine has no NVIDIA GPU that nvidia-smi can see; "
+            "use --device cpu or auto, or run on a GPU host"
+        )
+    parallel = getattr(args, "parallel", 1)
+    if spec.device == "cpu" or spec.gpus * parallel == 1:
+        return
+    count = gpu_count()
+    needed = spec.gpus * parallel
+    if count >= needed:
+        return
+    if parallel > 1:
+        raise UserError(
+            f"--parallel {parallel} with --gpus {spec.gpus} starts one service per framework on "
+            f"each of {parallel} groups of {spec.gpus} GPUs ({needed} in all); this machine has "
+            f"{count}: use --parallel {max(count // spec.gpus, 1)} or fewer, or fewer --gpus"
+        )
+    raise UserError(
+        f"--gpus {spec.gpus}: one run trains on {spec.gpus} GPUs; this machine has {count} that "
+        f"nvidia-smi can see: use --gpus {max(count, 1)} or fewer, or --device cpu to stand "
+        f"{spec.gpus} CPU devices in for them (a test of the code, not of speed)"
+    )
+
+
+def gpu_count() -> int:
+    """The NVIDIA GPUs nvidia-smi lists on this machine; 0 without one (or without a driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return len(listed.stdout.splitlines()) if listed.returncode == 0 else 0
 
 
 def service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str, list[str]]:
@@ -79,19 +104,23 @@ def service_arguments(args: argparse.Namespace, wanted: list[str]) -> dict[str, 
     return launchers.parse_services(args.service, wanted)
 
 
-def local_gpus(args: argparse.Namespace) -> list[str] | None:
-    """The GPUs for --parallel N: one service per framework on each of the first N."""
+def local_gpus(args: argparse.Namespace, gpus_per_run: int = 1) -> list[str] | None:
+    """The GPUs of each service for --parallel N: one service per framework on each of N groups
+    of gpus_per_run GPUs (--gpus), the groups disjoint, so that runs at once never share a GPU."""
     parallel = getattr(args, "parallel", 1)
     if parallel == 1:
         return None
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-    count = len(listed.stdout.splitlines()) if listed.returncode == 0 else 0
-    if count < parallel:
+    count = gpu_count()
+    if count < parallel * gpus_per_run:
         raise UserError(
-            f"--parallel {parallel} starts one service per framework on each of {parallel} GPUs; "
-            f"this machine has {count}: use --parallel {max(count, 1)} or fewer"
+            f"--parallel {parallel} starts one service per framework on each of {parallel} "
+            f"groups of {gpus_per_run} GPU(s); this machine has {count}: use --parallel "
+            f"{max(count // gpus_per_run, 1)} or fewer"
         )
-    return [str(i) for i in range(parallel)]
+    return [
+        ",".join(str(g) for g in range(i * gpus_per_run, (i + 1) * gpus_per_run))
+        for i in range(parallel)
+    ]
 
 
 def client_security(args: argparse.Namespace) -> ClientSecurity:
@@ -148,7 +177,10 @@ def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: 
         roots = None
         if spec is not None and spec.data.data_dir:
             roots = [Path(spec.data.data_dir).resolve().parent]
-        launch = launchers.local(wanted, log_dir, gpus=local_gpus(args), data_roots=roots)
+        gpus_per_run = spec.gpus if spec is not None else 1
+        launch = launchers.local(
+            wanted, log_dir, gpus=local_gpus(args, gpus_per_run), data_roots=roots
+        )
     else:
         launch = launchers.remote(addresses, client_security(args))
     with launch as launched:

@@ -59,7 +59,7 @@ def handle(args: argparse.Namespace, console: Console, extra_files: dict | None 
         spec = options.validated(args, args.models)
     common.check_device(args, spec)
     addresses = common.service_arguments(args, args.frameworks)
-    common.local_gpus(args)  # refused before anything starts
+    common.local_gpus(args, spec.gpus)  # refused before anything starts
     experiment = Experiment(args.frameworks, args.models, args.repeats, spec)
     interrupted = False
     with common.services(args, args.frameworks, addresses, out / "logs", spec) as pool:
@@ -168,6 +168,16 @@ def _journal_to_resume(out: Path, console: Console) -> journal.Journal:
 
 
 def check_devices_served(spec, pool: Pool) -> None:
+    if spec.device != "cpu" and spec.gpus > 1:
+        # A remote service's GPUs are known only once it is described (a local one's are
+        # checked before it starts): never a run on fewer GPUs than asked.
+        for member in pool.members:
+            found = len(member.described.gpu_uuids)
+            if found < spec.gpus:
+                raise UserError(
+                    f"--gpus {spec.gpus}: the {member.name} service has {found} GPU(s); "
+                    f"use --gpus {max(found, 1)} or fewer, or a service with {spec.gpus} GPUs"
+                )
     if spec.device != "cuda":
         return
     for member in pool.members:

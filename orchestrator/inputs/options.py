@@ -115,7 +115,20 @@ class SpecOption:
 
 SPEC_OPTIONS = (
     SpecOption("--epochs", "epochs", "passes over the training data", positive_int),
-    SpecOption("--batch-size", "batch_size", "samples per step", positive_int),
+    SpecOption(
+        "--batch-size",
+        "batch_size",
+        "samples per step: the global batch, whatever --gpus (each device trains on "
+        "batch/gpus of it, the learning rate is for the global batch, nothing is rescaled)",
+        positive_int,
+    ),
+    SpecOption(
+        "--gpus",
+        "gpus",
+        "devices one run trains on in data parallel (PyTorch DDP, TensorFlow "
+        "MirroredStrategy, JAX sharding); with --device cpu, N CPU devices (to test the code)",
+        positive_int,
+    ),
     SpecOption(
         "--train-limit", "data.train_limit", "use only the first N training images", positive_int
     ),
@@ -342,13 +355,22 @@ def _check_limits(spec: pb.TrainSpec, dataset: str, train_size: int, test_size: 
 
 
 def _check_last_batch(spec: pb.TrainSpec, dataset: str, train_size: int) -> None:
-    """The services' rule on the last batch (schedule.last_batch_of_one), checked before any
-    service starts, in the options' words."""
+    """The services' rules on the last batch (schedule.last_batch_of_one, uneven_last_batch),
+    checked before any service starts, in the options' words."""
     given = spec.data.HasField("train_limit")
     train = spec.data.train_limit if given else train_size
+    what = f"--train-limit {train}" if given else f"the {train:,} training images of {dataset}"
+    if schedule.uneven_last_batch(train, spec.batch_size, spec.gpus):
+        last = train % spec.batch_size
+        fits = train - last % spec.gpus
+        raise UserError(
+            f"{what} with --batch-size {spec.batch_size}: the last batch of every epoch would "
+            f"hold {last} images, which --gpus {spec.gpus} cannot split evenly; use "
+            f"--train-limit {fits}, or a --batch-size whose last batch is a multiple of "
+            f"{spec.gpus}"
+        )
     if not schedule.last_batch_of_one(train, spec.batch_size):
         return
-    what = f"--train-limit {train}" if given else f"the {train:,} training images of {dataset}"
     limits = " or ".join(str(n) for n in (train - 1, train + 1) if 1 <= n <= train_size)
     raise UserError(
         f"{what} with --batch-size {spec.batch_size}: the last batch of every epoch would hold "

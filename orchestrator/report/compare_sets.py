@@ -61,6 +61,20 @@ def _phrase(label_a: str, label_b: str, r: stats.Ratio | None) -> str:
     return f"{faster} steady-state {factor:.2f}× faster ({label_b}/{label_a} {r.ratio:.2f}, {ci})"
 
 
+def _devices(runs) -> int:
+    """The devices (--gpus) each run of a set's frame trained on: 1 before it was recorded."""
+    return int(runs["gpus"].fillna(1).iloc[0])
+
+
+def _scaling_phrase(devices_a: int, devices_b: int, r: stats.Ratio) -> str:
+    ci = (
+        "single runs: no interval"
+        if r.ci_low is None
+        else f"95 % CI {r.ci_low:.2f}–{r.ci_high:.2f}"
+    )
+    return f"scaling efficiency {r.ratio:.2f} from {devices_a} to {devices_b} devices ({ci})"
+
+
 def _ratio_chart(points: list[tuple[str, stats.Ratio]], label_a: str, label_b: str):
     if not points:
         return None
@@ -126,7 +140,7 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
             a, b, (label_a, label_b), _set_header(a, b, out_dir), _common_blocks(a, b, out_dir)
         )
     analyses_a, analyses_b = analyse(a), analyse(b)
-    verdict, rows, accuracy, points = [], [], [], []
+    verdict, rows, accuracy, points, scaling = [], [], [], [], []
     for model, framework, runs_a, runs_b in _pairs(analyses_a, analyses_b):
         ratios = {
             m.column: stats.ratio(stats.trimmed(runs_b[m.column]), stats.trimmed(runs_a[m.column]))
@@ -138,6 +152,18 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
         verdict.append(f"{who}: {_phrase(label_a, label_b, steady)}.")
         if steady is not None:
             points.append((who, steady))
+        devices_a, devices_b = _devices(runs_a), _devices(runs_b)
+        if steady is not None and devices_a != devices_b:
+            efficiency = stats.scaling_efficiency(steady, devices_b, devices_a)
+            verdict.append(f"{who}: {_scaling_phrase(devices_a, devices_b, efficiency)}.")
+            ci = (
+                "–"
+                if efficiency.ci_low is None
+                else ratio_bounds(efficiency.ci_low, efficiency.ci_high)
+            )
+            scaling.append(
+                [model, name(framework), devices_a, devices_b, f"{efficiency.ratio:.3f}", ci]
+            )
         for m in METRICS:
             r = ratios.get(m.column)
             if r is None:
@@ -207,6 +233,33 @@ def build(a: ResultSet, b: ResultSet, out_dir: Path) -> Document:
             ),
             [c for c in [_ratio_chart(points, label_a, label_b)] if c],
             anchor="ratios",
+        ),
+        *(
+            [
+                Block(
+                    "Scaling over devices",
+                    "Scaling efficiency: steady-state images/s per device of B over A's; from "
+                    "one device, images/s on N over N × images/s on one (1 is perfect scaling). "
+                    "Its 95 % interval is the throughput ratio's, divided by the exact ratio of "
+                    "the devices. Both sets train the same global batch (`batch_size`), each "
+                    "device its share.\n\n"
+                    + table(
+                        [
+                            "model",
+                            "framework",
+                            f"devices {label_a}",
+                            f"devices {label_b}",
+                            "scaling efficiency",
+                            "95 % CI",
+                        ],
+                        scaling,
+                        numeric={2, 3, 4, 5},
+                    ),
+                    anchor="scaling",
+                )
+            ]
+            if scaling
+            else []
         ),
         Block(
             "Accuracy",

@@ -16,6 +16,7 @@ from orchestrator.report import (
     analysis,
     debugging,
     deployment,
+    devices,
     hardware_floor,
     install_friction,
     parity,
@@ -32,7 +33,8 @@ class SectionSource:
     """A section of the report and the result file it is made from (in `directory`)."""
 
     file: str
-    make: Callable[[Path], Section]
+    # None: the file holds nothing for this section (telemetry of one device only).
+    make: Callable[[Path], Section | None]
     # Another file of the results directory that must be there too (the floor needs the runs).
     needs: str | None = None
 
@@ -49,6 +51,13 @@ SOURCES = (
         schema.DEPLOY_CSV, lambda d: deployment.section(read_table(d, schema.DEPLOY_CSV))
     ),
     SectionSource(schema.FLOOR_CSV, _floor, needs=schema.RUNS_CSV),
+    SectionSource(
+        schema.TELEMETRY_CSV,
+        lambda d: devices.section(
+            read_table(d, schema.RUNS_CSV), read_table(d, schema.TELEMETRY_CSV)
+        ),
+        needs=schema.RUNS_CSV,
+    ),
     SectionSource(
         schema.FRICTION_CSV,
         lambda d: install_friction.section(pd.read_csv(d / schema.FRICTION_CSV)),
@@ -69,5 +78,7 @@ def found(results_dir: Path, friction_dir: Path | None = None) -> list[Section]:
             continue
         if source.needs and not (results_dir / source.needs).exists():
             continue
-        sections.append(source.make(directory))
+        made = source.make(directory)
+        if made is not None:
+            sections.append(made)
     return sections

@@ -124,6 +124,20 @@ class Ratio:
         return not self.ci_low <= 1 <= self.ci_high
 
 
+def scaling_efficiency(throughput: Ratio, devices: int, devices_base: int) -> Ratio:
+    """Images/s per device over the base's: with a base of one device, images/s on N devices
+    over N × images/s on one (1: perfect scaling). `throughput` is the ratio of images/s on
+    `devices` over images/s on `devices_base`; the device counts are exact, so the interval is the
+    throughput ratio's, scaled alike, and `detected` says whether it excludes perfect scaling."""
+    factor = devices_base / devices
+    return dataclasses.replace(
+        throughput,
+        ratio=throughput.ratio * factor,
+        ci_low=None if throughput.ci_low is None else throughput.ci_low * factor,
+        ci_high=None if throughput.ci_high is None else throughput.ci_high * factor,
+    )
+
+
 def ratio(a: pd.Series, b: pd.Series) -> Ratio | None:
     a, b = a.dropna().astype(float), b.dropna().astype(float)
     a, b = a[a > 0], b[b > 0]

@@ -161,7 +161,8 @@ KNOB_COLUMNS = (*SPEC_FIELDS, *DERIVED_SPEC_COLUMNS)
 # mode: before it was recorded every run trained the default way, and the report groups runs by
 # mode. Empty cells too: a journal from then replays with an empty mode.
 BEFORE_RECORDED = {
-    RUNS_CSV: {"mode": "default"},
+    # Every run before --gpus trained on one device.
+    RUNS_CSV: {"mode": "default", "gpus": 1},
     # benchmarks/floor.py measured only PyTorch before it measured every framework.
     FLOOR_CSV: {"framework": "pytorch"},
 }

@@ -2,7 +2,8 @@
 
 - local (the embedded default): start each service from its own virtualenv (.venvs/<framework>)
   on a free loopback port, wait for health SERVING, stop it afterwards; with `gpus`, one service
-  per framework and GPU (`--parallel N`), each seeing only its GPU;
+  per framework and GPU (`--parallel N`), or group of GPUs (with `--gpus`), each seeing only its
+  own;
 - remote: services already running at given addresses (docker compose, Kubernetes, other hosts);
   `dns:///HOST:PORT` stands for every address HOST resolves to (a Kubernetes headless Service).
 
@@ -84,7 +85,8 @@ class _LocalServices(Launched):
         self._processes: dict[Endpoint, tuple[subprocess.Popen, str | None]] = {}
 
     def start(self, framework: str, gpu: str | None) -> Endpoint:
-        name = framework if gpu is None else f"{framework}-gpu{gpu}"
+        # A group of GPUs (--parallel with --gpus) is named by its members: pytorch-gpu2-3.
+        name = framework if gpu is None else f"{framework}-gpu{gpu.replace(',', '-')}"
         process, address = _start(
             framework,
             self._pythons[framework],
@@ -125,8 +127,9 @@ def local(
 ) -> Iterator[Launched]:
     """Starts one service per framework from .venvs/<framework>, or from the interpreter that
     `pythons` names for it (fwbench friction's fresh environments); with gpus, one per framework
-    and GPU (CUDA_VISIBLE_DEVICES set to it). The services may read datasets under data_roots
-    (default: the repository's data/). Logs go to log_dir."""
+    and entry, a GPU or a comma-separated group of them (CUDA_VISIBLE_DEVICES set to it). The
+    services may read datasets under data_roots (default: the repository's data/). Logs go to
+    log_dir."""
     pythons = {f: (pythons or {}).get(f, venv_python(f)) for f in wanted}
     missing = [f for f in wanted if not pythons[f].exists()]
     if missing:

@@ -367,6 +367,13 @@ def _fit(spec, classes: int, sizes: dict[str, int], where: str) -> None:
                 "leave a last batch of 1 sample, on which BatchNorm cannot train; use one "
                 "sample more or less"
             )
+        if schedule.uneven_last_batch(train, spec.batch_size, spec.gpus):
+            last = train % spec.batch_size
+            raise SpecError(
+                f"data.train_limit: {train} training samples in batches of {spec.batch_size} "
+                f"leave a last batch of {last}, which the {spec.gpus} devices (gpus) cannot "
+                f"share evenly; use a train_limit whose last batch is a multiple of {spec.gpus}"
+            )
 
 
 def verify(data_dir: Path, meta: dict) -> None:

@@ -67,6 +67,20 @@ class Framework:
     # `cuda13`): its image is based on nvidia/cuda:<cuda>-base-ubuntu24.04, whose
     # NVIDIA_REQUIRE_CUDA refuses a driver too old for it.
     cuda: str
+    # How the framework makes N devices of the CPU, for a run over N CPU devices (TrainSpec.gpus
+    # on device cpu), where that must be set in the environment before the framework is
+    # imported: an XLA flag appended to XLA_FLAGS, "{devices}" standing for N. Empty where the
+    # framework does it once imported (TensorFlow's logical devices) or has a process per device
+    # (PyTorch).
+    cpu_devices_xla_flag: str = ""
+
+    def devices_environment(self, devices: int, environ: dict[str, str]) -> dict[str, str]:
+        """What the worker that trains a run over `devices` devices adds to its environment
+        before it imports the framework (nothing for one device)."""
+        if devices <= 1 or not self.cpu_devices_xla_flag:
+            return {}
+        flag = self.cpu_devices_xla_flag.format(devices=devices)
+        return {"XLA_FLAGS": " ".join(filter(None, [environ.get("XLA_FLAGS"), flag]))}
 
     @property
     def folder(self) -> Path:
@@ -170,6 +184,8 @@ FRAMEWORKS: dict[str, Framework] = {
             "import jax, flax, optax",
             ("jax", "jaxlib", "flax", "optax"),
             cuda="13.0.2",
+            # Read once, when JAX starts its CPU backend.
+            cpu_devices_xla_flag="--xla_force_host_platform_device_count={devices}",
         ),
     )
 }

@@ -30,6 +30,7 @@ import numpy as np
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import datasets, injection, schedule
+from services.common.spec import SpecError
 
 
 class Run(Protocol):
@@ -41,6 +42,12 @@ class Run(Protocol):
     device_name: str
     # The CUDA device the telemetry sampler watches, None on the CPU.
     cuda_device_index: int | None
+    # The devices it trains on in data parallel: the spec's gpus, or it is refused (a framework
+    # must never train a run on fewer devices than asked and report it as asked).
+    devices: int
+    # The process that drives each device (PyTorch: each rank's; TensorFlow and JAX drive every
+    # device from the worker): the host numbers of each device's telemetry.
+    device_pids: list[int]
     # The resolved settings (services/common/recorder.py run_started); the harness adds "data".
     settings: dict[str, str]
 
@@ -72,6 +79,11 @@ def train(
     """Trains spec through the Run that start makes, reporting to the recorder (see above)."""
     inject = injection.Injection(spec)
     run = start(spec, inject)
+    if run.devices != spec.gpus:
+        raise SpecError(
+            f"gpus: {spec.gpus} devices asked for, but this service trains the run on "
+            f"{run.devices}; use gpus {run.devices}"
+        )
 
     start_s = time.perf_counter()
     dataset = inject.dataset(datasets.load(spec))
@@ -88,6 +100,7 @@ def train(
         framework_version=run.framework_version,
         device_name=run.device_name,
         cuda_device_index=run.cuda_device_index,
+        device_pids=run.device_pids,
         train_samples=train_samples,
         test_samples=len(dataset.test_labels),
         steps_per_epoch=steps,
@@ -102,6 +115,29 @@ def train(
     recorder.run_end(**run.peak_memory(), test_correct=correct)
     if spec.deploy.deploy_enabled:
         recorder.deployment(run.deployment(recorder.diverged))
+
+
+def follow(spec: pb.TrainSpec, start: Callable[[pb.TrainSpec, injection.Injection], Loop]) -> None:
+    """What a data-parallel device other than the first does where each device has a process of
+    its own (PyTorch's ranks): the same load, build and training steps as the first device's
+    run, in the same order (every collective operation of the framework meets its peers), and no
+    report, no evaluation (the first device evaluates and reports for all). The first device
+    ends a follower that is still training when the run stops early (a divergence)."""
+    inject = injection.Injection(spec)
+    loop = start(spec, inject)
+    dataset = inject.dataset(datasets.load(spec))
+    loop.load(dataset)
+    train_samples = len(dataset.train_labels)
+    steps = schedule.steps_per_epoch(train_samples, spec.batch_size)
+    loop.build(inject.model_spec(spec.model), steps * spec.epochs)
+    calls = schedule.executions(train_samples, spec.batch_size, loop.steps_per_call)
+    for epoch in range(spec.epochs):
+        loop.begin_epoch(schedule.epoch_plan(spec.seed, epoch, train_samples, spec.data.augment))
+        loop.zero_sums()
+        for first, count in calls:
+            loop.train_steps(first, count)
+        loop.end_epoch()
+        loop.epoch_sums()
 
 
 class Loop(abc.ABC):

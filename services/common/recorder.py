@@ -71,6 +71,7 @@ class Recorder:
         framework_version: str,
         device_name: str,
         cuda_device_index: int | None,
+        device_pids: list[int],
         train_samples: int,
         test_samples: int,
         steps_per_epoch: int,
@@ -83,6 +84,7 @@ class Recorder:
         self._sampler = Sampler(
             interval_ms=self._spec.sample_interval_ms,
             cuda_device_index=cuda_device_index,
+            pids=device_pids,
             t_s=self._sink.t_s,
             emit=lambda samples: self._emit(telemetry=pb.TelemetryBatch(samples=samples)),
         )
@@ -97,6 +99,7 @@ class Recorder:
                 train_samples=train_samples,
                 test_samples=test_samples,
                 steps_per_epoch=steps_per_epoch,
+                per_device_batch_size=self._spec.batch_size // self._spec.gpus,
                 num_classes=self._spec.model.num_classes,
                 import_s=self._import_s,
                 data_load_s=data_load_s,

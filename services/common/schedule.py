@@ -42,6 +42,28 @@ class EpochPlan:
         return EpochPlan(self.order[part], self.dy[part], self.dx[part], self.flip[part])
 
 
+def device_rows(k: int, batch_size: int, train_samples: int, devices: int, device: int) -> slice:
+    """The positions in the epoch's order that device `device` of `devices` trains on in batch k:
+    its contiguous 1/devices share of the batch (the last, short one too), so that the devices
+    together train on batch k exactly, in order. One device takes the whole batch."""
+    start = k * batch_size
+    share = (min(batch_size, train_samples - start)) // devices
+    return slice(start + device * share, start + (device + 1) * share)
+
+
+def uneven_last_batch(train_samples: int, batch_size: int, devices: int) -> bool:
+    """Whether an epoch's short last batch cannot be split evenly over `devices` (batch_size
+    itself is a multiple of devices, spec.validate): such a spec is refused like a last batch of
+    one, since devices with unequal shares would weigh their samples unequally."""
+    return train_samples % batch_size % devices != 0
+
+
+def nearest_multiples(value: int, factor: int) -> str:
+    """The multiples of factor on either side of value, for an error message: "28 or 32"."""
+    below, above = value // factor * factor, -(-value // factor) * factor
+    return " or ".join(str(n) for n in dict.fromkeys((below, above)) if n > 0)
+
+
 def steps_per_epoch(train_samples: int, batch_size: int) -> int:
     return -(-train_samples // batch_size)
 

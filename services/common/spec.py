@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import architectures, numerics
+from services.common import architectures, numerics, schedule
 
 # The models are architectures.py's, in its order (resnet50, vgg19, mobilenet, mobilenet_v2).
 MODELS: tuple[str, ...] = tuple(architectures.ARCHITECTURES)
@@ -42,6 +42,8 @@ DEFAULTS = {
     "device": "auto",
     "mode": "default",
     "sample_interval_ms": 100,
+    # One device: the run as it always was. More is data parallelism over the same global batch.
+    "gpus": 1,
     "model": {"architecture": "canonical"},
     "data": {"source": "synthetic", "augment": "crop-flip"},
     "optimizer": {
@@ -72,6 +74,9 @@ BOUNDS = {
     "batch_size": (2, 65536),
     "seed": (0, 2**32 - 1),
     "sample_interval_ms": (0, 60_000),
+    # The most GPUs one host holds (8 in today's servers) with room to spare; N CPU devices (for
+    # testing) are as many processes or logical devices, which a bound keeps countable.
+    "gpus": (1, 64),
     "model.num_classes": (1, 100_000),
     "data.train_limit": (1, 10_000_000),
     "data.test_limit": (1, 10_000_000),
@@ -209,6 +214,13 @@ def validate(spec: pb.TrainSpec) -> None:
     _choice("mode", spec.mode, MODES)
     _choice("precision", spec.precision, PRECISIONS)
     _bounded("sample_interval_ms", spec.sample_interval_ms)
+    _bounded("gpus", spec.gpus)
+    if spec.batch_size % spec.gpus:
+        raise SpecError(
+            f"batch_size: {spec.batch_size} is the global batch, split evenly over gpus "
+            f"{spec.gpus}, so it must be a multiple of {spec.gpus}; use batch_size "
+            f"{schedule.nearest_multiples(spec.batch_size, spec.gpus)}"
+        )
     _bounded("deploy.deploy_warmup_iterations", spec.deploy.deploy_warmup_iterations)
     _bounded("deploy.deploy_timed_iterations", spec.deploy.deploy_timed_iterations)
     if spec.HasField("debug"):

@@ -167,7 +167,12 @@ def open_gpu(cuda_device_index: int | None, nvml=None) -> _Gpu | None:
 
 class Sampler:
     """Samples every `interval_ms` on a background thread and hands batches of samples to `emit`
-    about once a second; stop() flushes the rest and summarises the run."""
+    about once a second; stop() flushes the rest and summarises the run.
+
+    A run over several devices (data parallel) has a sample per device each time: CUDA devices
+    cuda_device_index, cuda_device_index + 1, ... and the process that drives each (`pids`, one
+    per device; by default this one for all). The run's summary is the devices' together: the
+    largest memory of any, the mean utilisation of all, their energies added."""
 
     def __init__(
         self,
@@ -177,13 +182,23 @@ class Sampler:
         t_s: Callable[[], float],
         emit: Callable[[list[pb.TelemetrySample]], None],
         nvml=None,
+        pids: list[int] | None = None,
     ):
         self._interval_s = interval_ms / 1000
         self._t_s = t_s
         self._emit = emit
-        self._gpu = open_gpu(cuda_device_index, nvml) if interval_ms else None
+        pids = pids or [os.getpid()]
+        gpus = (
+            [open_gpu(cuda_device_index + d, nvml) for d in range(len(pids))]
+            if interval_ms and cuda_device_index is not None
+            else []
+        )
+        self._gpus = [g for g in gpus if g is not None]
+        self._gpu = self._gpus[0] if self._gpus else None
         self.gpu_name = self._gpu.name if self._gpu else "none"
-        self._process = psutil.Process()
+        # One psutil.Process per distinct process: its cpu_percent counts since its last call.
+        processes = {pid: psutil.Process(pid) for pid in dict.fromkeys(pids)}
+        self._device_processes = [processes[pid] for pid in pids]
         self._pending: list[pb.TelemetrySample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fwbench-sampler", daemon=True)
@@ -191,13 +206,15 @@ class Sampler:
         # Run-level aggregates, kept as samples arrive so that batches can be dropped once sent.
         self._peak_mem_bytes: int | None = None
         self._util_sum, self._util_count = 0.0, 0
-        self._last_energy_j: float | None = None
-        self._power_integral_j = 0.0
-        self._last_power: tuple[float, float] | None = None  # (t_s, power_w)
+        # Per device index: the last energy reading, the power integral, the last power reading.
+        self._last_energy_j: dict[int, float] = {}
+        self._power_integral_j: dict[int, float] = {}
+        self._last_power: dict[int, tuple[float, float]] = {}  # (t_s, power_w)
 
     def start(self) -> None:
         if self._interval_s:
-            self._process.cpu_percent(None)  # the first call only sets psutil's reference point
+            for process in set(self._device_processes):
+                process.cpu_percent(None)  # the first call only sets psutil's reference point
             self._thread.start()
 
     def _loop(self) -> None:
@@ -208,18 +225,30 @@ class Sampler:
                 self._flush()
                 last_emit = time.monotonic()
 
-    def sample(self) -> pb.TelemetrySample:
-        s = pb.TelemetrySample(
-            t_s=self._t_s(),
-            rss_bytes=self._process.memory_info().rss,
-            cpu_pct=self._process.cpu_percent(None),
-        )
-        if self._gpu is not None:
-            self._gpu.sample(s)
+    def sample(self) -> list[pb.TelemetrySample]:
+        """One sample of each device, now."""
+        t_s = self._t_s()
+        host = {}
+        for process in self._device_processes:
+            if process not in host:
+                try:
+                    host[process] = (process.memory_info().rss, process.cpu_percent(None))
+                except psutil.NoSuchProcess:  # a rank that has ended
+                    host[process] = (0, 0.0)
+        samples = []
+        for device, process in enumerate(self._device_processes):
+            rss_bytes, cpu_pct = host[process]
+            s = pb.TelemetrySample(
+                t_s=t_s, rss_bytes=rss_bytes, cpu_pct=cpu_pct, device_index=device
+            )
+            if device < len(self._gpus):
+                self._gpus[device].sample(s)
+            samples.append(s)
         with self._lock:
-            self._account(s)
-            self._pending.append(s)
-        return s
+            for s in samples:
+                self._account(s)
+            self._pending.extend(samples)
+        return samples
 
     def _account(self, s: pb.TelemetrySample) -> None:
         if s.HasField("mem_used_bytes"):
@@ -227,13 +256,16 @@ class Sampler:
         if s.HasField("gpu_util_pct"):
             self._util_sum += s.gpu_util_pct
             self._util_count += 1
+        device = s.device_index
         if s.HasField("energy_j"):
-            self._last_energy_j = s.energy_j
+            self._last_energy_j[device] = s.energy_j
         if s.HasField("power_w"):
-            if self._last_power is not None:
-                t0, p0 = self._last_power
-                self._power_integral_j += (s.t_s - t0) * (p0 + s.power_w) / 2
-            self._last_power = (s.t_s, s.power_w)
+            if device in self._last_power:
+                t0, p0 = self._last_power[device]
+                self._power_integral_j[device] = (
+                    self._power_integral_j.get(device, 0.0) + (s.t_s - t0) * (p0 + s.power_w) / 2
+                )
+            self._last_power[device] = (s.t_s, s.power_w)
 
     def _flush(self) -> None:
         with self._lock:
@@ -246,16 +278,17 @@ class Sampler:
             return "none"
         if self._gpu.energy_start_mj is not None:
             return "counter"
-        return "power-integration" if self._last_power is not None else "none"
+        return "power-integration" if self._last_power else "none"
 
     def energy_j(self) -> float | None:
-        """GPU energy since start by the best available method; None without a GPU."""
+        """GPU energy since start by the best available method, every device's added; None
+        without a GPU."""
         with self._lock:
             method = self.energy_method()
             if method == "counter":
-                return self._last_energy_j or 0.0
+                return sum(self._last_energy_j.values())
             if method == "power-integration":
-                return self._power_integral_j
+                return sum(self._power_integral_j.values())
             return None
 
     def stop(self) -> Summary:

@@ -239,6 +239,10 @@ def main(argv: list[str]) -> int:
         from fwbench.v1 import trainer_pb2 as pb
 
         request_bytes = sys.stdin.buffer.read()
+        if task == "train":
+            # A run over N CPU devices may need them made before the framework starts.
+            gpus = pb.TrainRequest.FromString(request_bytes).spec.gpus
+            os.environ.update(frameworks.get(framework).devices_environment(gpus, os.environ))
         trainer = frameworks.get(framework).load_trainer()
         import_s = sink.t_s()
         if task == "describe":

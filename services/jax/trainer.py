@@ -101,6 +101,20 @@ def resolve_device(name: str) -> jax.Device:
     return gpus[0]
 
 
+def data_parallel_mesh(device: jax.Device, gpus: int) -> jax.sharding.Mesh | None:
+    """The 1-D mesh ("data") of a run over `gpus` devices of device's platform (on the CPU, the
+    host platform devices that XLA_FLAGS made: services/common/frameworks.py); None for one."""
+    if gpus == 1:
+        return None
+    found = jax.devices(device.platform)
+    if len(found) < gpus:
+        raise SpecError(
+            f"gpus: {gpus} devices asked for, but JAX sees {len(found)} {device.platform} "
+            f"device(s); use gpus {len(found)} or fewer"
+        )
+    return jax.sharding.Mesh(np.array(found[:gpus]), ("data",))
+
+
 def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
     """Applies the spec's speed/precision knobs and returns them as resolved, for the results."""
     # Everything below runs on `device`: the arrays created here and the compiled steps.
@@ -153,22 +167,35 @@ class Pipeline:
     serves every batch of a size; only the short last batch of an epoch is a second shape.
     """
 
-    def __init__(self, dataset: datasets.Dataset, batch_size: int):
+    def __init__(
+        self, dataset: datasets.Dataset, batch_size: int, mesh: jax.sharding.Mesh | None = None
+    ):
         self.batch_size = batch_size
         self.train_samples = len(dataset.train_labels)
+        # In data parallel every device holds the whole dataset (as each PyTorch rank does) and
+        # each training batch is split over the devices: device d takes rows [d*b/N, (d+1)*b/N)
+        # of its b rows (schedule.device_rows), which is how a 1-D sharding lays them out.
+        self.place = jnp.asarray
+        self.batch_sharding = None
+        if mesh is not None:
+            replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            self.place = functools.partial(jax.device_put, device=replicated)
+            self.batch_sharding = jax.sharding.NamedSharding(
+                mesh, jax.sharding.PartitionSpec("data")
+            )
         pad = schedule.PAD
         # Padded once, so that every crop is a pure gather.
         padding = ((0, 0), (pad, pad), (pad, pad), (0, 0))
-        self.train_padded = jnp.pad(jnp.asarray(dataset.train_images), padding)
-        self.train_labels = jnp.asarray(dataset.train_labels)
-        self.test_images = jnp.asarray(dataset.test_images)
-        self.test_labels = jnp.asarray(dataset.test_labels)
-        self.mean = jnp.asarray(dataset.mean, jnp.float32)
-        self.std = jnp.asarray(dataset.std, jnp.float32)
+        self.train_padded = jnp.pad(self.place(dataset.train_images), padding)
+        self.train_labels = self.place(dataset.train_labels)
+        self.test_images = self.place(dataset.test_images)
+        self.test_labels = self.place(dataset.test_labels)
+        self.mean = self.place(np.asarray(dataset.mean, np.float32))
+        self.std = self.place(np.asarray(dataset.std, np.float32))
 
     def set_epoch(self, plan: schedule.EpochPlan) -> None:
         # One upload per epoch: int [4, N] of order, dy, dx and flip.
-        self.plan = jnp.asarray(np.stack([plan.order, plan.dy, plan.dx, plan.flip]))
+        self.plan = self.place(np.stack([plan.order, plan.dy, plan.dx, plan.flip]))
 
     def size(self, k: int) -> int:
         return min(self.batch_size, self.train_samples - k * self.batch_size)
@@ -181,6 +208,9 @@ class Pipeline:
         start, size = k * self.batch_size, self.size(k)
         order = _batch_order(self.plan, start, size)
         images = normalise(self.augmented(k), self.mean, self.std)
+        if self.batch_sharding is not None:
+            # Each device keeps its rows of the batch it holds whole: no copy between devices.
+            return jax.device_put((images, self.train_labels[order]), self.batch_sharding)
         return images, self.train_labels[order]
 
     def device_data(self, k: int) -> tuple:
@@ -189,12 +219,16 @@ class Pipeline:
         return self.train_padded, self.train_labels, self.plan, self.mean, self.std, start
 
     @staticmethod
-    def cut(i, data: tuple, size: int) -> tuple[jax.Array, jax.Array]:
-        """Batch i after the first of device_data (i traced), as train_batch cuts it."""
+    def cut(i, data: tuple, size: int, sharding=None) -> tuple[jax.Array, jax.Array]:
+        """Batch i after the first of device_data (i traced), as train_batch cuts it; with the
+        batch's sharding in data parallel (each device's rows, as train_batch's)."""
         padded, labels, plan, mean, std, first_start = data
         start = first_start + i * size
         order = jax.lax.dynamic_slice_in_dim(plan[0], start, size)
-        return normalise(_augmented(padded, plan, start, size), mean, std), labels[order]
+        batch = normalise(_augmented(padded, plan, start, size), mean, std), labels[order]
+        if sharding is None:
+            return batch
+        return jax.lax.with_sharding_constraint(batch, sharding)
 
     def test_batches(self):
         for start in range(0, len(self.test_labels), self.batch_size):
@@ -395,8 +429,16 @@ class Training(harness.Loop):
         self.spec = spec
         self.inject = inject
         self.device = resolve_device(spec.device)
+        self.mesh = data_parallel_mesh(self.device, spec.gpus)
         self.settings = configure(spec, self.device)
         self.settings["execution"] = "jax.disable_jit()" if inject.eager else "jax.jit (nnx.jit)"
+        if self.mesh is not None:
+            self.settings["data_parallel"] = (
+                f"jax.sharding: a 1-D mesh of {self.mesh.size} {self.device.platform} devices, "
+                "the batch sharded, the model and optimizer replicated (XLA adds BatchNorm's "
+                "and the gradients' sums across devices: the global batch's); evaluation "
+                "replicated"
+            )
         # A debug probe's eager execution: every jit-compiled function runs as Python, op by op,
         # as under `with jax.disable_jit()` (the worker process runs this one job).
         jax.config.update("jax_disable_jit", inject.eager)
@@ -405,9 +447,11 @@ class Training(harness.Loop):
         self.framework_version = jax.__version__
         self.device_name = "cpu" if cpu else self.device.device_kind
         self.cuda_device_index = None if cpu else self.device.id
+        self.devices = 1 if self.mesh is None else self.mesh.size
+        self.device_pids = [os.getpid()] * self.devices
 
     def load(self, dataset: datasets.Dataset) -> None:
-        self.pipeline = Pipeline(dataset, self.spec.batch_size)
+        self.pipeline = Pipeline(dataset, self.spec.batch_size, self.mesh)
         self.dataset = dataset
         jax.block_until_ready(self.pipeline.train_padded)
         self.train_batch = self.inject.batches(self.pipeline.train_batch, "NHWC", jnp.transpose)
@@ -416,6 +460,10 @@ class Training(harness.Loop):
         self.model, self.optimizer, self.scale = training_objects(
             self.spec, model_spec, total_steps
         )
+        if self.mesh is not None:
+            # One copy of the state on every device; the step's sharded batch decides the rest.
+            objects = tuple(o for o in (self.model, self.optimizer, self.scale) if o is not None)
+            nnx.update(objects, self.pipeline.place(nnx.state(objects)))
         jax.block_until_ready(nnx.state((self.model, self.optimizer)))
 
     def fit(self, recorder) -> None:
@@ -485,8 +533,9 @@ class TunedTraining(Training):
     steps_per_call = schedule.TUNED_STEPS_PER_EXECUTION
 
     def fit(self, recorder) -> None:
+        cut = functools.partial(Pipeline.cut, sharding=self.pipeline.batch_sharding)
         self.functional = FunctionalStep(
-            self.model, self.optimizer, self.scale, self.smoothing, Pipeline.cut
+            self.model, self.optimizer, self.scale, self.smoothing, cut
         )
         super().fit(recorder)
 

@@ -8,17 +8,19 @@ progress reports and evaluation, as services/common/harness.py runs them for eve
 
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import torchvision
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import datasets, deploy, harness, injection, model_report, numerics, schedule
 from services.common.spec import WEIGHT_DECAY, SpecError
-from services.pytorch import models, serving
+from services.pytorch import distributed, models, serving
 
 FRAMEWORK = "pytorch"
 
@@ -37,7 +39,7 @@ def describe() -> pb.DescribeResponse:
     )
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, rank: int = 0) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -46,7 +48,12 @@ def resolve_device(name: str) -> torch.device:
             f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
             "use device 'cpu' or 'auto'"
         )
-    return torch.device("cuda", 0)
+    if rank >= torch.cuda.device_count():
+        raise SpecError(
+            f"gpus: rank {rank} needs CUDA device {rank}, but PyTorch sees "
+            f"{torch.cuda.device_count()}; use gpus {torch.cuda.device_count()} or fewer"
+        )
+    return torch.device("cuda", rank)
 
 
 def configure(spec: pb.TrainSpec, device: torch.device) -> dict[str, str]:
@@ -88,10 +95,16 @@ class Pipeline:
         device: torch.device,
         batch_size: int,
         memory_format: torch.memory_format = torch.contiguous_format,
+        devices: int = 1,
+        rank: int = 0,
     ):
         self.device = device
         self.batch_size = batch_size
         self.memory_format = memory_format
+        # In data parallel, this rank's share of every training batch (evaluation is rank 0's,
+        # on the whole test split).
+        self.devices, self.rank = devices, rank
+        self.train_samples = len(dataset.train_labels)
         pad = schedule.PAD
         train = torch.from_numpy(np.asarray(dataset.train_images)).to(device)
         # Padded once, so that every crop is a pure gather.
@@ -110,10 +123,13 @@ class Pipeline:
             for a in (plan.order, plan.dy, plan.dx, plan.flip.astype(np.int64))
         ]
 
+    def rows(self, k: int) -> slice:
+        """Batch k's positions in the epoch's order that this rank trains on."""
+        return schedule.device_rows(k, self.batch_size, self.train_samples, self.devices, self.rank)
+
     def augmented(self, k: int) -> torch.Tensor:
-        """Batch k of the epoch as uint8 NHWC, after crop and flip."""
-        part = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        order, dy, dx, flip = (a[part] for a in self.plan)
+        """Batch k of the epoch (this rank's share) as uint8 NHWC, after crop and flip."""
+        order, dy, dx, flip = (a[self.rows(k)] for a in self.plan)
         rows, cols = schedule.crop_indices(dy, dx, flip, self.arange)
         images = self.train_padded[order]
         batch = torch.arange(len(order), device=self.device)[:, None, None]
@@ -124,7 +140,7 @@ class Pipeline:
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def train_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        order = self.plan[0][k * self.batch_size : (k + 1) * self.batch_size]
+        order = self.plan[0][self.rows(k)]
         return self.normalise(self.augmented(k)), self.train_labels[order]
 
     def test_batches(self):
@@ -273,10 +289,13 @@ class Training(harness.Loop):
     """One training run of the canonical loop, in the order services/common/harness.py calls it:
     set up, load, build, then every epoch through the loop's hooks below."""
 
-    def __init__(self, spec: pb.TrainSpec, inject: injection.Injection):
+    def __init__(self, spec: pb.TrainSpec, inject: injection.Injection, rank: int = 0):
         self.spec = spec
         self.inject = inject
-        self.device = resolve_device(spec.device)
+        # Data parallel (spec.gpus > 1): this process trains device `rank`'s share
+        # (services/pytorch/distributed.py); rank 0 is the worker, which reports.
+        self.rank = rank
+        self.device = resolve_device(spec.device, rank)
         self.graphed = graphed(spec, self.device)
         if self.graphed and (spec.compile or spec.precision == "fp16"):
             raise SpecError(
@@ -284,6 +303,23 @@ class Training(harness.Loop):
                 "torch.compile (compile) nor fp16's dynamic loss scaling (precision) can join; "
                 "drop compile, or use precision bf16 or fp32"
             )
+        if self.graphed and spec.gpus > 1:
+            raise SpecError(
+                "gpus: mode 'tuned' captures the whole step in one CUDA graph, which "
+                "DistributedDataParallel's gradient all-reduce does not join here; use mode "
+                "'default' with gpus > 1, or gpus 1"
+            )
+        self.ranks: distributed.Ranks | None = None
+        if spec.gpus > 1:
+            if self.device.type == "cpu":
+                # The ranks share the host's cores: each takes its part rather than all of them.
+                torch.set_num_threads(max(1, torch.get_num_threads() // spec.gpus))
+            else:
+                torch.cuda.set_device(self.device)
+            if rank == 0:
+                self.ranks = distributed.Ranks(spec, self.device)
+            else:
+                distributed.join_group(self.device, rank)
         self.settings = configure(spec, self.device)
         self.memory_format = torch.channels_last if self.graphed else torch.contiguous_format
         # PyTorch's one graph mode is torch.compile: a debug probe's "graph" execution is eager
@@ -294,19 +330,49 @@ class Training(harness.Loop):
         cuda = self.device.type == "cuda"
         self.device_name = torch.cuda.get_device_name(self.device) if cuda else "cpu"
         self.cuda_device_index = self.device.index if cuda else None
+        self.devices = dist.get_world_size() if spec.gpus > 1 else 1
+        rank_pids = [p.pid for p in self.ranks.processes] if self.ranks else []
+        self.device_pids = [os.getpid(), *rank_pids]
+        if spec.gpus > 1:
+            norm = "SyncBatchNorm" if cuda else "fwbench's GlobalBatchNorm: no SyncBatchNorm on CPU"
+            self.settings["data_parallel"] = (
+                f"DistributedDataParallel, {self.devices} processes over "
+                f"{distributed.backend(self.device)}; BatchNorm over the global batch ({norm}); "
+                "evaluation on rank 0"
+            )
 
     def load(self, dataset: datasets.Dataset) -> None:
-        self.pipeline = Pipeline(dataset, self.device, self.spec.batch_size, self.memory_format)
+        self.pipeline = Pipeline(
+            dataset,
+            self.device,
+            self.spec.batch_size,
+            self.memory_format,
+            devices=self.spec.gpus,
+            rank=self.rank,
+        )
         self.dataset = dataset
         self.train_batch = self.inject.batches(self.pipeline.train_batch, "NCHW", torch.permute)
 
     def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
         model = models.build(model_spec, self.spec.seed)
+        if self.spec.gpus > 1:
+            model = distributed.synchronise_batchnorm(model, self.device)
         self.model = model.to(self.device, memory_format=self.memory_format)
         optimizer, self.lr_schedule = make_optimizer(
             self.spec, self.model, total_steps, capturable=self.graphed
         )
-        forward = torch.compile(self.model) if self.compiled else self.model
+        forward = self.model
+        if self.spec.gpus > 1:
+            # Every rank starts from rank 0's weights and averages its gradients with the others'
+            # in the backward pass. BatchNorm's buffers are equal on every rank already (their
+            # statistics are the global batch's): broadcasting them every step would be waste.
+            forward = torch.nn.parallel.DistributedDataParallel(
+                forward,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        if self.compiled:
+            forward = torch.compile(forward)
         self.train_step = TrainStep(self.spec, forward, optimizer, self.device)
         self.step = self.train_step
         sync(self.device)
@@ -315,6 +381,8 @@ class Training(harness.Loop):
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         harness.run_epochs(self.spec, recorder, self, self.dataset)
+        if self.ranks is not None:
+            self.ranks.join(stopped_early=recorder.diverged)
 
     # --- the loop, each epoch --------------------------------------------------------------
 
@@ -355,6 +423,10 @@ class Training(harness.Loop):
         return loss_sum.item() / count, torch.cat(predicted).cpu().numpy()
 
     def epoch_sums(self) -> tuple[float, int]:
+        if self.spec.gpus > 1:
+            # Each rank summed its share: the epoch's are all of them together.
+            dist.all_reduce(self.train_step.loss_sum)
+            dist.all_reduce(self.train_step.correct)
         return self.train_step.loss_sum.item(), self.train_step.correct.item()
 
     # --- after training --------------------------------------------------------------------

@@ -11,6 +11,7 @@ between-epoch overhead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -50,14 +51,20 @@ def gpu_name(gpu: tf.config.PhysicalDevice) -> str:
     return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
 
 
-def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
-    """Makes only the spec's device visible (before TensorFlow's runtime starts, which is the only
-    time it can be set) and returns the GPU that trains, or None for the CPU."""
+def resolve_device(name: str, count: int = 1) -> tf.config.PhysicalDevice | None:
+    """Makes only the spec's devices visible (before TensorFlow's runtime starts, which is the
+    only time it can be set): the first GPU, or the first `count` in data parallel; or, on the
+    CPU in data parallel, `count` logical CPU devices made of it. Returns the first GPU that
+    trains, or None for the CPU."""
     gpus = tf.config.list_physical_devices("GPU")
     if name == "cpu" or (name == "auto" and not gpus):
         # friction: hidden rather than avoided with tf.device: Keras places variables on any
         # visible GPU.
         tf.config.set_visible_devices([], "GPU")
+        if count > 1:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            logical = [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+            tf.config.set_logical_device_configuration(cpu, logical)
         return None
     if not gpus:
         build = (
@@ -70,12 +77,39 @@ def resolve_device(name: str) -> tf.config.PhysicalDevice | None:
             "device: 'cuda' was requested but TensorFlow sees no GPU "
             f"(tensorflow {tf.__version__}, {build}); use device 'cpu' or 'auto'"
         )
-    gpu = gpus[0]
-    tf.config.set_visible_devices(gpu, "GPU")
-    # friction: without growth TensorFlow reserves almost all GPU memory at start, and memory
-    # numbers mean nothing. TF_FORCE_GPU_ALLOW_GROWTH=false in the service's environment overrides.
-    tf.config.experimental.set_memory_growth(gpu, True)
-    return gpu
+    if len(gpus) < count:
+        raise SpecError(
+            f"gpus: {count} GPUs asked for, but TensorFlow sees {len(gpus)}; use gpus "
+            f"{len(gpus)} or fewer"
+        )
+    tf.config.set_visible_devices(gpus[:count], "GPU")
+    for gpu in gpus[:count]:
+        # friction: without growth TensorFlow reserves almost all GPU memory at start, and memory
+        # numbers mean nothing. TF_FORCE_GPU_ALLOW_GROWTH=false in the service's environment
+        # overrides.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return gpus[0]
+
+
+def mirrored_strategy(gpu: tf.config.PhysicalDevice | None, count: int):
+    """Keras' data parallelism over `count` devices of one host (the GPUs, or the logical CPU
+    devices that resolve_device made), or None for one device. fit splits every batch of the
+    dataset into `count` consecutive parts, device d taking the d-th (tf.distribute's rebatching):
+    schedule.device_rows' rule; the gradients are summed across devices of losses Keras divides
+    by their number, and BatchNorm is synchronised (synchronise_batchnorm)."""
+    if count == 1:
+        return None
+    devices = tf.config.list_logical_devices("GPU" if gpu else "CPU")[:count]
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def synchronise_batchnorm(model: keras.Model) -> None:
+    """Every BatchNormalization of the model takes its batch statistics over the global batch, as
+    one device's would: Keras' `synchronized` BatchNorm all-reduces them across the replicas of a
+    tf.distribute strategy (it reads the flag when called, so library models take it too)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
 
 
 def configure(spec: pb.TrainSpec, gpu: tf.config.PhysicalDevice | None) -> dict[str, str]:
@@ -359,7 +393,8 @@ class Training:
     def __init__(self, spec: pb.TrainSpec, inject: injection.Injection):
         self.spec = spec
         self.inject = inject
-        self.gpu = resolve_device(spec.device)
+        self.gpu = resolve_device(spec.device, spec.gpus)
+        self.strategy = mirrored_strategy(self.gpu, spec.gpus)
         self.settings = configure(spec, self.gpu)
         self.settings["execution"] = (
             "keras fit, run_eagerly=True"
@@ -369,6 +404,13 @@ class Training:
         self.framework_version = tf.__version__
         self.device_name = gpu_name(self.gpu) if self.gpu else "cpu"
         self.cuda_device_index = 0 if self.gpu else None
+        self.devices = self.strategy.num_replicas_in_sync if self.strategy else 1
+        self.device_pids = [os.getpid()] * self.devices
+        if self.strategy:
+            self.settings["data_parallel"] = (
+                f"tf.distribute.MirroredStrategy over {self.devices} "
+                f"{'GPUs' if self.gpu else 'logical CPU devices'}; BatchNorm synchronized"
+            )
 
     def load(self, dataset: datasets.Dataset) -> None:
         self.pipeline = Pipeline(
@@ -376,14 +418,26 @@ class Training:
         )
 
     def build(self, model_spec: pb.ModelSpec, total_steps: int) -> None:
-        self.model = models.build(model_spec, self.spec.seed)
-        from_logits = compile_for_training(self.model, self.spec, total_steps, with_metrics=True)
+        # Variables made in a strategy's scope are mirrored on each of its devices, and fit
+        # trains a model compiled there on all of them.
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
+            self.model = models.build(model_spec, self.spec.seed)
+            if self.strategy:
+                synchronise_batchnorm(self.model)
+            from_logits = compile_for_training(
+                self.model, self.spec, total_steps, with_metrics=True
+            )
         self.settings["from_logits"] = str(from_logits).lower()
 
     def fit(self, recorder) -> None:
         if self.gpu:
             tf.config.experimental.reset_memory_stats("GPU:0")
         spec = self.spec
+        if self.strategy:
+            # Under a strategy Keras builds the model from one batch of the dataset before the
+            # first epoch begins (and before EpochPlans sets it): epoch 0's.
+            plans = EpochPlans(self.pipeline, spec.seed, spec.data.augment)
+            plans.on_epoch_begin(0)
         self.model.fit(
             self.pipeline.train_dataset(),
             epochs=spec.epochs,
