@@ -93,6 +93,14 @@ METRICS = (
         False,
         PERCENT,
     ),
+    Metric(
+        "baseline_test_accuracy",
+        "test accuracy before training (epoch 0)",
+        "acc",
+        "higher",
+        False,
+        PROPORTION,
+    ),
     Metric("final_test_accuracy", "test accuracy, last epoch", "acc", "higher", False, PROPORTION),
     Metric("best_test_accuracy", "test accuracy, best epoch", "acc", "higher", False, PROPORTION),
 )
@@ -121,7 +129,13 @@ def per_run(rs: ResultSet, found: phases.Phases) -> pd.DataFrame:
     runs["end_to_end_images_per_s"] = runs["train_samples"] * runs["epochs"] / runs["total_time_s"]
     trained = runs["train_samples"] * runs["epochs"]
     runs["energy_per_1000_images_j"] = runs["energy_j"] / trained * 1000
-    epochs = rs.epochs
+    epochs = rs.trained_epochs
+    baselines = rs.epochs[rs.epochs["epoch"] == 0] if not rs.epochs.empty else rs.epochs
+    runs["baseline_test_accuracy"] = (
+        runs["run_id"].map(baselines.set_index("run_id")["test_accuracy"])
+        if not baselines.empty
+        else float("nan")
+    )
     if not epochs.empty:
         by_run = epochs.groupby("run_id")
         runs["between_epoch_overhead_s"] = runs["run_id"].map(
@@ -231,7 +245,7 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
         )
         tests = group["test_samples"].dropna()
         analysis.test_samples = int(tests.min()) if not tests.empty else None
-        _target(analysis, rs.epochs)
+        _target(analysis, rs.trained_epochs)
         analysis.timeline = found.of_runs(r for frame in equal.values() for r in frame.run_id)
         _statistics(analysis)
         analysis.regimes = {f: _regime(analysis, f, rs.floor) for f in analysis.frameworks}

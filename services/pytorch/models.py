@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
-from services.common import init, model_report
+from services.common import model_report, weights
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 TORCHVISION = ("resnet50", "vgg19", "mobilenet_v2")
@@ -111,8 +112,8 @@ def canonical(architecture: arch.Architecture) -> nn.Sequential:
     return nn.Sequential(OrderedDict((u.name, _module(u)) for u in architecture.units))
 
 
-def load_shared(model: nn.Module, architecture: arch.Architecture, seed: int) -> None:
-    weights = init.initial_weights(architecture, seed)
+def load_canonical(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    """Sets every tensor of a canonical model to `weights` (canonical names, PyTorch layouts)."""
     missing, unexpected = model.load_state_dict(
         {name: torch.from_numpy(w) for name, w in weights.items()}, strict=False
     )
@@ -120,8 +121,16 @@ def load_shared(model: nn.Module, architecture: arch.Architecture, seed: int) ->
     missing = [name for name in missing if not name.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise RuntimeError(
-            f"shared weights do not fit the module: missing {missing}, unexpected {unexpected}"
+            f"canonical weights do not fit the module: missing {missing}, unexpected {unexpected}"
         )
+
+
+def canonical_weights(model: nn.Module, spec: pb.ModelSpec) -> dict[str, np.ndarray]:
+    """The canonical tensors of a canonical model (what load_canonical sets), on the host."""
+    architecture = arch.get(spec.name, spec.num_classes)
+    state = model.state_dict()
+    tensors = arch.tensors(architecture)
+    return {t.name: state[t.name].detach().float().cpu().numpy() for t in tensors}
 
 
 def build(spec: pb.ModelSpec, seed: int) -> nn.Module:
@@ -131,8 +140,8 @@ def build(spec: pb.ModelSpec, seed: int) -> nn.Module:
         return getattr(torchvision.models, spec.name)(weights=None, num_classes=spec.num_classes)
     architecture = arch.get(spec.name, spec.num_classes)
     model = canonical(architecture)
-    if spec.init == "shared":
-        load_shared(model, architecture, seed)
+    if spec.init in ("shared", "pretrained"):
+        load_canonical(model, weights.initial(spec, seed))
     return model
 
 

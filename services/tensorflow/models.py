@@ -13,11 +13,12 @@ import itertools
 import math
 
 import keras
+import numpy as np
 from keras import layers
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
-from services.common import init, model_report
+from services.common import model_report, weights
 
 APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
@@ -131,8 +132,10 @@ def _keras_layout(array, role: str):
     return array
 
 
-def load_shared(model: keras.Model, architecture: arch.Architecture, seed: int) -> None:
-    weights = init.initial_weights(architecture, seed)
+def load_canonical(
+    model: keras.Model, architecture: arch.Architecture, weights: dict[str, np.ndarray]
+) -> None:
+    """Sets every weight of a canonical model to `weights` (canonical names, PyTorch layouts)."""
     # The canonical order within a layer is Keras' get_weights order: kernel, bias; and gamma,
     # beta, moving mean, moving variance.
     for (path, module), tensors in itertools.groupby(
@@ -141,6 +144,19 @@ def load_shared(model: keras.Model, architecture: arch.Architecture, seed: int) 
         model.get_layer(_keras_name(path, module)).set_weights(
             [_keras_layout(weights[t.name], t.role) for t in tensors]
         )
+
+
+def canonical_weights(model: keras.Model, spec: pb.ModelSpec) -> dict[str, np.ndarray]:
+    """The canonical tensors of a canonical model (what load_canonical sets), PyTorch layouts."""
+    architecture = arch.get(spec.name, spec.num_classes)
+    out = {}
+    for (path, module), tensors in itertools.groupby(
+        arch.tensors(architecture), key=lambda t: (t.layer, t.module)
+    ):
+        values = model.get_layer(_keras_name(path, module)).get_weights()
+        for tensor, value in zip(tensors, values, strict=True):
+            out[tensor.name] = weights.torch_layout(np.asarray(value, np.float32), tensor.role)
+    return out
 
 
 def build(spec: pb.ModelSpec, seed: int) -> keras.Model:
@@ -154,8 +170,8 @@ def build(spec: pb.ModelSpec, seed: int) -> keras.Model:
         )
     architecture = arch.get(spec.name, spec.num_classes)
     model = canonical(architecture)
-    if spec.init == "shared":
-        load_shared(model, architecture, seed)
+    if spec.init in ("shared", "pretrained"):
+        load_canonical(model, architecture, weights.initial(spec, seed))
     return model
 
 
