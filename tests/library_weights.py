@@ -9,7 +9,9 @@ conversion reads them from the model (what the file's reader must find); for Ker
 OUT_DIR/converted.npz, the file as services/common/weights.py reads it in this environment (which
 has h5py).
 KIND library: PyTorch only, torchvision's own model of the name, its state_dict in
-OUT_DIR/library.pth."""
+OUT_DIR/library.pth; KIND cache: the same with its 1,000-class ImageNet head, where torchvision
+caches its default pretrained weights (TORCH_HOME/hub/checkpoints/, under the file name of their
+URL), as if they had been downloaded."""
 
 from __future__ import annotations
 
@@ -27,9 +29,17 @@ if framework == "pytorch":
 
     from services.pytorch import models
 
-    if kind == "library":
+    if kind in ("library", "cache"):
         spec.architecture = "library"
-        torch.save(models.build(spec, seed=5).state_dict(), out / "library.pth")
+        path = out / "library.pth"
+        if kind == "cache":
+            import torchvision
+
+            spec.num_classes = 1000
+            url = torchvision.models.get_model_weights(model).DEFAULT.url
+            path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+            path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(models.build(spec, seed=5).state_dict(), path)
         sys.exit()
     built = models.build(spec, seed=5)
     torch.save(built.state_dict(), out / "model.pth")

@@ -206,3 +206,26 @@ def test_a_torchvision_library_state_dict_is_refused_naming_the_first_layer_that
         f"--weights {folder / 'library.pth'}: layer fc1: the PyTorch state_dict's "
         "classifier.0.weight is 4096 x 25088 where fwbench's canonical vgg19 has "
     ), raised.value
+
+
+@pytest.mark.framework
+def test_library_weights_come_from_torchvisions_cache_and_without_them_the_run_names_the_file(
+    tmp_path, monkeypatch
+):
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    library = ("--architecture", "library", "--init", "pretrained")
+    out = tmp_path / "missing"
+    done = fwbench(
+        "run", "--frameworks", "pytorch", "--models", MODEL, "--dataset", "synthetic",
+        "--train-limit", "64", "--test-limit", "64", "--epochs", "1", "--device", "cpu",
+        *library, "--out", out,
+    )  # fmt: skip
+    error = pd.read_csv(out / schema.RUNS_CSV).error[0]
+    assert done.returncode != 0 and f"no file {home}/hub/checkpoints/mobilenet_v2-" in error, error
+    assert "fwbench never downloads at run time" in error
+
+    library_file(tmp_path, "pytorch", kind="cache")  # in TORCH_HOME: as if downloaded once
+    out = run(tmp_path, "cached", "pytorch", *library)
+    epochs = pd.read_csv(out / schema.EPOCHS_CSV)
+    assert list(epochs.epoch) == [0, 1]

@@ -417,6 +417,14 @@ def with_weights(spec: pb.TrainSpec, file: Path | None, models: list[str]) -> No
         if file is not None:
             raise UserError(f"--weights {file}: read only with --init pretrained; add it")
         return
+    if spec.model.architecture == "library":
+        if file is not None:
+            raise UserError(
+                f"--weights {file}: library models start from their library's own weights, "
+                "which each service reads from its cache; leave --weights out, or use "
+                "--architecture canonical"
+            )
+        return
     if file is None:
         raise UserError("--init pretrained needs --weights FILE: the weights to start from")
     if len(models) != 1:

@@ -159,12 +159,13 @@ def _fill(message, defaults: dict) -> None:
 def _check_weights(spec: pb.TrainSpec) -> None:
     """Pretrained weights and saved ones: canonical models only, a file with its checksum."""
     model = spec.model
-    if model.init == "pretrained":
-        if model.architecture != "canonical":
+    if model.init == "pretrained" and model.architecture == "library":
+        if model.weights_file or model.weights_sha256:
             raise SpecError(
-                "model.init: 'pretrained' weights files hold fwbench's canonical layout; use "
-                "model.architecture 'canonical'"
+                "model.weights_file: library models start from their own library's pretrained "
+                "weights (in its cache); leave it empty, or use model.architecture 'canonical'"
             )
+    elif model.init == "pretrained":
         if not model.weights_file:
             raise SpecError("model.weights_file: required when model.init is 'pretrained'")
         if not re.fullmatch(r"[0-9a-f]{64}", model.weights_sha256):

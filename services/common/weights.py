@@ -185,6 +185,18 @@ def _shape(shape: tuple[int, ...]) -> str:
     return " x ".join(map(str, shape)) or "a scalar"
 
 
+def cached(path: Path, library: str, remedy: str) -> Path:
+    """path, where `library` keeps its own pretrained weights once fetched; WeightsError naming
+    it when absent: fwbench never downloads at run time (a measured run must not wait on the
+    network, and a service may have none)."""
+    if not path.is_file():
+        raise WeightsError(
+            f"model.init pretrained, architecture library: {library}'s pretrained weights are not "
+            f"in its cache: no file {path}; fwbench never downloads at run time: {remedy}"
+        )
+    return path
+
+
 def initial(spec, seed: int) -> dict[str, np.ndarray]:
     """The initial weights of a canonical model spec (pb.ModelSpec) whose init is 'shared' or
     'pretrained', by canonical name in PyTorch's layout: what every framework loads."""

@@ -202,6 +202,12 @@ def _torch_layout(array, role: str):
 
 def build(spec: pb.ModelSpec, seed: int, dtype: jnp.dtype = jnp.float32) -> Canonical:
     """The model in training mode; `dtype` is the compute dtype (parameters stay float32)."""
+    if spec.architecture == "library" and spec.init == "pretrained":
+        raise weights.WeightsError(
+            "model.init pretrained, architecture library: JAX has no model library, so no "
+            "library weights; leave jax out of --frameworks, or use architecture canonical with a "
+            "weights file"
+        )
     architecture = arch.get(spec.name, spec.num_classes)
     if spec.architecture == "canonical" and spec.init in ("shared", "pretrained"):
         # Shapes only: Flax's initialisers would draw every weight just to be overwritten.

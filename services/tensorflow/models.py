@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -159,9 +161,41 @@ def canonical_weights(model: keras.Model, spec: pb.ModelSpec) -> dict[str, np.nd
     return out
 
 
+# keras.applications' ImageNet weights without the top, as keras.utils.get_file caches them.
+LIBRARY_WEIGHTS = {
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "mobilenet": "mobilenet_1_0_224_tf_no_top.h5",
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+}
+
+
+def library_pretrained(spec: pb.ModelSpec) -> keras.Model:
+    """keras.applications' model with its ImageNet weights (without the top), read from Keras'
+    own cache (KERAS_HOME/models), and a head of spec.num_classes drawn by Keras' initialiser
+    (seeded by build): the ImageNet top is made for 224-pixel inputs."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    path = weights.cached(
+        home / "models" / LIBRARY_WEIGHTS[spec.name],
+        "keras.applications",
+        "fetch it once where the service runs (keras.applications."
+        f"{APPLICATIONS[spec.name].__name__}(weights='imagenet', include_top=False)) or copy it "
+        "there; KERAS_HOME moves the cache",
+    )
+    base = APPLICATIONS[spec.name](
+        weights=str(path),
+        include_top=False,
+        input_shape=(arch.IMAGE_SIZE, arch.IMAGE_SIZE, arch.IMAGE_CHANNELS),
+        pooling="avg",
+    )
+    return keras.Model(base.input, layers.Dense(spec.num_classes, name="predictions")(base.output))
+
+
 def build(spec: pb.ModelSpec, seed: int) -> keras.Model:
     # Seeds Keras' own initialisers (init 'framework', library models).
     keras.utils.set_random_seed(seed)
+    if spec.architecture == "library" and spec.init == "pretrained":
+        return library_pretrained(spec)
     if spec.architecture == "library":
         return APPLICATIONS[spec.name](
             weights=None,
