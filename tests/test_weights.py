@@ -145,6 +145,10 @@ def test_a_checkpoint_saved_by_pytorch_starts_tensorflow_and_jax_with_identical_
     assert (abs(baselines - trained_accuracy) <= 1 / 64).all(), baselines
     second_runs = pd.read_csv(second / schema.RUNS_CSV)
     assert (second_runs.weights_sha256 == runs.saved_weights_sha256[0]).all()
+    # The report: accuracy before and after training, per framework.
+    report = (second / "report.md").read_text()
+    assert "| test accuracy before training (epoch 0) |" in report
+    assert "| test accuracy, last epoch |" in report
 
 
 def library_file(
