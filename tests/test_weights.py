@@ -137,7 +137,7 @@ def test_a_checkpoint_saved_by_pytorch_starts_tensorflow_and_jax_with_identical_
         checkpoint,
     )  # fmt: skip
     parity = pd.read_csv(second / schema.PARITY_CSV)
-    assert (parity.status == "ok").all(), parity.to_string()
+    assert (parity.verdict == "pass").all(), parity.to_string()
     print("max |logit difference| per pair:", parity.max_abs_logit_diff.tolist())
     epochs = pd.read_csv(second / schema.EPOCHS_CSV)
     baselines = epochs[epochs.epoch == 0].set_index("framework").test_accuracy
