@@ -143,6 +143,12 @@ def test_a_checkpoint_saved_by_pytorch_starts_tensorflow_and_jax_with_identical_
     baselines = epochs[epochs.epoch == 0].set_index("framework").test_accuracy
     assert set(baselines.index) == {"pytorch", "tensorflow", "jax"}
     assert (abs(baselines - trained_accuracy) <= 1 / 64).all(), baselines
+    # Fine-tuning goes on learning where PyTorch stopped: every framework's training loss is
+    # below PyTorch's over the epoch that made the checkpoint.
+    first_loss = pd.read_csv(first / schema.EPOCHS_CSV).set_index("epoch").train_loss[1]
+    tuned = epochs[epochs.epoch == 1].set_index("framework").train_loss
+    print(f"training loss: {first_loss:.3f} (PyTorch, from scratch); fine-tuned: {tuned.to_dict()}")
+    assert (tuned < first_loss).all(), (first_loss, tuned)
     second_runs = pd.read_csv(second / schema.RUNS_CSV)
     assert (second_runs.weights_sha256 == runs.saved_weights_sha256[0]).all()
     # The report: accuracy before and after training, per framework.
