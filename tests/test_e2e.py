@@ -53,7 +53,8 @@ def test_every_framework_trains_and_every_file_is_written(tmp_path: Path, names)
     epochs = pd.read_csv(out / "epochs.csv")
     assert list(epochs.columns) == list(schema.EPOCH_COLUMNS)
     assert epochs.groupby("framework")["epoch"].apply(list).to_dict() == {
-        name: [0, 1] for name in names
+        name: [0, 1, 2]
+        for name in names  # epoch 0: the baseline, before training
     }
     spent = epochs["train_time_s"] + epochs["eval_time_s"] + epochs["between_epoch_overhead_s"]
     assert (spent - epochs["epoch_time_s"]).abs().max() < 1e-6

@@ -101,17 +101,22 @@ def test_train_streams_run_started_progress_epochs_then_run_end(trained, framewo
     assert (started.train_samples, started.test_samples, started.steps_per_epoch) == (1024, 256, 32)
     assert started.settings["weight_decay"] == "coupled-l2"
 
-    # Each epoch: progress up to its last step, then its EpochEnd.
-    epoch_ends = [i for i, kind in enumerate(kinds) if kind == "epoch_end"]
-    assert [events[i].epoch_end.epoch for i in epoch_ends] == [0, 1]
-    for epoch, (begin, end) in enumerate(zip([0, *epoch_ends[:-1]], epoch_ends, strict=True)):
+    # The baseline (epoch 0) before any step; then each epoch: progress up to its last step, then
+    # its EpochEnd, numbered from 1.
+    baseline, *epoch_ends = [i for i, kind in enumerate(kinds) if kind == "epoch_end"]
+    assert events[baseline].epoch_end.before_training and kinds.index("progress") > baseline
+    assert [events[i].epoch_end.epoch for i in (baseline, *epoch_ends)] == [0, 1, 2]
+    assert events[baseline].epoch_end.eval_time_s > 0
+    for epoch, (begin, end) in enumerate(
+        zip([baseline, *epoch_ends[:-1]], epoch_ends, strict=True)
+    ):
         progress = of_kind(events[begin:end], "progress")
         assert progress, f"no progress in epoch {epoch}"
         assert {p.epoch for p in progress} == {epoch}
         assert [p.step for p in progress] == sorted({p.step for p in progress})
         assert progress[-1].step == started.steps_per_epoch
 
-    for e in of_kind(events, "epoch_end"):
+    for e in of_kind(events, "epoch_end")[1:]:
         assert e.train_time_s > 0 and e.eval_time_s > 0
         assert e.between_epoch_overhead_s >= 0
         assert e.epoch_time_s == pytest.approx(
@@ -172,9 +177,10 @@ def test_run_end_carries_the_final_evaluation_image_by_image(trained, framework)
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_training_beats_chance_in_eval_mode(trained, framework):
-    epochs = of_kind(trained(framework), "epoch_end")
+    baseline, *epochs = of_kind(trained(framework), "epoch_end")
     assert epochs[-1].train_loss < epochs[0].train_loss
     assert epochs[-1].test_accuracy > 3 * CHANCE
+    assert epochs[-1].test_loss < baseline.test_loss
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -207,7 +213,7 @@ def test_a_loss_that_becomes_nan_ends_the_run_diverged_not_ok(stub, framework):
     assert 1 <= where.first_step <= where.last_step
     assert all(p.loss == p.loss and abs(p.loss) != float("inf") for p in progress[:-1])
     # Training stopped there: no epoch after it, and none of it as a result.
-    assert [e.epoch for e in of_kind(events, "epoch_end")] == list(range(where.epoch))
+    assert [e.epoch for e in of_kind(events, "epoch_end")] == list(range(where.epoch + 1))
     assert end.epochs_completed == where.epoch
     if where.epoch == 0:
         # Nothing was measured to make these from: absent, never 0.
@@ -297,7 +303,7 @@ def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
         )  # fmt: skip
         events = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))
         settings[mode] = events[0].run_started.settings
-        epochs = [event.epoch_end for event in events if event.HasField("epoch_end")]
+        epochs = [event.epoch_end for event in events if event.HasField("epoch_end")][1:]
         assert len(epochs) == events[-1].run_end.epochs_completed == 2
         for epoch in (0, 1):
             steps = [e.progress.step for e in events if e.WhichOneof("event") == "progress"

@@ -22,8 +22,16 @@ class NumpyRun(harness.Loop):
     """A framework's Run and Loop in NumPy: the 'model' is the training labels, each step's loss is
     loss(epoch, batch), and every call of train_steps is kept."""
 
-    def __init__(self, spec: pb.TrainSpec, steps_per_call: int = 1, loss=lambda epoch, batch: 0.5):
+    def __init__(
+        self,
+        spec: pb.TrainSpec,
+        steps_per_call: int = 1,
+        loss=lambda epoch, batch: 0.5,
+        eval_s: float = 0.0,
+    ):
         self.spec = spec
+        self.eval_s = eval_s
+        self.evaluations: list[int] = []  # train_steps calls made before each evaluation
         self.steps_per_call = steps_per_call
         self.loss = loss
         self.calls: list[tuple[int, int, int]] = []  # (epoch, first batch, count)
@@ -65,6 +73,8 @@ class NumpyRun(harness.Loop):
         self.window_sum = 0.0
 
     def evaluate(self) -> tuple[float, np.ndarray]:
+        self.evaluations.append(len(self.calls))
+        time.sleep(self.eval_s)
         # Every fourth test image classified wrong: accuracy 0.75.
         labels = np.asarray(self.dataset.test_labels)
         wrong = np.arange(len(labels)) % 4 == 3
@@ -111,10 +121,10 @@ def test_several_steps_per_call_train_every_batch_once_in_order_and_report_per_c
         steps = [p.step for p in of_kind(events, "progress") if p.epoch == epoch]
         assert set(steps) <= {32, 33, 34} and steps[-1] == 34
     ends = of_kind(events, "epoch_end")
-    assert [e.epoch for e in ends] == [0, 1]
-    assert ends[0].train_loss == pytest.approx(0.5)
-    assert ends[0].train_accuracy == (33 * 4 + 2) / 268
-    assert (ends[0].test_loss, ends[0].test_accuracy) == (0.25, 0.75)
+    assert [e.epoch for e in ends] == [0, 1, 2]
+    assert ends[1].train_loss == pytest.approx(0.5)
+    assert ends[1].train_accuracy == (33 * 4 + 2) / 268
+    assert (ends[1].test_loss, ends[1].test_accuracy) == (0.25, 0.75)
     end = of_kind(events, "run_end")[0]
     assert end.status == "ok"
     # The final evaluation image by image, as the proto packs it.
@@ -128,9 +138,33 @@ def test_a_non_finite_window_loss_stops_training_there_and_its_epoch_is_no_resul
     run = NumpyRun(spec, loss=lambda epoch, batch: math.inf if (epoch, batch) == (1, 7) else 0.5)
     events = trained(run)
     assert run.calls[-1] == (1, 7, 1)  # nothing trained after it
-    assert [e.epoch for e in of_kind(events, "epoch_end")] == [0]
+    assert [e.epoch for e in of_kind(events, "epoch_end")] == [0, 1]
     end = of_kind(events, "run_end")[0]
     assert end.status == "diverged"
     assert (end.divergence.epoch, end.divergence.last_step) == (1, 8)
     assert end.test_correct == b""  # no per-image results from a diverged model
     assert np.isinf(of_kind(events, "progress")[-1].loss)
+
+
+def test_the_baseline_is_epoch_0_evaluated_before_the_first_step_on_no_training_clock():
+    spec = tiny_spec(epochs=1, batch_size=8, data__train_limit=64, sample_interval_ms=0)
+    run = NumpyRun(spec, eval_s=0.3)
+    events = trained(run)
+    assert run.evaluations == [0, len(run.calls)]  # before any step, then after the epoch
+    baseline, epoch = of_kind(events, "epoch_end")
+    assert (baseline.epoch, baseline.before_training) == (0, True)
+    assert (baseline.test_loss, baseline.test_accuracy) == (0.25, 0.75)
+    assert baseline.eval_time_s >= 0.3 and baseline.train_time_s == 0
+    assert not baseline.HasField("train_loss") and not baseline.HasField("images_per_s")
+    assert (epoch.epoch, epoch.before_training) == (1, False)
+    end = of_kind(events, "run_end")[0]
+    assert end.epochs_completed == 1 and end.train_time_s == epoch.train_time_s
+    # The 0.3 s baseline is not in the time to the first step (a 0.02 s data load and a step).
+    assert end.time_to_first_step_s < 0.3
+
+
+def test_a_debug_probe_trains_at_once_without_a_baseline():
+    spec = tiny_spec(epochs=1, batch_size=8, data__train_limit=64, sample_interval_ms=0)
+    run = NumpyRun(injection.probed_spec(spec, "none", "graph"))
+    events = trained(run)
+    assert [e.epoch for e in of_kind(events, "epoch_end")] == [1]

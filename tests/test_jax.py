@@ -100,7 +100,7 @@ def test_half_precision_trains_with_finite_losses(stub, precision, compute_dtype
     settings = events[0].run_started.settings
     assert (settings["compute_dtype"], settings["loss_scale"]) == (compute_dtype, loss_scale)
     assert settings["matmul_precision"] == "default"
-    [epoch] = [e.epoch_end for e in events if e.WhichOneof("event") == "epoch_end"]
+    [_, epoch] = [e.epoch_end for e in events if e.WhichOneof("event") == "epoch_end"]
     assert math.isfinite(epoch.train_loss) and math.isfinite(epoch.test_loss)
     # Cross-entropy of 10 classes starts near ln 10; a broken half-precision path (overflowing
     # logits, unscaled gradients applied) lands far from it.

@@ -114,6 +114,21 @@ def test_an_old_result_set_without_mode_reads_as_default(tmp_path):
     )  # not recorded: not shown
 
 
+def test_training_epochs_from_before_the_baseline_are_numbered_from_1_in_csv_and_journal(tmp_path):
+    # An old set: no baseline, its one training epoch numbered 0 in epochs.csv and the journal.
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / schema.EPOCHS_CSV).write_text(OLD_EPOCHS_CSV)
+    (out / schema.RUNS_CSV).write_text(OLD_RUNS_CSV)
+    epochs = resultset.load(out).epochs
+    assert list(epochs.epoch) == [1, 1] and not epochs.before_training.any()
+    old = write_run(tmp_path / "journal", tiny_spec())  # EpochEnd epoch 0, no baseline
+    rebuilt = tmp_path / "rebuilt"
+    journal.rebuild(journal.read_journal(old / schema.EVENTS_JSONL), rebuilt)
+    assert list(pd.read_csv(rebuilt / schema.EPOCHS_CSV).epoch) == [1]
+    assert list(pd.read_csv(old / schema.EPOCHS_CSV).epoch) == [1]  # as written live
+
+
 def test_a_journal_from_before_mode_replays_as_default(tmp_path):
     # An old journal's spec has no mode, so `fwbench report` rebuilds runs.csv with it empty.
     spec = tiny_spec()

@@ -117,8 +117,10 @@ class Job:
     def _training(self):
         """The Progress and EpochEnd events, (start, end, phase) of every stretch of time, and
         the steps the recorder times (a steady window's step, once per step)."""
-        events, phases, steady_steps_s = [], [], []
         t = START_S
+        # The service's baseline, evaluated before the first step, on no training clock.
+        baseline = pb.EpochEnd(epoch=0, before_training=True, test_accuracy=0.1)
+        events, phases, steady_steps_s = [pb.TrainEvent(t_s=t, epoch_end=baseline)], [], []
         window_steps = max(1, round(PROGRESS_INTERVAL_S / self.step_s))
         noise = np.random.default_rng(self.noise_seed)
         for epoch in range(self.epochs):
@@ -169,7 +171,7 @@ class Job:
                 pb.TrainEvent(
                     t_s=clock,
                     epoch_end=pb.EpochEnd(
-                        epoch=epoch,
+                        epoch=epoch + 1,
                         test_accuracy=0.5,
                         train_time_s=train_time_s,
                         eval_time_s=self.eval_s,

@@ -171,12 +171,16 @@ def client_security(args: argparse.Namespace) -> ClientSecurity:
 @contextlib.contextmanager
 def services(args, wanted: list[str], addresses: dict[str, list[str]], log_dir: Path, spec=None):
     """The pool of services from the chosen launcher, each described once. Local services may
-    read the spec's dataset, which the person running fwbench chose (services read datasets only
-    under their data roots)."""
+    read the spec's dataset and weights file, and write its saved weights, where the person
+    running fwbench chose (services read and write files only under their data roots)."""
     if args.launcher == "local":
         roots = None
-        if spec is not None and spec.data.data_dir:
-            roots = [Path(spec.data.data_dir).resolve().parent]
+        if spec is not None:
+            paths = (spec.data.data_dir, spec.model.weights_file)
+            roots = [Path(p).resolve().parent for p in paths if p]
+            if spec.save_weights_dir:
+                roots.append(Path(spec.save_weights_dir).resolve())
+            roots = roots or None
         gpus_per_run = spec.gpus if spec is not None else 1
         launch = launchers.local(
             wanted, log_dir, gpus=local_gpus(args, gpus_per_run), data_roots=roots

@@ -26,7 +26,7 @@ from pathlib import Path
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.data import preparation
 from orchestrator.errors import UserError
-from services.common import datasets, frameworks, injection, schedule, security
+from services.common import datasets, frameworks, injection, schedule, security, weights
 from services.common import spec as specs
 
 # What --dataset means when it is not given: the only source that needs nothing on disk.
@@ -166,8 +166,16 @@ SPEC_OPTIONS = (
     SpecOption(
         "--init",
         "model.init",
-        "initial weights: shared (identical, from the seed) or each framework's own",
+        "initial weights: shared (identical, from the seed), each framework's own, or "
+        "pretrained (--weights FILE, identical everywhere)",
         choices=specs.INITS,
+    ),
+    SpecOption(
+        "--save-weights",
+        "save_weights_dir",
+        "after training, save each run's model in fwbench's canonical layout as DIR/RUN_ID.npz, "
+        "a file --init pretrained --weights starts any framework from",
+        lambda value: str(Path(value).resolve()),
     ),
     SpecOption("--optimizer", "optimizer.name", "optimizer", choices=specs.OPTIMIZERS),
     SpecOption("--lr", "optimizer.learning_rate", "base learning rate", float),
@@ -217,7 +225,11 @@ SPEC_OPTIONS_BY_DEST = {o.dest: o for o in SPEC_OPTIONS}
 
 
 # Defaults that are not a constant of spec.DEFAULTS, in words.
-UNSET_MEANS = {"data.train_limit": "all of them", "data.test_limit": "all of them"}
+UNSET_MEANS = {
+    "data.train_limit": "all of them",
+    "data.test_limit": "all of them",
+    "save_weights_dir": "nothing saved",
+}
 
 
 def _default_text(option: SpecOption) -> str:
@@ -248,6 +260,15 @@ def add_spec_arguments(parser: argparse.ArgumentParser, defaults: dict | None = 
         "--archive",
         type=Path,
         help="the official cifar-10-python.tar.gz, for preparing cifar10 without downloading",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="with --init pretrained: the weights every framework starts from, converted once "
+        "into fwbench's canonical layout (a checkpoint of --save-weights, a torchvision "
+        ".pth state_dict or a Keras .weights.h5 of the canonical model); a head of other "
+        "classes is replaced by the shared initialiser's, seeded",
     )
     for option in SPEC_OPTIONS:
         default = defaults.get(option.dest)
@@ -404,6 +425,53 @@ def synthetic_spec(
     return specs.with_defaults(spec)
 
 
+# Where a weights file converted into the canonical layout is written: beside the prepared
+# datasets, under the data root every service reads (data/ locally, /data in its container).
+CONVERTED_WEIGHTS_DIR = preparation.DEFAULT_DATA_ROOT / "weights"
+
+
+def with_weights(spec: pb.TrainSpec, file: Path | None, models: list[str]) -> None:
+    """Sets the spec's weights file for --init pretrained --weights FILE: FILE converted once into
+    the canonical layout (services/common/weights.py), its head replaced where its classes are
+    not the dataset's; every framework then loads those very bytes (their sha256 is in the spec
+    and in runs.csv). A canonical file that fits as it is is used in place."""
+    if spec.model.init != "pretrained":
+        if file is not None:
+            raise UserError(f"--weights {file}: read only with --init pretrained; add it")
+        return
+    if spec.model.architecture == "library":
+        if file is not None:
+            raise UserError(
+                f"--weights {file}: library models start from their library's own weights, "
+                "which each service reads from its cache; leave --weights out, or use "
+                "--architecture canonical"
+            )
+        return
+    if file is None:
+        raise UserError("--init pretrained needs --weights FILE: the weights to start from")
+    if len(models) != 1:
+        raise UserError(
+            f"--weights {file} holds one model's weights; give that one model with --models, "
+            f"not {','.join(models)}"
+        )
+    # The head follows the data: a directory's classes are set by now, synthetic data's are not.
+    classes = (
+        spec.model.num_classes if spec.model.HasField("num_classes") else datasets.SYNTHETIC_CLASSES
+    )
+    try:
+        tensors, done, canonical = weights.convert(file, models[0], classes, spec.seed)
+    except weights.WeightsError as e:
+        raise UserError(str(e)) from e
+    path = file.resolve()
+    if not canonical or done != weights.HEAD_KEPT:
+        digest = weights.sha256(path)
+        name = f"{models[0]}-{classes}c-seed{spec.seed}-{digest[:16]}"
+        path = (CONVERTED_WEIGHTS_DIR / f"{name}{weights.SUFFIX}").resolve()
+        weights.save(path, models[0], tensors, f"{file.name} (sha256 {digest}); {done}")
+    spec.model.weights_file = str(path)
+    spec.model.weights_sha256 = weights.sha256(path)
+
+
 def for_model(spec: pb.TrainSpec, model: str) -> pb.TrainSpec:
     """A copy of the base spec for one model; the base is never changed."""
     out = pb.TrainSpec()
@@ -415,6 +483,7 @@ def for_model(spec: pb.TrainSpec, model: str) -> pb.TrainSpec:
 def validated(args: argparse.Namespace, models: list[str]) -> pb.TrainSpec:
     """The base spec of the options, validated for every model before any service starts."""
     spec = build_spec(args)
+    with_weights(spec, getattr(args, "weights", None), models)
     for model in models:
         specs.validate(for_model(spec, model))
     return spec

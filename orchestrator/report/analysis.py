@@ -93,6 +93,14 @@ METRICS = (
         False,
         PERCENT,
     ),
+    Metric(
+        "baseline_test_accuracy",
+        "test accuracy before training (epoch 0)",
+        "acc",
+        "higher",
+        False,
+        PROPORTION,
+    ),
     Metric("final_test_accuracy", "test accuracy, last epoch", "acc", "higher", False, PROPORTION),
     Metric("best_test_accuracy", "test accuracy, best epoch", "acc", "higher", False, PROPORTION),
 )
@@ -118,10 +126,18 @@ def per_run(rs: ResultSet, found: phases.Phases) -> pd.DataFrame:
     from `found` (phases.of(rs)), its steady-state GPU figures and its stalled windows."""
     runs = rs.runs.copy()
     runs["steady_state_images_per_s"] = runs["batch_size"] / runs["step_time_median_s"]
-    runs["end_to_end_images_per_s"] = runs["train_samples"] * runs["epochs"] / runs["total_time_s"]
+    # The baseline evaluation (epoch 0) runs before training: not in the end-to-end time.
+    baselines = rs.epochs[rs.epochs["epoch"] == 0] if not rs.epochs.empty else rs.epochs
+    baseline = baselines.set_index("run_id") if not baselines.empty else None
+    runs["baseline_test_accuracy"] = (
+        runs["run_id"].map(baseline["test_accuracy"]) if baseline is not None else float("nan")
+    )
+    baseline_s = runs["run_id"].map(baseline["eval_time_s"]) if baseline is not None else 0.0
+    end_to_end_s = runs["total_time_s"] - pd.Series(baseline_s, index=runs.index).fillna(0.0)
+    runs["end_to_end_images_per_s"] = runs["train_samples"] * runs["epochs"] / end_to_end_s
     trained = runs["train_samples"] * runs["epochs"]
     runs["energy_per_1000_images_j"] = runs["energy_j"] / trained * 1000
-    epochs = rs.epochs
+    epochs = rs.trained_epochs
     if not epochs.empty:
         by_run = epochs.groupby("run_id")
         runs["between_epoch_overhead_s"] = runs["run_id"].map(
@@ -231,7 +247,7 @@ def analyse(rs: ResultSet) -> list[ModelAnalysis]:
         )
         tests = group["test_samples"].dropna()
         analysis.test_samples = int(tests.min()) if not tests.empty else None
-        _target(analysis, rs.epochs)
+        _target(analysis, rs.trained_epochs)
         analysis.timeline = found.of_runs(r for frame in equal.values() for r in frame.run_id)
         _statistics(analysis)
         analysis.regimes = {f: _regime(analysis, f, rs.floor) for f in analysis.frameworks}

@@ -282,7 +282,7 @@ def epochs_block(rs: ResultSet, analyses: list[ModelAnalysis]) -> Block | None:
     ]
     rows = []
     for (model, epoch), group in epochs.groupby(["model", "epoch"], sort=False):
-        row: list[object] = [model, int(epoch) + 1]
+        row: list[object] = [model, int(epoch)]
         for column, _, unit in columns:
             for framework in frameworks:
                 values = group[group.framework == framework][column].dropna()
@@ -294,7 +294,8 @@ def epochs_block(rs: ResultSet, analyses: list[ModelAnalysis]) -> Block | None:
                     row.append(f"{values.mean():.3f}")
         rows.append(row)
     markdown = (
-        "Means over the repeats compared. Epochs count from 1 here (epochs.csv counts from 0).\n\n"
+        "Means over the repeats compared. Epoch 0 is the model before training (the baseline); "
+        "epoch N, after N epochs of training.\n\n"
         + table(headers, rows, numeric=set(range(1, len(headers))))
     )
     return Block("Per epoch", markdown, anchor="per-epoch")

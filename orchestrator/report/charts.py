@@ -107,7 +107,7 @@ def learning_curves(analysis: ModelAnalysis, epochs: pd.DataFrame) -> Chart | No
                 continue
             colour = _colour(analysis.frameworks, framework)
             by_epoch = own.groupby("epoch")
-            x = by_epoch.size().index.to_numpy() + 1  # shown 1-based, as everywhere in the report
+            x = by_epoch.size().index.to_numpy()
             for ax, column, scale in ((acc_ax, "test_accuracy", 100), (loss_ax, "test_loss", 1)):
                 values = by_epoch[column]
                 ax.plot(x, values.mean() * scale, marker="o", color=colour, label=name(framework))
@@ -128,7 +128,8 @@ def learning_curves(analysis: ModelAnalysis, epochs: pd.DataFrame) -> Chart | No
     }
     return Chart(
         title,
-        "Mean over repeats; the band spans the lowest to the highest repeat. Epochs count from 1.",
+        "Mean over repeats; the band spans the lowest to the highest repeat. Epoch 0 is the model "
+        "before training (the baseline); epoch N, after N epochs of training.",
         svg,
         "Test accuracy and test loss per epoch, one line per framework; test accuracy at the "
         "last epoch: "

@@ -94,7 +94,7 @@ def epoch_ends_s(epochs: pd.DataFrame, total_time_s: float) -> list[float]:
 def of(rs: ResultSet) -> Phases:
     """The phases of every run of the set that has Progress events."""
     windows, figures = [], []
-    epochs = rs.epochs.groupby("run_id")
+    epochs = rs.trained_epochs.groupby("run_id")
     samples = rs.telemetry.groupby("run_id")
     for run_id, progress in rs.progress.groupby("run_id", sort=False):
         run = rs.runs[rs.runs.run_id == run_id]
@@ -161,7 +161,8 @@ def run_windows(
     # A later epoch's first window opened at the previous epoch's end; NaN where its epoch did
     # not end (no train_time_s), dropped below with the windows of no time.
     reopened = (frame.first_step == 1) & (frame.phase != FIRST)
-    train_s = frame.epoch.map(dict(zip(epochs["epoch"], epochs["train_time_s"], strict=True)))
+    # Progress counts epochs from 0; EpochEnd N + 1 ends epoch N's steps.
+    train_s = frame.epoch.map(dict(zip(epochs["epoch"] - 1, epochs["train_time_s"], strict=True)))
     later_s = frame.duration_s.where(~reopened, 0.0).groupby(frame.epoch).transform("sum")
     frame.loc[reopened, "duration_s"] = steady.epoch_first_window_s(
         train_s[reopened], later_s[reopened]

@@ -44,6 +44,12 @@ class ResultSet:
     test_correct: dict[str, bytes] = field(default_factory=dict)
 
     @property
+    def trained_epochs(self) -> pd.DataFrame:
+        """The rows of epochs.csv that trained: the baseline (epoch 0, the model evaluated before
+        training) left out of every training time, throughput and phase."""
+        return self.epochs[self.epochs["epoch"] > 0]
+
+    @property
     def frameworks(self) -> list[str]:
         """In the order the experiment listed them (the first is the reference of ratios)."""
         listed = [f for f in self.context.get("frameworks") or [] if f in set(self.runs.framework)]

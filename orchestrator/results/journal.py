@@ -154,6 +154,8 @@ class ResultsWriter:
         self._journal = open(self.dir / schema.EVENTS_JSONL, "a")  # noqa: SIM115 - open for the session
         self._runs: list[dict] = []
         self._failed = False
+        # Runs whose service evaluated the model before training (epoch 0, the baseline).
+        self._baselined: set[str] = set()
 
     @contextlib.contextmanager
     def _writing(self, path: Path):
@@ -201,9 +203,16 @@ class ResultsWriter:
         keys = {key: run[key] for key in schema.RUN_KEYS}
         kind = event.WhichOneof("event")
         if kind == "epoch_end":
-            self._append(
-                schema.EPOCHS_CSV, [keys | schema.row(event.epoch_end, schema.EPOCH_FIELDS)]
-            )
+            end = event.epoch_end
+            if end.before_training:
+                self._baselined.add(run["run_id"])
+            elif run["run_id"] not in self._baselined:
+                # From a service (or a journal) older than the baseline, which numbered its
+                # training epochs from 0: epochs.csv numbers them from 1 whatever sent them.
+                end = pb.EpochEnd()
+                end.CopyFrom(event.epoch_end)
+                end.epoch += 1
+            self._append(schema.EPOCHS_CSV, [keys | schema.row(end, schema.EPOCH_FIELDS)])
         elif kind == "telemetry":
             rows = [keys | schema.row(s, schema.TELEMETRY_FIELDS) for s in event.telemetry.samples]
             self._append(schema.TELEMETRY_CSV, rows)

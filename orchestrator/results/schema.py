@@ -187,6 +187,9 @@ def upgrade(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """`frame`, read from the CSV named `table` (e.g. RUNS_CSV) of any fwbench version, with
     every column that fwbench writes today: a missing one holds its BEFORE_RECORDED value, or is
     empty. Columns it does not know (a newer fwbench's) are kept."""
+    if table == EPOCHS_CSV and "epoch" in frame and "before_training" not in frame:
+        # Written before the baseline (epoch 0) was: its training epochs counted from 0.
+        frame = frame.assign(epoch=frame["epoch"] + 1, before_training=False)
     missing = {column: float("nan") for column in COLUMNS[table] if column not in frame}
     frame = frame.assign(**missing)
     for column, value in BEFORE_RECORDED.get(table, {}).items():

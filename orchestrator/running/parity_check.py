@@ -61,7 +61,7 @@ class ModelParity:
     @property
     def same_weights(self) -> bool:
         """Whether the models start from the same weights, so that their outputs compare."""
-        return self.judged and self.init == "shared"
+        return self.judged and self.init in ("shared", "pretrained")
 
     @property
     def passed(self) -> bool:

@@ -203,11 +203,16 @@ class _Scheduler:
             )
         elif kind == "epoch_end":
             e = event.epoch_end
-            self._console.print(
-                f"{run['run_id']}: epoch {e.epoch + 1}/{spec.epochs} "
+            trained = (
                 f"train loss {e.train_loss:.3f} acc {e.train_accuracy:.3f} · "
+                if not e.before_training
+                else "before training · "
+            )
+            speed = f" ({e.images_per_s:,.0f} img/s)" if not e.before_training else ""
+            self._console.print(
+                f"{run['run_id']}: epoch {e.epoch}/{spec.epochs} {trained}"
                 f"test loss {e.test_loss:.3f} acc {e.test_accuracy:.3f} · "
-                f"{e.epoch_time_s:.1f} s ({e.images_per_s:,.0f} img/s)",
+                f"{e.epoch_time_s:.1f} s{speed}",
                 markup=False,
             )
         elif kind == "deployment":

@@ -310,16 +310,17 @@ def read_meta(data_dir: Path) -> dict:
     return meta
 
 
-def resolve_data_dir(data_dir: str, roots: Sequence[Path]) -> Path:
-    """data_dir with symlinks and `..` resolved; DataAccessError unless it lies inside a root."""
+def resolve_data_dir(data_dir: str, roots: Sequence[Path], field: str = "data.data_dir") -> Path:
+    """data_dir with symlinks and `..` resolved; DataAccessError, naming the spec's `field`,
+    unless it lies inside a root."""
     path = Path(data_dir).resolve()
     for root in roots:
         if path.is_relative_to(Path(root).resolve()):
             return path
     allowed = ", ".join(str(Path(root).resolve()) for root in roots) or "(none)"
     raise DataAccessError(
-        f"data.data_dir: {data_dir!r} resolves to {path}, outside the data roots this service "
-        f"may read ({allowed}); put the dataset under one of them, or start the service with "
+        f"{field}: {data_dir!r} resolves to {path}, outside the data roots this service "
+        f"may read ({allowed}); put it under one of them, or start the service with "
         "--data-root naming its parent"
     )
 

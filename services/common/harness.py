@@ -9,8 +9,9 @@ hooks of `Loop`). `train` runs a job through it, in the recorder's order
     run.load(dataset)                        timed: data_load_s (injection's dataset)
     run.build(model_spec, total_steps)       timed: build_s (injection's model spec)
     recorder.run_started(...)
+    recorder.baseline(...)                   run.evaluate() before training: epoch 0, timed apart
     run.fit(recorder)                        every epoch: run_epochs, or Keras' fit
-    recorder.run_end(**run.peak_memory())
+    recorder.run_end(**run.peak_memory())    with the checkpoint, when the spec asks to save one
     recorder.deployment(run.deployment(recorder.diverged))   when the spec asks for it
 
 `run_epochs` is the epoch loop of a framework whose loop is our own (PyTorch, JAX), written once
@@ -24,12 +25,13 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import datasets, injection, schedule
+from services.common import datasets, injection, schedule, weights
 from services.common.spec import SpecError
 
 
@@ -61,11 +63,19 @@ class Run(Protocol):
     def fit(self, recorder) -> None:
         """Trains every epoch, reporting through the recorder's hooks."""
 
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        """(test loss, the predicted class of each test image) of the model as it is, in eval
+        mode; returns once the device is done."""
+
     def peak_memory(self) -> dict[str, int | None]:
         """The framework's peak memory counters, as the recorder's run_end takes them."""
 
     def deployment(self, diverged: bool) -> pb.Deployment:
         """The trained model in the framework's serving formats, measured (deploy.measure)."""
+
+    def canonical_weights(self) -> dict[str, np.ndarray]:
+        """The canonical model's every tensor as it is, by canonical name in PyTorch's layout
+        (services/common/weights.py): what --save-weights writes."""
 
     def test_predictions(self) -> np.ndarray:
         """The class the trained model predicts for each test image, in the test split's order,
@@ -108,11 +118,15 @@ def train(
         build_s=build_s,
         settings=run.settings | {"data": dataset.description},
     )
+    # A debug probe measures how soon training meets its mistake: no evaluation goes first.
+    if not spec.HasField("debug"):
+        evaluate_before_training(recorder, run, dataset.test_labels)
     run.fit(recorder)
     # Per image, for paired statistics: never from a diverged model, nor before an epoch ended.
     completed = not recorder.diverged and spec.epochs > 0
     correct = run.test_predictions() == dataset.test_labels if completed else None
-    recorder.run_end(**run.peak_memory(), test_correct=correct)
+    saved = save_weights(spec, run) if spec.save_weights_dir and completed else {}
+    recorder.run_end(**run.peak_memory(), test_correct=correct, **saved)
     if spec.deploy.deploy_enabled:
         recorder.deployment(run.deployment(recorder.diverged))
 
@@ -138,6 +152,26 @@ def follow(spec: pb.TrainSpec, start: Callable[[pb.TrainSpec, injection.Injectio
             loop.train_steps(first, count)
         loop.end_epoch()
         loop.epoch_sums()
+
+
+def save_weights(spec: pb.TrainSpec, run: Run) -> dict[str, str]:
+    """The trained model as a canonical weights file in spec.save_weights_dir (after training, in
+    no timed phase); RunEnd's saved_weights_* fields."""
+    path = Path(spec.save_weights_dir) / f"{spec.run_id or 'run'}{weights.SUFFIX}"
+    digest = weights.save(path, spec.model.name, run.canonical_weights(), f"run {spec.run_id}")
+    return {"saved_weights_file": str(path), "saved_weights_sha256": digest}
+
+
+def evaluate_before_training(recorder, run: Run, test_labels: np.ndarray) -> None:
+    """The baseline, epoch 0: the initial model on the test split, timed on a clock of its own
+    (the evaluation's compilation, where a framework compiles it, is paid here)."""
+    start_s = time.perf_counter()
+    test_loss, predicted = run.evaluate()
+    recorder.baseline(
+        test_loss=test_loss,
+        test_accuracy=float(np.mean(predicted == test_labels)),
+        eval_time_s=time.perf_counter() - start_s,
+    )
 
 
 class Loop(abc.ABC):

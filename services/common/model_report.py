@@ -59,7 +59,10 @@ def canonical_facts(spec, framework_default_init: str) -> dict[str, str]:
         "definition": "fwbench canonical",
         "output": "logits",
         "padding": arch.PADDING,
-        "initializer": init.DESCRIPTION if spec.init == "shared" else framework_default_init,
+        "initializer": {
+            "shared": init.DESCRIPTION,
+            "pretrained": f"pretrained: canonical weights sha256 {spec.weights_sha256[:16]}",
+        }.get(spec.init, framework_default_init),
     } | arch.get(spec.name, spec.num_classes).facts
 
 

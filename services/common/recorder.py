@@ -4,6 +4,7 @@ The trainer harness (services/common/harness.py: its train and run_epochs, or a 
 Keras callback for the epochs) calls, in order:
 
     recorder.run_started(...)          after import, data load and model build
+    recorder.baseline(...)             the initial model's evaluation: epoch 0, on no training clock
     recorder.train_begin()             just before the first step
     for each step:  if recorder.step_end(epoch, step):           # cheap host clock check
                         sync the device, then recorder.progress(epoch, step, loss)
@@ -57,6 +58,8 @@ class Recorder:
         self._divergence: pb.Divergence | None = None
         # When training ended, on the worker's clock: the last epoch's end, or the divergence.
         self._end_t_s: float | None = None
+        # The baseline evaluation ran before the first step: time to it is not time to train.
+        self._baseline_eval_s = 0.0
 
     @property
     def diverged(self) -> bool:
@@ -108,6 +111,23 @@ class Recorder:
             )
         )
 
+    def baseline(self, *, test_loss: float, test_accuracy: float, eval_time_s: float) -> None:
+        """Epoch 0: the initial model's evaluation, after run_started and before train_begin, so
+        that no training clock (the epochs', time to first step, throughput) includes it."""
+        self._baseline_eval_s = eval_time_s
+        self._emit(
+            epoch_end=pb.EpochEnd(
+                epoch=0,
+                before_training=True,
+                test_loss=test_loss,
+                test_accuracy=test_accuracy,
+                train_time_s=0.0,
+                eval_time_s=eval_time_s,
+                epoch_time_s=eval_time_s,
+                between_epoch_overhead_s=0.0,
+            )
+        )
+
     def train_begin(self) -> None:
         now = time.perf_counter()
         self._epoch_mark = now
@@ -142,7 +162,7 @@ class Recorder:
         if not self._first_reported:
             # The first call: one step, or steps_per_execution steps, compilation included.
             self._first_step_s = window_s
-            self._time_to_first_step_s = self._sink.t_s()
+            self._time_to_first_step_s = self._sink.t_s() - self._baseline_eval_s
             self._first_reported = True
         elif steady.is_steady(
             epoch, self._window_first_step, first_call=False, epochs=self._spec.epochs
@@ -183,6 +203,7 @@ class Recorder:
         train_time_s: float,
         eval_time_s: float,
     ) -> None:
+        """After the 0-based training epoch `epoch` and its evaluation: EpochEnd epoch + 1."""
         if self.diverged:
             # The epoch did not complete (Keras still evaluates it): nothing of it is a result.
             return
@@ -200,7 +221,7 @@ class Recorder:
         self._final_test_accuracy = test_accuracy
         energy_now_j = self._sampler.energy_j()
         event = pb.EpochEnd(
-            epoch=epoch,
+            epoch=epoch + 1,
             train_loss=train_loss,
             train_accuracy=train_accuracy,
             test_loss=test_loss,
@@ -230,8 +251,11 @@ class Recorder:
         peak_framework_mem_bytes: int | None = None,
         peak_framework_reserved_bytes: int | None = None,
         test_correct: np.ndarray | None = None,
+        saved_weights_file: str = "",
+        saved_weights_sha256: str = "",
     ) -> None:
-        """test_correct: per test image, whether the final evaluation classified it right."""
+        """test_correct: per test image, whether the final evaluation classified it right;
+        saved_weights_*: the checkpoint saved after training, if any."""
         summary = self._sampler.stop()
         train_time_s = sum(self._epoch_train_times_s)
         epochs = len(self._epoch_train_times_s)
@@ -245,6 +269,8 @@ class Recorder:
             first_step_s=self._first_step_s,
             energy_method=summary.energy_method,
             status="diverged" if self.diverged else "ok",
+            saved_weights_file=saved_weights_file,
+            saved_weights_sha256=saved_weights_sha256,
         )
         if self._divergence is not None:
             event.divergence.CopyFrom(self._divergence)

@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import datasets, frameworks, injection, limits, security
+from services.common import datasets, frameworks, injection, limits, security, weights
 from services.common.spec import (
     SpecError,
     inspect_with_defaults,
@@ -128,6 +128,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     def Inspect(self, request, context):
         checked = inspect_with_defaults(request)
         _refuse_invalid(context, validate_inspect, checked)
+        _refuse_invalid(context, weights.check_paths, checked.spec, self._data_roots)
         worker = self._take_slot("an Inspect request", "inspect", checked, context)
         try:
             return pb.ModelReport.FromString(worker.response())
@@ -138,6 +139,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         spec = with_defaults(request.spec)
         _refuse_invalid(context, validate, spec)
         _refuse_invalid(context, datasets.check, spec, self._data_roots)
+        _refuse_invalid(context, weights.check_paths, spec, self._data_roots)
         request = pb.TrainRequest(spec=spec)
         what = f"run {spec.run_id!r}"
         worker = self._take_slot(what, "train", request, context)
@@ -164,6 +166,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         spec = with_defaults(request.spec)
         _refuse_invalid(context, validate, spec)
         _refuse_invalid(context, datasets.check, spec, self._data_roots)
+        _refuse_invalid(context, weights.check_paths, spec, self._data_roots)
         try:
             if spec.mode == "tuned":
                 # The probes break the job as users write it; the tuned steps (a CUDA graph, XLA

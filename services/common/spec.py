@@ -10,6 +10,7 @@ value a person set is never replaced, and `validate` then refuses it when it is 
 from __future__ import annotations
 
 import math
+import re
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures, numerics, schedule
@@ -17,7 +18,7 @@ from services.common import architectures, numerics, schedule
 # The models are architectures.py's, in its order (resnet50, vgg19, mobilenet, mobilenet_v2).
 MODELS: tuple[str, ...] = tuple(architectures.ARCHITECTURES)
 ARCHITECTURES = ("canonical", "library")
-INITS = ("shared", "framework")
+INITS = ("shared", "framework", "pretrained")
 SOURCES = ("synthetic", "directory")
 AUGMENTS = ("none", "crop-flip")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -160,6 +161,37 @@ def _fill(message, defaults: dict) -> None:
             setattr(message, name, value)
 
 
+def _check_weights(spec: pb.TrainSpec) -> None:
+    """Pretrained weights and saved ones: canonical models only, a file with its checksum."""
+    model = spec.model
+    if model.init == "pretrained" and model.architecture == "library":
+        if model.weights_file or model.weights_sha256:
+            raise SpecError(
+                "model.weights_file: library models start from their own library's pretrained "
+                "weights (in its cache); leave it empty, or use model.architecture 'canonical'"
+            )
+    elif model.init == "pretrained":
+        if not model.weights_file:
+            raise SpecError("model.weights_file: required when model.init is 'pretrained'")
+        if not re.fullmatch(r"[0-9a-f]{64}", model.weights_sha256):
+            raise SpecError(
+                f"model.weights_sha256: 64 lowercase hex digits (the file's sha256) required "
+                f"with model.weights_file, got {model.weights_sha256!r}"
+            )
+    elif model.weights_file or model.weights_sha256:
+        raise SpecError(
+            f"model.weights_file: only read when model.init is 'pretrained', not {model.init!r}; "
+            "leave it empty or set model.init 'pretrained'"
+        )
+    _path("model.weights_file", model.weights_file)
+    if spec.save_weights_dir and model.architecture != "canonical":
+        raise SpecError(
+            "save_weights_dir: weights are saved in fwbench's canonical layout, which library "
+            "models do not have; use model.architecture 'canonical' or leave it empty"
+        )
+    _path("save_weights_dir", spec.save_weights_dir)
+
+
 def validate(spec: pb.TrainSpec) -> None:
     """Raises SpecError naming the first invalid field of a defaults-filled spec."""
     if len(spec.run_id) > MAX_RUN_ID_CHARS:
@@ -172,6 +204,7 @@ def validate(spec: pb.TrainSpec) -> None:
             "model.init: 'shared' initial weights need model.architecture 'canonical' "
             "(library models differ in layout); use init 'framework' with library models"
         )
+    _check_weights(spec)
     if spec.model.HasField("num_classes"):
         _bounded("model.num_classes", spec.model.num_classes)
     _choice("data.source", spec.data.source, SOURCES)

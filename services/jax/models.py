@@ -14,11 +14,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
-from services.common import init, model_report
+from services.common import model_report, weights
 
 DEFAULT_INIT = "Flax defaults: lecun normal kernels, zero biases"
 LIBRARY_FACTS = {"definition": "fwbench canonical (JAX has no model library for these models)"}
@@ -148,9 +149,11 @@ def _flax_layout(array, role: str):
     return array
 
 
-def load_shared(model: Canonical, architecture: arch.Architecture, seed: int) -> None:
-    """Sets every variable of `model` (abstract, from nnx.eval_shape) to the shared weights."""
-    weights = init.initial_weights(architecture, seed)
+def load_canonical(
+    model: Canonical, architecture: arch.Architecture, weights: dict[str, np.ndarray]
+) -> None:
+    """Sets every variable of `model` (abstract, from nnx.eval_shape) to `weights` (canonical
+    names, PyTorch layouts)."""
     for tensor in arch.tensors(architecture):
         node = model
         for part in (*tensor.layer.split("."), tensor.module):
@@ -159,7 +162,7 @@ def load_shared(model: Canonical, architecture: arch.Architecture, seed: int) ->
         value = _flax_layout(weights[tensor.name], tensor.role)
         if variable.shape != value.shape:
             raise RuntimeError(
-                f"shared weight {tensor.name} {value.shape} does not fit {variable.shape}"
+                f"canonical weight {tensor.name} {value.shape} does not fit {variable.shape}"
             )
         variable.set_value(jnp.asarray(value))
     unset = [
@@ -168,16 +171,48 @@ def load_shared(model: Canonical, architecture: arch.Architecture, seed: int) ->
         if not isinstance(leaf, jax.Array)
     ]
     if unset:
-        raise RuntimeError(f"the shared weights leave variables unset: {unset}")
+        raise RuntimeError(f"the canonical weights leave variables unset: {unset}")
+
+
+def _variable(model: Canonical, tensor: arch.Tensor) -> nnx.Variable:
+    node = model
+    for part in (*tensor.layer.split("."), tensor.module):
+        node = getattr(node, part)
+    return getattr(node, FLAX_NAMES[tensor.module, tensor.param])
+
+
+def canonical_weights(model: Canonical, spec: pb.ModelSpec) -> dict[str, np.ndarray]:
+    """The canonical tensors of a canonical model (what load_canonical sets), PyTorch layouts."""
+    architecture = arch.get(spec.name, spec.num_classes)
+    out = {}
+    for tensor in arch.tensors(architecture):
+        value = np.asarray(_variable(model, tensor).get_value(), np.float32)
+        out[tensor.name] = _torch_layout(value, tensor.role)
+    return out
+
+
+def _torch_layout(array, role: str):
+    """The inverse of _flax_layout."""
+    if role in ("conv", "depthwise_conv"):
+        return array.transpose(3, 2, 0, 1)
+    if role in ("dense", "classifier"):
+        return array.T
+    return array
 
 
 def build(spec: pb.ModelSpec, seed: int, dtype: jnp.dtype = jnp.float32) -> Canonical:
     """The model in training mode; `dtype` is the compute dtype (parameters stay float32)."""
+    if spec.architecture == "library" and spec.init == "pretrained":
+        raise weights.WeightsError(
+            "model.init pretrained, architecture library: JAX has no model library, so no "
+            "library weights; leave jax out of --frameworks, or use architecture canonical with a "
+            "weights file"
+        )
     architecture = arch.get(spec.name, spec.num_classes)
-    if spec.architecture == "canonical" and spec.init == "shared":
+    if spec.architecture == "canonical" and spec.init in ("shared", "pretrained"):
         # Shapes only: Flax's initialisers would draw every weight just to be overwritten.
         model = nnx.eval_shape(lambda: Canonical(architecture, dtype, nnx.Rngs(seed)))
-        load_shared(model, architecture, seed)
+        load_canonical(model, architecture, weights.initial(spec, seed))
         return model
     # friction: Flax's initialisers draw through XLA programs (threefry, truncated normal) that
     # compile per parameter shape: ~30 s for MobileNetV2 on 2 busy cores, eager or under one jit.

@@ -509,6 +509,9 @@ class Training(harness.Loop):
 
     # --- after training --------------------------------------------------------------------
 
+    def canonical_weights(self) -> dict[str, np.ndarray]:
+        return models.canonical_weights(self.model, self.spec.model)
+
     def peak_memory(self) -> dict[str, int | None]:
         stats = self.device.memory_stats()  # None on the CPU
         return {"peak_framework_mem_bytes": stats.get("peak_bytes_in_use") if stats else None}

@@ -9,14 +9,16 @@ torchvision has no MobileNet v1, so `mobilenet` is the canonical one with PyTorc
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
-from services.common import init, model_report
+from services.common import model_report, weights
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 TORCHVISION = ("resnet50", "vgg19", "mobilenet_v2")
@@ -111,8 +113,8 @@ def canonical(architecture: arch.Architecture) -> nn.Sequential:
     return nn.Sequential(OrderedDict((u.name, _module(u)) for u in architecture.units))
 
 
-def load_shared(model: nn.Module, architecture: arch.Architecture, seed: int) -> None:
-    weights = init.initial_weights(architecture, seed)
+def load_canonical(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    """Sets every tensor of a canonical model to `weights` (canonical names, PyTorch layouts)."""
     missing, unexpected = model.load_state_dict(
         {name: torch.from_numpy(w) for name, w in weights.items()}, strict=False
     )
@@ -120,19 +122,65 @@ def load_shared(model: nn.Module, architecture: arch.Architecture, seed: int) ->
     missing = [name for name in missing if not name.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise RuntimeError(
-            f"shared weights do not fit the module: missing {missing}, unexpected {unexpected}"
+            f"canonical weights do not fit the module: missing {missing}, unexpected {unexpected}"
         )
+
+
+def canonical_weights(model: nn.Module, spec: pb.ModelSpec) -> dict[str, np.ndarray]:
+    """The canonical tensors of a canonical model (what load_canonical sets), on the host."""
+    architecture = arch.get(spec.name, spec.num_classes)
+    state = model.state_dict()
+    tensors = arch.tensors(architecture)
+    return {t.name: state[t.name].detach().float().cpu().numpy() for t in tensors}
+
+
+# The head of each torchvision model: (attribute, index in it or None).
+LIBRARY_HEADS = {
+    "resnet50": ("fc", None),
+    "vgg19": ("classifier", 6),
+    "mobilenet_v2": ("classifier", 1),
+}
+
+
+def library_pretrained(spec: pb.ModelSpec) -> nn.Module:
+    """torchvision's model with its default pretrained weights, read from torchvision's own
+    cache (TORCH_HOME), its ImageNet head replaced by one of spec.num_classes drawn by PyTorch's
+    initialiser (seeded by build)."""
+    if spec.name not in TORCHVISION:
+        raise weights.WeightsError(
+            f"model.init pretrained, architecture library: torchvision has no {spec.name}; use "
+            "model.architecture canonical with a weights file"
+        )
+    url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
+    path = weights.cached(
+        Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name,
+        "torchvision",
+        f"fetch it once where the service runs (torchvision.models.{spec.name}(weights="
+        "'DEFAULT')) or copy it there; TORCH_HOME moves the cache",
+    )
+    model = getattr(torchvision.models, spec.name)(weights=None)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    attribute, index = LIBRARY_HEADS[spec.name]
+    old = getattr(model, attribute) if index is None else getattr(model, attribute)[index]
+    head = nn.Linear(old.in_features, spec.num_classes)
+    if index is None:
+        setattr(model, attribute, head)
+    else:
+        getattr(model, attribute)[index] = head
+    return model
 
 
 def build(spec: pb.ModelSpec, seed: int) -> nn.Module:
     # Seeds PyTorch's own initialisers (init 'framework', library models).
     torch.manual_seed(seed)
+    if spec.architecture == "library" and spec.init == "pretrained":
+        return library_pretrained(spec)
     if spec.architecture == "library" and spec.name in TORCHVISION:
         return getattr(torchvision.models, spec.name)(weights=None, num_classes=spec.num_classes)
     architecture = arch.get(spec.name, spec.num_classes)
     model = canonical(architecture)
-    if spec.init == "shared":
-        load_shared(model, architecture, seed)
+    if spec.init in ("shared", "pretrained"):
+        load_canonical(model, weights.initial(spec, seed))
     return model
 
 

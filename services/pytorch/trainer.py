@@ -431,6 +431,9 @@ class Training(harness.Loop):
 
     # --- after training --------------------------------------------------------------------
 
+    def canonical_weights(self) -> dict[str, np.ndarray]:
+        return models.canonical_weights(self.model, self.spec.model)
+
     def peak_memory(self) -> dict[str, int]:
         if self.device.type != "cuda":
             return {}

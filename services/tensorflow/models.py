@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
-from services.common import init, model_report
+from services.common import model_report, weights
 
 APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
@@ -131,8 +134,10 @@ def _keras_layout(array, role: str):
     return array
 
 
-def load_shared(model: keras.Model, architecture: arch.Architecture, seed: int) -> None:
-    weights = init.initial_weights(architecture, seed)
+def load_canonical(
+    model: keras.Model, architecture: arch.Architecture, weights: dict[str, np.ndarray]
+) -> None:
+    """Sets every weight of a canonical model to `weights` (canonical names, PyTorch layouts)."""
     # The canonical order within a layer is Keras' get_weights order: kernel, bias; and gamma,
     # beta, moving mean, moving variance.
     for (path, module), tensors in itertools.groupby(
@@ -143,9 +148,54 @@ def load_shared(model: keras.Model, architecture: arch.Architecture, seed: int) 
         )
 
 
+def canonical_weights(model: keras.Model, spec: pb.ModelSpec) -> dict[str, np.ndarray]:
+    """The canonical tensors of a canonical model (what load_canonical sets), PyTorch layouts."""
+    architecture = arch.get(spec.name, spec.num_classes)
+    out = {}
+    for (path, module), tensors in itertools.groupby(
+        arch.tensors(architecture), key=lambda t: (t.layer, t.module)
+    ):
+        values = model.get_layer(_keras_name(path, module)).get_weights()
+        for tensor, value in zip(tensors, values, strict=True):
+            out[tensor.name] = weights.torch_layout(np.asarray(value, np.float32), tensor.role)
+    return out
+
+
+# keras.applications' ImageNet weights without the top, as keras.utils.get_file caches them.
+LIBRARY_WEIGHTS = {
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "mobilenet": "mobilenet_1_0_224_tf_no_top.h5",
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+}
+
+
+def library_pretrained(spec: pb.ModelSpec) -> keras.Model:
+    """keras.applications' model with its ImageNet weights (without the top), read from Keras'
+    own cache (KERAS_HOME/models), and a head of spec.num_classes drawn by Keras' initialiser
+    (seeded by build): the ImageNet top is made for 224-pixel inputs."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    path = weights.cached(
+        home / "models" / LIBRARY_WEIGHTS[spec.name],
+        "keras.applications",
+        "fetch it once where the service runs (keras.applications."
+        f"{APPLICATIONS[spec.name].__name__}(weights='imagenet', include_top=False)) or copy it "
+        "there; KERAS_HOME moves the cache",
+    )
+    base = APPLICATIONS[spec.name](
+        weights=str(path),
+        include_top=False,
+        input_shape=(arch.IMAGE_SIZE, arch.IMAGE_SIZE, arch.IMAGE_CHANNELS),
+        pooling="avg",
+    )
+    return keras.Model(base.input, layers.Dense(spec.num_classes, name="predictions")(base.output))
+
+
 def build(spec: pb.ModelSpec, seed: int) -> keras.Model:
     # Seeds Keras' own initialisers (init 'framework', library models).
     keras.utils.set_random_seed(seed)
+    if spec.architecture == "library" and spec.init == "pretrained":
+        return library_pretrained(spec)
     if spec.architecture == "library":
         return APPLICATIONS[spec.name](
             weights=None,
@@ -154,8 +204,8 @@ def build(spec: pb.ModelSpec, seed: int) -> keras.Model:
         )
     architecture = arch.get(spec.name, spec.num_classes)
     model = canonical(architecture)
-    if spec.init == "shared":
-        load_shared(model, architecture, seed)
+    if spec.init in ("shared", "pretrained"):
+        load_canonical(model, architecture, weights.initial(spec, seed))
     return model
 
 

@@ -454,6 +454,18 @@ class Training:
             verbose=0,
         )
 
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        # friction: Keras' evaluate returns only the metrics; the classes take predict, and the
+        # loss Keras' own function over its outputs.
+        outputs = self.model.predict(self.pipeline.test_dataset(), verbose=0)
+        losses = keras.losses.sparse_categorical_crossentropy(
+            self.pipeline.test_labels, outputs, from_logits=not outputs_probabilities(self.model)
+        )
+        return float(np.mean(losses)), np.asarray(outputs).argmax(-1)
+
+    def canonical_weights(self) -> dict[str, np.ndarray]:
+        return models.canonical_weights(self.model, self.spec.model)
+
     def peak_memory(self) -> dict[str, int]:
         if not self.gpu:
             return {}
