@@ -92,7 +92,13 @@ def of_kind(events: list[pb.TrainEvent], kind: str) -> list:
 @pytest.mark.parametrize("framework", ["pytorch", "jax", "tensorflow"])
 def test_two_devices_train_to_the_loss_and_predictions_of_one_on_the_global_batch(stub, framework):
     one, two = trained(stub, framework, gpus=1), trained(stub, framework, gpus=2)
-    (epoch_one,), (epoch_two,) = of_kind(one, "epoch_end"), of_kind(two, "epoch_end")
+    # The baseline (epoch 0, the shared initial weights evaluated) and the one trained epoch.
+    (base_one, epoch_one), (base_two, epoch_two) = (
+        of_kind(one, "epoch_end"),
+        of_kind(two, "epoch_end"),
+    )
+    assert base_one.before_training and base_two.before_training
+    assert base_two.test_loss == pytest.approx(base_one.test_loss, rel=LOSS_TOLERANCE)
     for field in ("train_loss", "test_loss"):
         # The test loss is a function of every weight after the last step: the weights compared.
         expected = getattr(epoch_one, field)
