@@ -10,7 +10,7 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.commands import common
 from services.common import schedule
 from services.common import spec as specs
-from tests.conftest import tiny_spec
+from tests.conftest import once_in_make_test, tiny_spec
 from tests.test_cli import refused
 
 
@@ -89,7 +89,10 @@ def of_kind(events: list[pb.TrainEvent], kind: str) -> list:
 
 
 @pytest.mark.framework
-@pytest.mark.parametrize("framework", ["pytorch", "jax", "tensorflow"])
+# TensorFlow's MirroredStrategy (55 s on 2 cores) in `make test-slow`.
+@pytest.mark.parametrize(
+    "framework", once_in_make_test(["pytorch", "jax", "tensorflow"], "pytorch", "jax")
+)
 def test_two_devices_train_to_the_loss_and_predictions_of_one_on_the_global_batch(stub, framework):
     one, two = trained(stub, framework, gpus=1), trained(stub, framework, gpus=2)
     # The baseline (epoch 0, the shared initial weights evaluated) and the one trained epoch.

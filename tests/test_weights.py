@@ -188,7 +188,10 @@ def test_a_keras_weights_file_reads_as_the_model_it_came_from(tmp_path):
     assert equal_tensors(weights.read(folder / "converted.npz")[0], expected)
 
 
+# Slow: a parity check in every framework; in `make test` the .pth file reads as the model it came
+# from (above) and a checkpoint starts the other frameworks (below) with identical logits.
 @pytest.mark.framework
+@pytest.mark.slow
 def test_every_framework_starts_from_a_torchvision_layout_file_with_identical_logits(tmp_path):
     # 100 classes in the file: the head is replaced, seeded, for synthetic data's 10.
     folder = library_file(tmp_path, "pytorch", classes=100)
