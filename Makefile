@@ -1,7 +1,7 @@
 # The two commands of the quick start, and the set-up both need.
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
 #   make test   lint, format check and the test suite: every behaviour once, real services and
-#               frameworks (no `slow`, no `gpu`; about 16 minutes on 2 cores after set-up)
+#               frameworks (no `slow`, no `gpu`; about 18 minutes on 2 cores after set-up)
 #   make check  lint and the fast tier: pure logic, no framework started (under 90 s)
 #   make test-slow  the exhaustive matrices (marker `slow`: every framework x mode, interruptions,
 #                   pools); CI runs it after `make test`
