@@ -191,8 +191,8 @@ def cached(path: Path, library: str, remedy: str) -> Path:
     network, and a service may have none)."""
     if not path.is_file():
         raise WeightsError(
-            f"model.init pretrained, architecture library: {library}'s pretrained weights are not "
-            f"in its cache: no file {path}; fwbench never downloads at run time: {remedy}"
+            f"model.init: pretrained, with architecture library, needs {library}'s pretrained "
+            f"weights in its cache: no file {path}; fwbench never downloads at run time: {remedy}"
         )
     return path
 
@@ -391,7 +391,7 @@ def _keras_in_order(groups: dict[str, list[np.ndarray]], model: str, where: str)
             )
         group = by_class[kind].pop(0)
         for tensor, value in zip(tensors, groups[group], strict=False):
-            flat[f"{group}/{tensor.param}"] = torch_layout(value, tensor.role)
+            flat[f"{group}/{tensor.param}"] = to_torch(value, tensor.role, KERAS_AXES)
     leftover = [g for kind in by_class.values() for g in kind]
     if leftover:
         raise WeightsError(
@@ -401,13 +401,25 @@ def _keras_in_order(groups: dict[str, list[np.ndarray]], model: str, where: str)
     return _in_order(flat, model, where, "Keras file")
 
 
-def torch_layout(array: np.ndarray, role: str) -> np.ndarray:
-    """A Keras-layout weight in PyTorch's: conv H x W x I x O -> O x I x H x W; depthwise
-    H x W x C x 1 -> C x 1 x H x W; dense in x out -> out x in."""
-    if role == "conv":
-        return array.transpose(3, 2, 0, 1)
-    if role == "depthwise_conv":
-        return array.transpose(2, 3, 0, 1)
-    if role in ("dense", "classifier"):
-        return array.T
-    return array
+# A channels-last framework's weight layouts, each an axis permutation of PyTorch's (the canonical
+# layout) by the tensor's role: framework_array = torch_array.transpose(axes). Keras: conv
+# O x I x H x W -> H x W x I x O, depthwise C x 1 x H x W -> H x W x C x 1 (its depth multiplier
+# last); Flax: both convs -> H x W x I/groups x O; dense out x in -> in x out in both.
+KERAS_AXES = {"conv": (2, 3, 1, 0), "depthwise_conv": (2, 3, 0, 1), "dense": (1, 0)}
+FLAX_AXES = {"conv": (2, 3, 1, 0), "depthwise_conv": (2, 3, 1, 0), "dense": (1, 0)}
+
+
+def _axes(role: str, layout: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    return layout.get("dense" if role == "classifier" else role)
+
+
+def from_torch(array, role: str, layout: dict[str, tuple[int, ...]]):
+    """A PyTorch-layout weight of `role` in `layout` (KERAS_AXES, FLAX_AXES); numpy or JAX."""
+    axes = _axes(role, layout)
+    return array if axes is None else array.transpose(axes)
+
+
+def to_torch(array, role: str, layout: dict[str, tuple[int, ...]]):
+    """The inverse of from_torch: a weight in `layout` in PyTorch's."""
+    axes = _axes(role, layout)
+    return array if axes is None else array.transpose(tuple(np.argsort(axes)))

@@ -20,6 +20,8 @@ from flax import nnx
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
 from services.common import model_report, weights
+from services.common.spec import SpecError
+from services.common.weights import FLAX_AXES, from_torch, to_torch
 
 DEFAULT_INIT = "Flax defaults: lecun normal kernels, zero biases"
 LIBRARY_FACTS = {"definition": "fwbench canonical (JAX has no model library for these models)"}
@@ -139,16 +141,6 @@ class Canonical(nnx.Module):
         return x
 
 
-def _flax_layout(array, role: str):
-    """A PyTorch-layout weight in Flax's layout: conv O x I/groups x H x W -> H x W x I/groups x O
-    (depthwise C x 1 x H x W -> H x W x 1 x C alike); dense out x in -> in x out."""
-    if role in ("conv", "depthwise_conv"):
-        return array.transpose(2, 3, 1, 0)
-    if role in ("dense", "classifier"):
-        return array.T
-    return array
-
-
 def load_canonical(
     model: Canonical, architecture: arch.Architecture, weights: dict[str, np.ndarray]
 ) -> None:
@@ -159,7 +151,7 @@ def load_canonical(
         for part in (*tensor.layer.split("."), tensor.module):
             node = getattr(node, part)
         variable = getattr(node, FLAX_NAMES[tensor.module, tensor.param])
-        value = _flax_layout(weights[tensor.name], tensor.role)
+        value = from_torch(weights[tensor.name], tensor.role, FLAX_AXES)
         if variable.shape != value.shape:
             raise RuntimeError(
                 f"canonical weight {tensor.name} {value.shape} does not fit {variable.shape}"
@@ -187,24 +179,16 @@ def canonical_weights(model: Canonical, spec: pb.ModelSpec) -> dict[str, np.ndar
     out = {}
     for tensor in arch.tensors(architecture):
         value = np.asarray(_variable(model, tensor).get_value(), np.float32)
-        out[tensor.name] = _torch_layout(value, tensor.role)
+        out[tensor.name] = to_torch(value, tensor.role, FLAX_AXES)
     return out
-
-
-def _torch_layout(array, role: str):
-    """The inverse of _flax_layout."""
-    if role in ("conv", "depthwise_conv"):
-        return array.transpose(3, 2, 0, 1)
-    if role in ("dense", "classifier"):
-        return array.T
-    return array
 
 
 def build(spec: pb.ModelSpec, seed: int, dtype: jnp.dtype = jnp.float32) -> Canonical:
     """The model in training mode; `dtype` is the compute dtype (parameters stay float32)."""
     if spec.architecture == "library" and spec.init == "pretrained":
-        raise weights.WeightsError(
-            "model.init pretrained, architecture library: JAX has no model library, so no "
+        # No machine has them: the spec, not the machine, is at fault.
+        raise SpecError(
+            "model.init: pretrained, with architecture library: JAX has no model library, so no "
             "library weights; leave jax out of --frameworks, or use architecture canonical with a "
             "weights file"
         )

@@ -19,6 +19,7 @@ from torch import nn
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
 from services.common import model_report, weights
+from services.common.spec import SpecError
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 TORCHVISION = ("resnet50", "vgg19", "mobilenet_v2")
@@ -147,9 +148,10 @@ def library_pretrained(spec: pb.ModelSpec) -> nn.Module:
     cache (TORCH_HOME), its ImageNet head replaced by one of spec.num_classes drawn by PyTorch's
     initialiser (seeded by build)."""
     if spec.name not in TORCHVISION:
-        raise weights.WeightsError(
-            f"model.init pretrained, architecture library: torchvision has no {spec.name}; use "
-            "model.architecture canonical with a weights file"
+        # No machine has them: the spec, not the machine, is at fault.
+        raise SpecError(
+            f"model.init: pretrained, with architecture library: torchvision has no {spec.name}; "
+            "use model.architecture canonical with a weights file"
         )
     url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
     path = weights.cached(

@@ -21,6 +21,7 @@ from keras import layers
 from fwbench.v1 import trainer_pb2 as pb
 from services.common import architectures as arch
 from services.common import model_report, weights
+from services.common.weights import KERAS_AXES, from_torch, to_torch
 
 APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
@@ -122,18 +123,6 @@ def canonical(architecture: arch.Architecture) -> keras.Model:
     return keras.Model(inputs, x, name=architecture.name)
 
 
-def _keras_layout(array, role: str):
-    """A PyTorch-layout weight in Keras' layout: conv O x I x H x W -> H x W x I x O; depthwise
-    C x 1 x H x W -> H x W x C x 1 (Keras' depth multiplier is last); dense out x in -> in x out."""
-    if role == "conv":
-        return array.transpose(2, 3, 1, 0)
-    if role == "depthwise_conv":
-        return array.transpose(2, 3, 0, 1)
-    if role in ("dense", "classifier"):
-        return array.T
-    return array
-
-
 def load_canonical(
     model: keras.Model, architecture: arch.Architecture, weights: dict[str, np.ndarray]
 ) -> None:
@@ -144,7 +133,7 @@ def load_canonical(
         arch.tensors(architecture), key=lambda t: (t.layer, t.module)
     ):
         model.get_layer(_keras_name(path, module)).set_weights(
-            [_keras_layout(weights[t.name], t.role) for t in tensors]
+            [from_torch(weights[t.name], t.role, KERAS_AXES) for t in tensors]
         )
 
 
@@ -157,7 +146,7 @@ def canonical_weights(model: keras.Model, spec: pb.ModelSpec) -> dict[str, np.nd
     ):
         values = model.get_layer(_keras_name(path, module)).get_weights()
         for tensor, value in zip(tensors, values, strict=True):
-            out[tensor.name] = weights.torch_layout(np.asarray(value, np.float32), tensor.role)
+            out[tensor.name] = to_torch(np.asarray(value, np.float32), tensor.role, KERAS_AXES)
     return out
 
 
