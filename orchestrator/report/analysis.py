@@ -382,7 +382,7 @@ def ratio_bounds(low: float, high: float) -> str:
 
 def interval(low: float | None, high: float | None) -> str:
     if low is None or high is None:
-        return "single run: no interval"
+        return "single run: no interval (too few steady-state windows, or none recorded)"
     return f"95 % CI {ratio_bounds(low, high)}"
 
 
@@ -616,7 +616,7 @@ def _break_even(analysis: ModelAnalysis, other: str) -> str | None:
     steady_ratio = analysis.ratios["steady_state_images_per_s"][other]
     if steady_ratio is None or steady_ratio.detected is not True:
         why = (
-            "it has no interval (a single run without recorded windows)"
+            "it has no interval (a single run with too few steady-state windows, or none recorded)"
             if steady_ratio is None or steady_ratio.detected is None
             else f"its 95 % interval {ratio_bounds(steady_ratio.ci_low, steady_ratio.ci_high)} "
             "holds 1"
