@@ -382,7 +382,7 @@ def ratio_bounds(low: float, high: float) -> str:
 
 def interval(low: float | None, high: float | None) -> str:
     if low is None or high is None:
-        return "single run: no interval (too few steady-state windows, or none recorded)"
+        return "single run: no interval, too few steady-state windows or none recorded"
     return f"95 % CI {ratio_bounds(low, high)}"
 
 
