@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
 import types
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from services.common import frameworks
 from tests.conftest import ROOT, venv_python
@@ -150,6 +153,86 @@ def test_the_orchestrator_never_imports_a_framework():
         source = path.read_text()
         for framework in ("torch", "tensorflow", "keras", "jax", "flax"):
             assert f"import {framework}" not in source, (path, framework)
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the packages outside ours and the standard library that path imports,
+    except under `try: ... except ImportError` (optional: the module runs without them)."""
+    tree = ast.parse(path.read_text())
+    optional = {
+        id(n)
+        for t in ast.walk(tree)
+        if isinstance(t, ast.Try)
+        and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in t.handlers
+        )
+        for stmt in t.body
+        for n in ast.walk(stmt)
+    }
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    # `fwbench` is our generated protobuf code.
+    return names - set(PACKAGES) - {"fwbench"} - sys.stdlib_module_names
+
+
+def reachable(module: str) -> set[str]:
+    """module and every first-party module it imports, at any depth, at the top or in functions."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = ROOT.joinpath(*name.split("."))
+        path = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+        if name in seen or not path.exists():
+            continue
+        seen.add(name)
+        top, nested = first_party_imports(path)
+        todo.extend(i if _is_module(i) else i.rsplit(".", 1)[0] for i in top | set(nested))
+    return seen
+
+
+def installed_by(requirements: Path) -> set[str]:
+    """The distributions a requirements file installs: those it names and their dependencies."""
+    names = [
+        Requirement(line.split("#")[0].strip()).name
+        for line in requirements.read_text().splitlines()
+        if line.split("#")[0].strip() and not line.startswith("-")
+    ]
+    found: set[str] = set()
+    while names:
+        name = names.pop().lower().replace("_", "-")
+        if name in found:
+            continue
+        found.add(name)
+        for spec in metadata.requires(name) or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                names.append(requirement.name)
+    return found
+
+
+def test_the_orchestrators_image_installs_every_package_its_code_imports():
+    # The image installs orchestrator/requirements.txt only; the test venv has more (the services'
+    # runtime), so an import that only the services' requirements satisfy passes every other
+    # test and fails the orchestrator's container at start-up.
+    installed = installed_by(ROOT / "orchestrator" / "requirements.txt")
+    providers = metadata.packages_distributions()
+    missing = {}
+    for module in sorted({m for p in (ROOT / "orchestrator").rglob("*.py") for m in
+                          reachable(_module_name(p))}):  # fmt: skip
+        path = ROOT.joinpath(*module.split("."))
+        path = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+        for name in third_party_imports(path):
+            dists = {d.lower().replace("_", "-") for d in providers.get(name, [name])}
+            if not dists & installed:
+                missing.setdefault(name, module)
+    assert missing == {}, f"imported but not in orchestrator/requirements.txt: {missing}"
 
 
 def test_every_framework_folder_is_in_the_registry_and_back():

@@ -11,7 +11,7 @@ import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
-from services.common import numerics, recorder, server
+from services.common import numerics, predictions, server
 from tests.conftest import FRAMEWORKS, once_in_make_test, tiny_spec, venv_python
 from tests.test_spec import prepared
 
@@ -170,7 +170,7 @@ def test_total_time_ends_at_the_last_epochs_end(trained, framework):
 def test_run_end_carries_the_final_evaluation_image_by_image(trained, framework):
     events = trained(framework)
     end, started = events[-1].run_end, events[0].run_started
-    correct = recorder.unpack_correct(end.test_correct, started.test_samples)
+    correct = predictions.unpack(end.test_correct, started.test_samples)
     # The same images, counted right as the last epoch's evaluation counted them.
     assert correct.sum() == round(end.final_test_accuracy * started.test_samples)
 

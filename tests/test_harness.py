@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import harness, injection, recorder, schedule
+from services.common import harness, injection, predictions, schedule
 from services.common.recorder import Recorder
 from tests.conftest import tiny_spec
 from tests.test_recorder import ListSink
@@ -128,7 +128,7 @@ def test_several_steps_per_call_train_every_batch_once_in_order_and_report_per_c
     end = of_kind(events, "run_end")[0]
     assert end.status == "ok"
     # The final evaluation image by image, as the proto packs it.
-    correct = recorder.unpack_correct(end.test_correct, len(run.dataset.test_labels))
+    correct = predictions.unpack(end.test_correct, len(run.dataset.test_labels))
     assert list(correct) == [i % 4 != 3 for i in range(len(run.dataset.test_labels))]
 
 

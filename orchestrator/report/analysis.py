@@ -14,7 +14,7 @@ import pandas as pd
 from orchestrator.report import phases, regime, stats
 from orchestrator.report.resultset import ResultSet
 from services.common import frameworks as registry
-from services.common import recorder, steady
+from services.common import predictions, steady
 
 # Coefficient of variation above which a metric is too noisy to trust at a glance.
 HIGH_COV = 0.05
@@ -356,7 +356,7 @@ def _paired_accuracy(analysis: ModelAnalysis, other: str) -> stats.Difference | 
         return None
     try:
         correct = [
-            recorder.unpack_correct(analysis.test_correct[run.run_id], int(run.test_samples))
+            predictions.unpack(analysis.test_correct[run.run_id], int(run.test_samples))
             for run in (a, b)
         ]
     except (KeyError, ValueError):

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from fwbench.v1 import trainer_pb2 as pb
-from services.common import steady
+from services.common import predictions, steady
 from services.common.telemetry import Sampler
 
 PROGRESS_INTERVAL_S = 0.25
@@ -275,7 +275,7 @@ class Recorder:
         if self._divergence is not None:
             event.divergence.CopyFrom(self._divergence)
         elif test_correct is not None:
-            event.test_correct = pack_correct(test_correct)
+            event.test_correct = predictions.pack(test_correct)
         if train_time_s:
             event.images_per_s = self._steps_images(train_time_s) * epochs
         if self._step_times_s:
@@ -307,16 +307,3 @@ def median_and_p90(samples: list[float]) -> tuple[float, float]:
         return samples[0], samples[0]
     deciles = statistics.quantiles(samples, n=10, method="inclusive")
     return statistics.median(samples), deciles[8]
-
-
-def pack_correct(correct: np.ndarray) -> bytes:
-    """RunEnd.test_correct from one bool per test image (the proto says how it is packed)."""
-    return np.packbits(np.asarray(correct, dtype=bool), bitorder="little").tobytes()
-
-
-def unpack_correct(packed: bytes, images: int) -> np.ndarray:
-    """One bool per test image from RunEnd.test_correct; `images` says where the bits end."""
-    bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), bitorder="little")
-    if len(bits) < images or bits[images:].any():
-        raise ValueError(f"test_correct holds {len(bits)} bits, not {images} images' worth")
-    return bits[:images].astype(bool)
