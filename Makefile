@@ -29,10 +29,14 @@ lint:
 	$(ORCH)/ruff check .
 	$(ORCH)/ruff format --check .
 
+# The pure-logic tests on every core; then, one at a time, the tests that start a framework (two
+# trainings at once on a small machine slow each 2-3x).
+PURE := -m "not gpu and not slow and not framework"
 test: setup lint
 	scripts/ensure-docker-compose
 	scripts/ensure-chromium
-	$(ORCH)/pytest -m "not gpu and not slow"
+	$(ORCH)/pytest -n auto $(PURE)
+	$(ORCH)/pytest -m "framework and not gpu and not slow"
 
 test-slow: setup
 	scripts/ensure-docker-compose
@@ -42,7 +46,7 @@ test-slow: setup
 check: lint
 	scripts/ensure-docker-compose
 	scripts/ensure-chromium
-	$(ORCH)/pytest -m "not gpu and not slow and not framework"
+	$(ORCH)/pytest -n auto $(PURE)
 
 test-containers:
 	scripts/compose-e2e

@@ -12,7 +12,9 @@ fail a test that lacks the marker, so the tiers cannot drift.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -26,6 +28,20 @@ from services.common.spec import with_defaults
 ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = frameworks.NAMES
 _marked_framework = False
+
+
+def pytest_configure(config):
+    # One JAX compilation cache for the session (JAX_COMPILATION_CACHE_DIR, inherited by every
+    # service and worker the tests start): each distinct program is still compiled once, by the
+    # first test that needs it; the many tests that train the same tiny job skip recompiling it.
+    # Fresh each session, so nothing compiled by older code is ever reused. The runs record it
+    # (settings' compilation_cache).
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="fwbench-tests-jax-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        # JAX caches only programs that took a second or more to compile by default.
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
 def pytest_runtest_setup(item):
@@ -111,8 +127,9 @@ def stub(services):
         channel.close()
 
 
-def tiny_spec(model: str = "mobilenet_v2", **overrides) -> pb.TrainSpec:
-    """A small CPU run: synthetic data, few samples, one epoch, defaults for the rest."""
+def tiny_spec(model: str = "mobilenet", **overrides) -> pb.TrainSpec:
+    """A small CPU run: synthetic data, few samples, one epoch, defaults for the rest. MobileNet:
+    of the four models, the quickest to build and compile in every framework."""
     spec = pb.TrainSpec(
         run_id="test",
         model=pb.ModelSpec(name=model),

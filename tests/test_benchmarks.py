@@ -26,7 +26,7 @@ PAIR = re.compile(
     r"ratio ([\d.]+)"
 )
 SUMMARY = re.compile(
-    r"(\w+) mobilenet_v2 (\w+) \(cpu\): ratio service/bare median ([\d.]+) "
+    r"(\w+) mobilenet (\w+) \(cpu\): ratio service/bare median ([\d.]+) "
     r"\(min–max ([\d.]+)–([\d.]+), IQR ([\d.]+)–([\d.]+), (\d+) pairs\), best of \d+ ([\d.]+)"
 )
 
@@ -56,14 +56,14 @@ def test_overhead_prints_each_pairs_ratio_in_abba_order_and_the_median_with_its_
     framework, mode, pairs
 ):
     venv_python(framework)  # the environment exists (or the test says how to make it)
-    # 20 steps of mobilenet_v2 at batch 32: windows after the 10 warm-up steps on 2 CPU cores;
+    # 20 steps of MobileNet at batch 32: windows after the 10 warm-up steps on 2 CPU cores;
     # tuned TensorFlow runs 32 steps per execution, so 40 steps: an epoch that is not a whole
     # number of executions.
     train_limit = "1280" if mode == "tuned" else "640"
     # Pinned to the CPUs it may use anyway: the pin reaches the service and the bare loops.
     cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     done = overhead(
-        "--frameworks", framework, "--models", "mobilenet_v2", "--train-limit", train_limit,
+        "--frameworks", framework, "--models", "mobilenet", "--train-limit", train_limit,
         "--pairs", str(pairs), "--modes", mode, "--cpus", cpus,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,18 +145,18 @@ def test_floor_on_the_cpu_runs_each_frameworks_code_and_labels_it_a_check_not_a_
     # 7 classes: the head is the one asked for, not one taken from a dataset the floor lacks.
     # Two steps per call: JAX's and TensorFlow's loop of several steps, kept short on the CPU.
     done = floor(
-        "--frameworks", framework, "--device", "cpu", "--models", "mobilenet_v2",
+        "--frameworks", framework, "--device", "cpu", "--models", "mobilenet",
         "--batch-size", "8", "--replays", "2", "--steps-per-call", "2", "--num-classes", "7",
         "--out", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     [row] = list(csv.DictReader((tmp_path / "floor.csv").open()))
     assert row["framework"] == framework
-    assert (row["model"], row["batch_size"], row["device_name"]) == ("mobilenet_v2", "8", "cpu")
+    assert (row["model"], row["batch_size"], row["device_name"]) == ("mobilenet", "8", "cpu")
     assert row["method"].endswith("on the CPU: a check of the code, not a floor")
     assert 0 < float(row["step_ms_median"]) <= float(row["step_ms_p90"])
     assert (
-        f"{framework:10} mobilenet_v2  batch 8: {float(row['step_ms_median']):.2f} ms/step"
+        f"{framework:10} {'mobilenet':13} batch 8: {float(row['step_ms_median']):.2f} ms/step"
         in done.stdout
     )
     assert METHOD_SAYS[framework] in row["method"]

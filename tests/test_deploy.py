@@ -36,7 +36,7 @@ CPU_TOLERANCE = 1e-4
 
 def deploy_spec(**overrides) -> pb.TrainSpec:
     return tiny_spec(
-        "mobilenet_v2",
+        "mobilenet",
         deploy__deploy_enabled=True,
         deploy__deploy_warmup_iterations=1,
         deploy__deploy_timed_iterations=3,
@@ -118,7 +118,7 @@ def test_a_failing_export_is_recorded_failed_with_its_message_and_a_wrong_artifa
 def test_fwbench_run_deploy_writes_deploy_csv_and_the_report_section(tmp_path: Path):
     out = tmp_path / "run"
     done = fwbench(
-        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2",
+        "run", "--frameworks", "pytorch", "--models", "mobilenet",
         "--dataset", "synthetic", "--train-limit", "64", "--test-limit", "32", "--epochs", "1",
         "--device", "cpu", "--deploy", "--deploy-warmup", "1", "--deploy-iterations", "3",
         "--out", out,
@@ -270,11 +270,9 @@ def test_deploy_options_and_the_suite_key_set_the_spec(tmp_path):
     ).deploy.deploy_enabled
 
     path = tmp_path / "suite.yaml"
-    path.write_text(
-        "name: d\nframeworks: [pytorch]\nmodels: [mobilenet_v2]\nspec:\n  deploy: true\n"
-    )
+    path.write_text("name: d\nframeworks: [pytorch]\nmodels: [mobilenet]\nspec:\n  deploy: true\n")
     assert suite_file.load(path).spec == {"deploy": True}
-    path.write_text("name: d\nframeworks: [pytorch]\nmodels: [mobilenet_v2]\nspec:\n  deploy: 3\n")
+    path.write_text("name: d\nframeworks: [pytorch]\nmodels: [mobilenet]\nspec:\n  deploy: 3\n")
     with pytest.raises(suite_file.SuiteError, match=r"spec\.deploy: expected true or false"):
         suite_file.load(path)
 

@@ -47,7 +47,8 @@ def trained(stub):
 
     def get(framework: str) -> list[pb.TrainEvent]:
         if framework not in cache:
-            request = pb.TrainRequest(spec=tiny_spec(**LEARNABLE))
+            # MobileNetV2: this tiny synthetic job is learnable in eval mode with its BatchNorms.
+            request = pb.TrainRequest(spec=tiny_spec("mobilenet_v2", **LEARNABLE))
             cache[framework] = [
                 event
                 for event in stub(framework).Train(request, timeout=TRAIN_TIMEOUT_S)
@@ -80,7 +81,7 @@ def test_inspect_reports_the_model_and_its_probe_logits(stub, framework):
     spec = tiny_spec()
     report = stub(framework).Inspect(pb.InspectRequest(spec=spec, probe_batch_size=4), timeout=120)
     assert report.framework == framework
-    assert report.model == "mobilenet_v2"
+    assert report.model == "mobilenet"
     assert report.trainable_params > 0
     assert report.probe_batch_size == 4
     # Inspect has no dataset: an unset class count is synthetic data's 10.
@@ -325,6 +326,7 @@ def test_xla_in_the_tuned_mode_takes_the_same_first_steps(stub):
     # compiles its step as train() does.
     losses = {}
     for mode in ("default", "tuned"):
-        request = pb.InspectRequest(spec=tiny_spec(mode=mode), probe_batch_size=8, train_steps=2)
+        spec = tiny_spec("mobilenet_v2", mode=mode)
+        request = pb.InspectRequest(spec=spec, probe_batch_size=8, train_steps=2)
         losses[mode] = list(stub("tensorflow").Inspect(request, timeout=600).probe_train_losses)
     assert losses["tuned"] == pytest.approx(losses["default"], rel=1e-4)

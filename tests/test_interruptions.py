@@ -38,9 +38,13 @@ def start(*argv) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, timeout_s: float = 180) -> None:
+def wait_for(condition, run: subprocess.Popen | None = None, timeout_s: float = 180) -> None:
+    """Polls condition until it holds; fails at once, with fwbench's output, if the fwbench
+    process `run` ended first (what it waited for can no longer happen)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
+        if run is not None and run.poll() is not None:
+            pytest.fail(f"fwbench exited {run.returncode} first:\n{run.stdout.read()}")
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
 
@@ -87,10 +91,10 @@ def test_ctrl_c_cancels_keeps_the_measured_and_resume_finishes(tmp_path: Path):
     # Epochs of 16 steps (a second or more each): the Ctrl-C lands within 0.1 s of the first
     # one's end, well inside the second.
     run = start(
-        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
+        "run", "--frameworks", "pytorch", "--models", "mobilenet", "--repeats", "2",
         "--train-limit", "512", "--test-limit", "64", "--epochs", "2", "--out", out,
     )  # fmt: skip
-    wait_for(lambda: trained_epochs(out) >= 1)  # the first epoch is measured
+    wait_for(lambda: trained_epochs(out) >= 1, run)  # the first epoch is measured
     workers = training_workers(run)
     run.send_signal(signal.SIGINT)
     interrupted_at = time.monotonic()
@@ -108,7 +112,7 @@ def test_ctrl_c_cancels_keeps_the_measured_and_resume_finishes(tmp_path: Path):
     resumed = fwbench("run", "--resume", out, timeout_s=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     runs = pd.read_csv(out / "runs.csv")
-    assert list(runs["run_id"]) == ["mobilenet_v2-pytorch-r0", "mobilenet_v2-pytorch-r1"]
+    assert list(runs["run_id"]) == ["mobilenet-pytorch-r0", "mobilenet-pytorch-r1"]
     assert (runs["status"] == "ok").all()
     # The cancelled attempt's epochs are gone with it: the baseline and two epochs per run, no
     # more.
@@ -121,10 +125,10 @@ def test_ctrl_c_cancels_keeps_the_measured_and_resume_finishes(tmp_path: Path):
 def test_after_kill_9_report_recovers_every_finished_run(tmp_path: Path):
     out = tmp_path / "out"
     run = start(
-        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "3",
+        "run", "--frameworks", "pytorch", "--models", "mobilenet", "--repeats", "3",
         "--train-limit", "512", "--test-limit", "64", "--epochs", "1", "--out", out,
     )  # fmt: skip
-    wait_for(lambda: (out / "runs.csv").exists() and training_workers(run))
+    wait_for(lambda: (out / "runs.csv").exists() and training_workers(run), run)
     run.kill()
     run.wait()
     finished = pd.read_csv(out / "runs.csv")
@@ -145,7 +149,7 @@ def tiny_run(tmp_path_factory) -> Path:
     set is what the kill -9 tests below cut and rebuild."""
     out = tmp_path_factory.mktemp("tiny") / "run"
     result = fwbench(
-        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--dataset", "synthetic",
+        "run", "--frameworks", "pytorch", "--models", "mobilenet", "--dataset", "synthetic",
         "--train-limit", "64", "--test-limit", "32", "--epochs", "1", "--device", "cpu",
         "--out", out, timeout_s=300,
     )  # fmt: skip
@@ -205,10 +209,11 @@ def test_an_outcome_line_cut_short_by_a_kill_is_skipped_with_a_warning(tiny_run,
 def test_a_service_that_dies_mid_suite_takes_only_its_run(tmp_path: Path):
     out = tmp_path / "out"
     run = start(
-        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
-        "--train-limit", "2048", "--test-limit", "64", "--epochs", "1", "--out", out,
+        "run", "--frameworks", "pytorch", "--models", "mobilenet", "--repeats", "2",
+        "--train-limit", "512", "--test-limit", "64", "--epochs", "1", "--out", out,
     )  # fmt: skip
-    wait_for(lambda: training_workers(run))
+    # Killed while its first run's worker imports PyTorch, seconds before its first step.
+    wait_for(lambda: training_workers(run), run)
     [server] = local_services(run)
     server.kill()
     output, _ = run.communicate(timeout=600)
@@ -255,11 +260,11 @@ def test_a_full_disk_stops_the_runs_naming_the_file_and_keeps_what_was_written(t
     with small_disk(tmp_path / "disk", 16 << 20) as disk:
         out = disk / "out"
         run = start(
-            "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--repeats", "2",
+            "run", "--frameworks", "pytorch", "--models", "mobilenet", "--repeats", "2",
             "--train-limit", "1024", "--test-limit", "64", "--epochs", "2", "--out", out,
         )  # fmt: skip
         # The first run is recorded and the second has begun.
-        wait_for(lambda: (out / "runs.csv").exists() and len(begun(out)) == 2)
+        wait_for(lambda: (out / "runs.csv").exists() and len(begun(out)) == 2, run)
         journal = (out / "events.jsonl").read_bytes()
         runs = (out / "runs.csv").read_bytes()
         workers = training_workers(run)

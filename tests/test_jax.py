@@ -7,6 +7,7 @@ mode's loop of several steps per dispatch training the very batches the default 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -83,6 +84,8 @@ def test_fp32_is_strict_and_compile_false_still_compiles(stub):
     assert settings["compute_dtype"] == "float32"
     # The spec's choice is recorded as not applicable, never silently replaced.
     assert settings["compile"] == "xla (nnx.jit; JAX always compiles)"
+    # The tests' compilation cache (conftest) is on, and the run says so.
+    assert settings["compilation_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]
     end = events[-1].run_end
     assert end.first_step_s > 0 and end.epochs_completed == 1
 

@@ -65,7 +65,7 @@ def overlapping(out: Path) -> bool:
     return any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(intervals))
 
 
-RUN = ["run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--launcher", "remote"]
+RUN = ["run", "--frameworks", "pytorch", "--models", "mobilenet", "--launcher", "remote"]
 TINY = ["--train-limit", "256", "--test-limit", "32", "--epochs", "1"]
 
 
@@ -78,7 +78,7 @@ def test_services_on_two_nodes_train_at_once_one_run_each(tmp_path, serve):
     assert result.returncode == 0, result.stdout + result.stderr
     runs = pd.read_csv(out / "runs.csv")
     # Every run ok: a service asked for a second run at once would have refused it.
-    assert sorted(runs["run_id"]) == [f"mobilenet_v2-pytorch-r{r}" for r in range(2)]
+    assert sorted(runs["run_id"]) == [f"mobilenet-pytorch-r{r}" for r in range(2)]
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
     assert overlapping(out)
     pool = json.loads((out / "context.json").read_text())["pool"]

@@ -398,3 +398,7 @@ def test_runs_over_several_devices_get_a_row_per_device_and_others_none(tmp_path
         ["0", str(len(first)), f"{first['gpu_util_pct'].mean():.1f}"],
         ["1", str(len(first)), "10.0"],
     ]
+    # The chart over time draws the first device, one line; its mean is that device's.
+    telemetry_chart = markdown.split("Over time (GPU)")[1]
+    assert "of a run over several devices, its first device" in telemetry_chart
+    assert f"GPU busy (NVML) PyTorch {first['gpu_util_pct'].mean():,.1f} %" in telemetry_chart

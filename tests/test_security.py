@@ -112,7 +112,7 @@ def test_health_answers_without_a_token(secured, pki):
     assert serving, said
 
 
-def test_mutual_tls_requires_a_client_certificate(pki):
+def test_mutual_tls_requires_a_client_certificate_and_fwbench_says_so_at_once(pki, tmp_path):
     service = server.start(
         "pytorch",
         "localhost:0",
@@ -133,6 +133,22 @@ def test_mutual_tls_requires_a_client_certificate(pki):
         ):
             describe(channel)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        # gRPC sees only a closed socket; fwbench asks the service and names what is missing,
+        # rather than waiting out a starting service's 15 s.
+        missing, took_s = remote_run(address, tmp_path / "out", "--tls-ca", pki["ca_pem"])
+        assert took_s < launchers.REMOTE_CONNECT_TIMEOUT_S
+        assert (
+            f"the pytorch service at {address} closes TLS connections that bring no client "
+            "certificate: it requires mutual TLS; give --tls-cert FILE and --tls-key FILE"
+        ) in missing
+        # A certificate signed by a CA the service does not trust for clients.
+        stranger = ["--tls-cert", pki["other_pem"], "--tls-key", pki["other_key"]]
+        refused_cert, took_s = remote_run(
+            address, tmp_path / "out", "--tls-ca", pki["ca_pem"], *stranger
+        )
+        assert took_s < launchers.REMOTE_CONNECT_TIMEOUT_S
+        assert f"it did not accept the client certificate {pki['other_pem']}" in refused_cert
+        assert not (tmp_path / "out").exists()
     finally:
         service.stop()
 
@@ -216,7 +232,7 @@ def test_fwbench_reaches_a_secured_service_with_the_ca_and_the_token(secured, pk
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     address = f"pytorch=localhost:{secured.port}"
-    remote = ["run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--launcher", "remote"]
+    remote = ["run", "--frameworks", "pytorch", "--models", "mobilenet", "--launcher", "remote"]
     remote += ["--service", address, "--tls-ca", pki["ca_pem"], "--device", "cpu"]
     tiny = ["--train-limit", "64", "--test-limit", "32", "--epochs", "1"]
     done = fwbench(*remote, "--token-file", token_file, *tiny, "--out", tmp_path / "ok")
@@ -288,7 +304,7 @@ def test_fwbench_takes_the_ca_and_the_token_file_from_the_environment(secured, p
     token_file.write_text(TOKEN + "\n")
     command = [ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench", "run", "--launcher", "remote"]
     command += ["--service", f"pytorch=localhost:{secured.port}", "--frameworks", "pytorch"]
-    command += ["--models", "mobilenet_v2", "--train-limit", "64", "--test-limit", "32"]
+    command += ["--models", "mobilenet", "--train-limit", "64", "--test-limit", "32"]
     command += ["--epochs", "1", "--device", "cpu"]
     env = {"PATH": "/usr/bin:/bin", "COLUMNS": "1000", security.TLS_CA_ENV: str(pki["ca_pem"])}
     done = subprocess.run(

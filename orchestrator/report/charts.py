@@ -255,6 +255,11 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
     if samples.empty or not first:
         return None
     own = samples[samples.run_id.isin({r.run_id for r in first.values()})]
+    # A run over several devices has a row per device and instant: its first device's, drawn as
+    # one line (the Devices section has every device's).
+    several = "device_index" in own and own["device_index"].fillna(0).gt(0).any()
+    if several:
+        own = own[own["device_index"].fillna(0) == 0]
     if own.empty:
         return None
     gpu = own["gpu_util_pct"].notna().any()
@@ -297,7 +302,9 @@ def telemetry(analysis: ModelAnalysis, samples: pd.DataFrame, epochs: pd.DataFra
         svg = to_svg(fig, f"{analysis.label}-telemetry", title)
     return Chart(
         title,
-        "The first repeat of each framework; dotted lines mark the end of each epoch. "
+        "The first repeat of each framework"
+        + ("; of a run over several devices, its first device" if several else "")
+        + "; dotted lines mark the end of each epoch. "
         + (
             "GPU busy is NVML's share of time a kernel ran; SM activity is how much of the chip "
             "the kernels filled."

@@ -34,7 +34,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+
+def scipy_stats():
+    """scipy.stats, imported on first use: it takes over half a second to import, which every
+    fwbench command (`--help` included) would pay at start-up for what only the report needs."""
+    from scipy import stats
+
+    return stats
+
 
 CONFIDENCE = 0.95
 # What a difference of two accuracies (proportions, 0-1) can be.
@@ -91,7 +99,7 @@ def summarise(values: pd.Series, bounds: tuple[float, float]) -> Summary | None:
     if std == 0:
         low = high = mean
     else:
-        low, high = stats.t.interval(
+        low, high = scipy_stats().t.interval(
             CONFIDENCE, len(values) - 1, loc=mean, scale=std / math.sqrt(len(values))
         )
     low, high = clipped(float(low), float(high), bounds)
@@ -149,7 +157,8 @@ def ratio(a: pd.Series, b: pd.Series) -> Ratio | None:
         return Ratio(point, None, None, len(a), len(b))
     if np.ptp(log_a) == 0 and np.ptp(log_b) == 0:
         return Ratio(point, point, point, len(a), len(b), method=REPEATS)
-    interval = stats.ttest_ind(log_a, log_b, equal_var=False).confidence_interval(CONFIDENCE)
+    test = scipy_stats().ttest_ind(log_a, log_b, equal_var=False)
+    interval = test.confidence_interval(CONFIDENCE)
     return Ratio(
         point, math.exp(interval.low), math.exp(interval.high), len(a), len(b), method=REPEATS
     )
@@ -182,7 +191,7 @@ def batch_ratio(point: float, a: np.ndarray, b: np.ndarray) -> Ratio:
         return Ratio(point, point, point, 1, 1, method=BATCH_MEANS)
     # Welch-Satterthwaite degrees of freedom.
     df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
-    half = stats.t.ppf((1 + CONFIDENCE) / 2, df) * math.sqrt(var_a + var_b)
+    half = scipy_stats().t.ppf((1 + CONFIDENCE) / 2, df) * math.sqrt(var_a + var_b)
     log_point = math.log(point)
     return Ratio(
         point, math.exp(log_point - half), math.exp(log_point + half), 1, 1, method=BATCH_MEANS
@@ -206,7 +215,7 @@ class Difference:
 
 
 def wilson(successes: int, trials: int) -> tuple[float, float]:
-    interval = stats.binomtest(successes, trials).proportion_ci(CONFIDENCE, method="wilson")
+    interval = scipy_stats().binomtest(successes, trials).proportion_ci(CONFIDENCE, method="wilson")
     return interval.low, interval.high
 
 
@@ -239,10 +248,10 @@ def paired_accuracy_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> 
     only_a = int(np.sum(correct_a & ~correct_b))
     only_b = int(np.sum(~correct_a & correct_b))
     discordant = only_a + only_b
-    p_value = stats.binomtest(only_a, discordant).pvalue if discordant else 1.0
+    p_value = scipy_stats().binomtest(only_a, discordant).pvalue if discordant else 1.0
     p12, p21 = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
     adjusted = p12 - p21
-    z = stats.norm.ppf(0.5 + CONFIDENCE / 2)
+    z = scipy_stats().norm.ppf(0.5 + CONFIDENCE / 2)
     half = z * math.sqrt(max(p12 + p21 - adjusted**2, 0.0) / (n + 2))
     low, high = clipped(adjusted - half, adjusted + half, DIFFERENCE_OF_PROPORTIONS)
     return Difference(
@@ -262,7 +271,7 @@ def mean_difference(a: pd.Series, b: pd.Series) -> Difference:
     if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
         low = high = d
     else:
-        interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
+        interval = scipy_stats().ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
         low, high = float(interval.low), float(interval.high)
     return Difference(d, low, high, f"Welch t interval over {len(a)} vs {len(b)} repeats")
 

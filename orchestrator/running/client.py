@@ -35,31 +35,42 @@ def mismatch(address: str, expected: str, served: str) -> str:
     )
 
 
-def speaks_tls(address: str, timeout_s: float) -> bool:
-    """Whether the service at HOST:PORT completes a TLS handshake. Its certificate is not checked:
-    this asks only which protocol it speaks (a plaintext gRPC server never completes one)."""
+def tls_answer(address: str, timeout_s: float) -> str | None:
+    """How the service at HOST:PORT answers a TLS client that offers no certificate: None when
+    no TLS handshake completes (it is not listening, or speaks plaintext); "closed" when one
+    completes and the service then closes the connection without a byte (what a service that
+    requires a client certificate does: TLS 1.3 refuses it after the handshake); "served" when the
+    HTTP/2 server's first bytes come. Its certificate is not checked: this asks only how it
+    speaks."""
     host, _, port = address.rpartition(":")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
     try:
         with (
             socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
-            context.wrap_socket(raw),
+            context.wrap_socket(raw) as tls,
         ):
-            return True
+            try:
+                return "served" if tls.recv(1) else "closed"
+            except OSError:  # reset, or an alert after the handshake
+                return "closed"
     except OSError:  # refused, reset, timed out, or not TLS (ssl.SSLError is an OSError)
-        return False
+        return None
 
 
-def tls_mismatch(framework: str, address: str, details: str, ca_file: Path | None) -> str | None:
+def tls_mismatch(
+    framework: str, address: str, details: str, ca_file: Path | None, cert_file: Path | None
+) -> str | None:
     """What is wrong when a connection to address failed with gRPC's `details` because the two
     sides disagree on TLS, which no retry can cure; None for any other failure. A TLS channel's
-    details name the handshake's failure; a plaintext channel to a TLS service sees only a
-    closed socket, so the service is asked whether it speaks TLS."""
+    details name the handshake's failure; a plaintext channel to a TLS service, and a TLS one
+    without the client certificate a service requires, see only a closed socket, so the service
+    is asked how it answers."""
     service = f"the {framework} service at {address}"
     if ca_file is None:
-        if not speaks_tls(address, TLS_PROBE_TIMEOUT_S):
+        if tls_answer(address, TLS_PROBE_TIMEOUT_S) is None:
             return None
         return (
             f"{service} speaks TLS and fwbench connected in plaintext: give --tls-ca FILE "
@@ -86,6 +97,18 @@ def tls_mismatch(framework: str, address: str, details: str, ca_file: Path | Non
         )
     if "handshake" in details.lower():
         return f"the TLS handshake with {service} failed ({details})"
+    if "Socket closed" in details and tls_answer(address, TLS_PROBE_TIMEOUT_S) == "closed":
+        if cert_file is None:
+            return (
+                f"{service} closes TLS connections that bring no client certificate: it requires "
+                "mutual TLS; give --tls-cert FILE and --tls-key FILE, a certificate signed by "
+                "the CA it trusts for clients"
+            )
+        return (
+            f"{service} closed the TLS connection after the handshake: it did not accept the "
+            f"client certificate {cert_file} (is it signed by the CA the service trusts for "
+            "clients, with clientAuth usage?)"
+        )
     return None
 
 
@@ -110,6 +133,7 @@ class TrainerClient:
         self.framework = framework
         self.address = address
         self._ca_file = secured.ca_file
+        self._cert_file = secured.cert_file
         # Progress is small, but a stream can be long: no message size surprises, keepalive on.
         self._channel = security.channel(
             address,
@@ -143,7 +167,7 @@ class TrainerClient:
                 unavailable = e.code() == grpc.StatusCode.UNAVAILABLE
                 # A starting service refuses connections; it never fails a TLS handshake.
                 tls = unavailable and tls_mismatch(
-                    self.framework, self.address, e.details(), self._ca_file
+                    self.framework, self.address, e.details(), self._ca_file, self._cert_file
                 )
                 if tls:
                     raise ServiceUnavailable(tls) from e

@@ -152,6 +152,9 @@ def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
         "cudnn_benchmark": "always (XLA autotunes)",
         "weight_decay": WEIGHT_DECAY[spec.optimizer.name],
         "input_pipeline": "on the device, cut inside the compiled train step",
+        # A persistent cache (JAX_COMPILATION_CACHE_DIR) that holds this job's programs takes
+        # their compilation out of the time to the first step: the results say whether one was on.
+        "compilation_cache": jax.config.jax_compilation_cache_dir or "off",
         # XLA's CPU backend uses every schedulable core.
         "threads": str(len(os.sched_getaffinity(0))),
     }
