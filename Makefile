@@ -1,12 +1,12 @@
 # The two commands of the quick start, and the set-up both need.
 #   make demo   a real, small PyTorch-vs-TensorFlow comparison through the local launcher + report
 #   make test   lint, format check and the test suite: every behaviour once, real services and
-#               frameworks (no `slow`, no `gpu`; about 18 minutes on 2 cores after set-up)
+#               frameworks (no `slow`, no `gpu`; about 15 minutes on 2 cores after set-up)
 #   make check  lint and the fast tier: pure logic, no framework started (under 90 s)
 #   make test-slow  the exhaustive matrices (marker `slow`: every framework x mode, interruptions,
 #                   pools); CI runs it after `make test`
 #   make test-containers  build the images and run the compose stack for real (root, Debian 12;
-#                         scripts/compose-e2e: ~12 min cold, ~43 GB peak, leaves nothing behind)
+#                         scripts/compose-e2e: ~10 min cold, ~33 GB peak, leaves nothing behind)
 #   make friction  install friction, measured (fresh venvs: ~10 min, ~8 GB of temporary disk)
 ORCH := .venvs/orchestrator/bin
 # The frameworks' list lives in one place (services/common/frameworks.py).

@@ -25,16 +25,17 @@ FWBENCH = ROOT / ".venvs" / "orchestrator" / "bin" / "fwbench"
 
 
 def start(*argv) -> subprocess.Popen:
+    # As from a terminal, where Ctrl-C reaches fwbench. A suite started in the background by a
+    # shell without job control inherits SIGINT ignored, and Python then leaves it ignored (as
+    # `nohup`'s user wants): the Ctrl-C tests would test nothing. `env` restores it and execs
+    # fwbench (same pid). Not a preexec_fn: forking this process, which runs gRPC threads, with
+    # Python's fork handlers made fwbench's child abort in gRPC's poller (exit -6) before exec.
     return subprocess.Popen(
-        [FWBENCH, *map(str, argv)],
+        ["env", "--default-signal=INT", FWBENCH, *map(str, argv)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # As from a terminal, where Ctrl-C reaches fwbench. A suite started in the background by
-        # a shell without job control inherits SIGINT ignored, and Python then leaves it ignored
-        # (as `nohup`'s user wants): the Ctrl-C tests would test nothing.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -122,13 +123,25 @@ def test_ctrl_c_cancels_keeps_the_measured_and_resume_finishes(tmp_path: Path):
     }
 
 
+def mid_training(out: Path) -> bool:
+    """A run was recorded, and the journal's latest run has trained steps but not reached its
+    RunEnd. (A training worker alone is no sign: it lives on for a moment after its RunEnd.)"""
+    if not (out / "runs.csv").exists():
+        return False
+    records = read_journal(out / "events.jsonl").records
+    latest = [r for r in records if r.run_id == records[-1].run_id]
+    kinds = {r.event.WhichOneof("event") for r in latest if r.event is not None}
+    return "progress" in kinds and "run_end" not in kinds and latest[-1].outcome is None
+
+
 def test_after_kill_9_report_recovers_every_finished_run(tmp_path: Path):
     out = tmp_path / "out"
+    # Runs of 32 steps: the kill lands seconds before the running one's end.
     run = start(
         "run", "--frameworks", "pytorch", "--models", "mobilenet", "--repeats", "3",
-        "--train-limit", "512", "--test-limit", "64", "--epochs", "1", "--out", out,
+        "--train-limit", "1024", "--test-limit", "64", "--epochs", "1", "--out", out,
     )  # fmt: skip
-    wait_for(lambda: (out / "runs.csv").exists() and training_workers(run), run)
+    wait_for(lambda: mid_training(out), run)
     run.kill()
     run.wait()
     finished = pd.read_csv(out / "runs.csv")
