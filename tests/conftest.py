@@ -127,6 +127,103 @@ def stub(services):
         channel.close()
 
 
+@pytest.fixture(scope="session")
+def described(stub):
+    """described("pytorch") -> its DescribeResponse, asked once per session."""
+    cache: dict[str, pb.DescribeResponse] = {}
+
+    def get(framework: str) -> pb.DescribeResponse:
+        needs_framework()
+        if framework not in cache:
+            cache[framework] = stub(framework).Describe(pb.DescribeRequest(), timeout=120)
+        return cache[framework]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def trained_once(stub):
+    """trained_once(framework, spec) -> every event of a run of spec, telemetry included. Each
+    distinct (framework, spec) trains once per session, whichever tests ask for it: a run's
+    fresh worker alone costs seconds, and the answer to the same request is the same run."""
+    runs: dict[tuple[str, bytes], list[pb.TrainEvent]] = {}
+
+    def get(framework: str, spec: pb.TrainSpec) -> list[pb.TrainEvent]:
+        needs_framework()
+        key = (framework, spec.SerializeToString(deterministic=True))
+        if key not in runs:
+            runs[key] = list(stub(framework).Train(pb.TrainRequest(spec=spec), timeout=900))
+        return runs[key]
+
+    return get
+
+
+# Model parity's probe (tests/test_parity.py), which other tests of Inspect read too: the
+# training batch size (BatchNorm statistics over fewer images make gradients more sensitive to
+# rounding) and two steps, so that the second loss follows one update.
+PARITY_PROBE_BATCH = 32
+PARITY_TRAIN_STEPS = 2
+
+
+def parity_request(model: str, architecture: str = "canonical", **overrides) -> pb.InspectRequest:
+    """The parity check's Inspect of model: canonical models from the shared initial weights and
+    trained for PARITY_TRAIN_STEPS; library models with their framework's own, untrained."""
+    canonical = architecture == "canonical"
+    spec = tiny_spec(
+        model,
+        model__architecture=architecture,
+        model__init="shared" if canonical else "framework",
+        **overrides,
+    )
+    return pb.InspectRequest(
+        spec=spec,
+        probe_batch_size=PARITY_PROBE_BATCH,
+        train_steps=PARITY_TRAIN_STEPS if canonical else 0,
+    )
+
+
+@pytest.fixture(scope="session")
+def inspected(stub):
+    """inspected(model, architecture, frameworks) -> {framework: ModelReport} of parity_request,
+    each framework asked once per session (a fresh worker builds, and TensorFlow traces, the
+    model: ~10 s on 2 cores)."""
+    reports: dict[tuple[str, str, str], pb.ModelReport] = {}
+
+    def get(
+        model: str, architecture: str = "canonical", frameworks=FRAMEWORKS
+    ) -> dict[str, pb.ModelReport]:
+        needs_framework()
+        for framework in frameworks:
+            if (model, architecture, framework) not in reports:
+                request = parity_request(model, architecture)
+                reports[model, architecture, framework] = stub(framework).Inspect(
+                    request, timeout=600
+                )
+        return {f: reports[model, architecture, f] for f in frameworks}
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def saved_run(tmp_path_factory) -> Path:
+    """One real `fwbench run`, as small as runs go (PyTorch, MobileNetV2, synthetic data, 64
+    images, one epoch, CPU), that saves its trained model with --save-weights (into
+    `checkpoints` beside it): test_weights starts the other frameworks from that checkpoint, and
+    test_interruptions cuts and rebuilds its result set as a kill -9 leaves one. Once per
+    session: a run costs seconds of worker start-up (~9 s on 2 cores)."""
+    needs_framework()
+    base = tmp_path_factory.mktemp("saved")
+    out = base / "run"
+    result = fwbench(
+        "run", "--frameworks", "pytorch", "--models", "mobilenet_v2", "--dataset", "synthetic",
+        "--train-limit", "64", "--test-limit", "64", "--batch-size", "32", "--epochs", "1",
+        "--device", "cpu", "--lr", "0.05", "--save-weights", base / "checkpoints", "--out", out,
+        timeout_s=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
 def tiny_spec(model: str = "mobilenet", **overrides) -> pb.TrainSpec:
     """A small CPU run: synthetic data, few samples, one epoch, defaults for the rest. MobileNet:
     of the four models, the quickest to build and compile in every framework."""
@@ -147,8 +244,13 @@ def tiny_spec(model: str = "mobilenet", **overrides) -> pb.TrainSpec:
     return with_defaults(spec)
 
 
-@pytest.fixture
-def shared_cifar() -> Path:
+@pytest.fixture(scope="session")
+def real_cifar(tmp_path_factory) -> Path:
+    """The shared archive prepared once per session (about 15 s on 2 cores), for every test that
+    trains on real images (test_data, test_suite)."""
     if not SHARED_CIFAR.exists():
         pytest.skip(f"real CIFAR-10 archive not present at {SHARED_CIFAR}")
-    return SHARED_CIFAR
+    out = tmp_path_factory.mktemp("real") / "cifar10-jpeg"
+    done = fwbench("data", "prepare", "--source", SHARED_CIFAR, "--out", out, timeout_s=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out

@@ -523,17 +523,6 @@ def test_a_service_refuses_a_dataset_whose_std_is_0_rather_than_diverging(tmp_pa
 # --- real data: the shared CIFAR-10 JPEG archive ---
 
 
-@pytest.fixture(scope="session")
-def real_cifar(tmp_path_factory) -> Path:
-    """The shared archive prepared once per session (about 20 s on 2 cores)."""
-    if not SHARED_CIFAR.exists():
-        pytest.skip(f"real CIFAR-10 archive not present at {SHARED_CIFAR}")
-    out = tmp_path_factory.mktemp("real") / "cifar10-jpeg"
-    code, printed = fwbench("data", "prepare", "--source", str(SHARED_CIFAR), "--out", str(out))
-    assert code == 0, printed
-    return out
-
-
 @pytest.mark.slow
 def test_the_shared_archive_prepares_to_cifar10(real_cifar):
     meta = datasets.read_meta(real_cifar)

@@ -78,8 +78,9 @@ def test_every_format_exports_reloads_in_a_fresh_process_and_matches_the_trained
 
 
 @pytest.mark.framework
-def test_a_run_without_deploy_exports_nothing(stub):
-    events = list(stub("pytorch").Train(pb.TrainRequest(spec=tiny_spec()), timeout=600))
+def test_a_run_without_deploy_exports_nothing(trained_once):
+    # The tiny run that test_gpus trains on one device, once per session (conftest).
+    events = trained_once("pytorch", tiny_spec("mobilenet_v2"))
     assert events[-1].WhichOneof("event") == "run_end"
     assert not any(e.HasField("deployment") for e in events)
 

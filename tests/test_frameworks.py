@@ -12,7 +12,15 @@ import pytest
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common import numerics, predictions, server
-from tests.conftest import FRAMEWORKS, once_in_make_test, tiny_spec, venv_python
+from tests.conftest import (
+    FRAMEWORKS,
+    PARITY_PROBE_BATCH,
+    PARITY_TRAIN_STEPS,
+    once_in_make_test,
+    parity_request,
+    tiny_spec,
+    venv_python,
+)
 from tests.test_spec import prepared
 
 # Every test here trains or serves through a framework environment.
@@ -27,34 +35,14 @@ TRAIN_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def described(stub):
-    """described("pytorch") -> its DescribeResponse, asked once per module."""
-    cache: dict[str, pb.DescribeResponse] = {}
-
-    def get(framework: str) -> pb.DescribeResponse:
-        if framework not in cache:
-            cache[framework] = stub(framework).Describe(pb.DescribeRequest(), timeout=120)
-        return cache[framework]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def trained(stub):
+def trained(trained_once):
     """trained("pytorch") -> the events of one LEARNABLE run (telemetry left out): one training
     run per framework serves every test that reads a run."""
-    cache: dict[str, list[pb.TrainEvent]] = {}
 
     def get(framework: str) -> list[pb.TrainEvent]:
-        if framework not in cache:
-            # MobileNetV2: this tiny synthetic job is learnable in eval mode with its BatchNorms.
-            request = pb.TrainRequest(spec=tiny_spec("mobilenet_v2", **LEARNABLE))
-            cache[framework] = [
-                event
-                for event in stub(framework).Train(request, timeout=TRAIN_TIMEOUT_S)
-                if event.WhichOneof("event") != "telemetry"
-            ]
-        return cache[framework]
+        # MobileNetV2: this tiny synthetic job is learnable in eval mode with its BatchNorms.
+        events = trained_once(framework, tiny_spec("mobilenet_v2", **LEARNABLE))
+        return [event for event in events if event.WhichOneof("event") != "telemetry"]
 
     return get
 
@@ -77,15 +65,16 @@ def test_describe_reports_the_framework_and_its_environment(described, framework
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_inspect_reports_the_model_and_its_probe_logits(stub, framework):
-    spec = tiny_spec()
-    report = stub(framework).Inspect(pb.InspectRequest(spec=spec, probe_batch_size=4), timeout=120)
+def test_inspect_reports_the_model_and_its_probe_logits(inspected, framework):
+    # The parity check's Inspect (conftest's parity_request), which test_parity judges across
+    # the frameworks: asked once per session.
+    report = inspected("mobilenet_v2", frameworks=[framework])[framework]
     assert report.framework == framework
-    assert report.model == "mobilenet"
+    assert report.model == "mobilenet_v2"
     assert report.trainable_params > 0
-    assert report.probe_batch_size == 4
+    assert report.probe_batch_size == PARITY_PROBE_BATCH
     # Inspect has no dataset: an unset class count is synthetic data's 10.
-    assert len(report.probe_logits) == 4 * 10
+    assert len(report.probe_logits) == PARITY_PROBE_BATCH * 10
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -319,14 +308,15 @@ def test_tuned_mode_trains_the_same_job_as_well_as_default(stub, framework):
     assert loss["tuned"][1] == pytest.approx(loss["default"][1], rel=0.10), loss
 
 
-def test_xla_in_the_tuned_mode_takes_the_same_first_steps(stub):
+def test_xla_in_the_tuned_mode_takes_the_same_first_steps(stub, inspected):
     # Where tuned changes the compiler on the CPU (TensorFlow's XLA; PyTorch's tuned step needs
     # CUDA), the first steps from the shared weights agree to float rounding: the same forward
     # pass, loss and first update. Later steps drift apart (see above). Inspect's probe training
-    # compiles its step as train() does.
-    losses = {}
-    for mode in ("default", "tuned"):
-        spec = tiny_spec("mobilenet_v2", mode=mode)
-        request = pb.InspectRequest(spec=spec, probe_batch_size=8, train_steps=2)
-        losses[mode] = list(stub("tensorflow").Inspect(request, timeout=600).probe_train_losses)
+    # compiles its step as train() does. The default mode's steps are the parity check's Inspect
+    # (the same request, mode left to its default), asked once per session; at its probe batch
+    # of 32 the two modes' losses were 6e-7 apart.
+    default = inspected("mobilenet_v2", frameworks=["tensorflow"])["tensorflow"]
+    tuned = stub("tensorflow").Inspect(parity_request("mobilenet_v2", mode="tuned"), timeout=600)
+    losses = {"default": list(default.probe_train_losses), "tuned": list(tuned.probe_train_losses)}
+    assert len(losses["tuned"]) == PARITY_TRAIN_STEPS
     assert losses["tuned"] == pytest.approx(losses["default"], rel=1e-4)

@@ -80,9 +80,9 @@ def test_parallel_services_of_several_gpus_each_need_every_gpu_of_every_group(tm
 LOSS_TOLERANCE = 1e-4
 
 
-def trained(stub, framework: str, **overrides) -> list[pb.TrainEvent]:
-    request = pb.TrainRequest(spec=tiny_spec("mobilenet_v2", **overrides))
-    return list(stub(framework).Train(request, timeout=600))
+def trained(trained_once, framework: str, **overrides) -> list[pb.TrainEvent]:
+    # Once per session (conftest): the one-device run is test_deploy's run without --deploy too.
+    return trained_once(framework, tiny_spec("mobilenet_v2", **overrides))
 
 
 def of_kind(events: list[pb.TrainEvent], kind: str) -> list:
@@ -94,8 +94,10 @@ def of_kind(events: list[pb.TrainEvent], kind: str) -> list:
 @pytest.mark.parametrize(
     "framework", once_in_make_test(["pytorch", "jax", "tensorflow"], "pytorch", "jax")
 )
-def test_two_devices_train_to_the_loss_and_predictions_of_one_on_the_global_batch(stub, framework):
-    one, two = trained(stub, framework, gpus=1), trained(stub, framework, gpus=2)
+def test_two_devices_train_to_the_loss_and_predictions_of_one_on_the_global_batch(
+    trained_once, framework
+):
+    one, two = trained(trained_once, framework, gpus=1), trained(trained_once, framework, gpus=2)
     # The baseline (epoch 0, the shared initial weights evaluated) and the one trained epoch.
     (base_one, epoch_one), (base_two, epoch_two) = (
         of_kind(one, "epoch_end"),

@@ -156,18 +156,12 @@ def test_after_kill_9_report_recovers_every_finished_run(tmp_path: Path):
     assert (copy / "report.html").exists() and (copy / "context.json").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """One real run, as small as runs go (PyTorch, synthetic data, 64 images, CPU): its result
-    set is what the kill -9 tests below cut and rebuild."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    result = fwbench(
-        "run", "--frameworks", "pytorch", "--models", "mobilenet", "--dataset", "synthetic",
-        "--train-limit", "64", "--test-limit", "32", "--epochs", "1", "--device", "cpu",
-        "--out", out, timeout_s=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out
+@pytest.fixture
+def tiny_run(saved_run) -> Path:
+    """One real run, as small as runs go (conftest's saved_run: PyTorch, synthetic data, 64
+    images, CPU; its saved weights are recorded in RunEnd like any field): its result set is what
+    the kill -9 tests below cut and rebuild."""
+    return saved_run
 
 
 def killed(run: Path, to: Path, journal: bytes) -> Path:
@@ -272,9 +266,11 @@ def fill(disk: Path) -> Path:
 def test_a_full_disk_stops_the_runs_naming_the_file_and_keeps_what_was_written(tmp_path: Path):
     with small_disk(tmp_path / "disk", 16 << 20) as disk:
         out = disk / "out"
+        # One epoch of 32 steps: the second run then starts its worker and trains for seconds,
+        # during which the disk fills.
         run = start(
             "run", "--frameworks", "pytorch", "--models", "mobilenet", "--repeats", "2",
-            "--train-limit", "1024", "--test-limit", "64", "--epochs", "2", "--out", out,
+            "--train-limit", "1024", "--test-limit", "64", "--epochs", "1", "--out", out,
         )  # fmt: skip
         # The first run is recorded and the second has begun.
         wait_for(lambda: (out / "runs.csv").exists() and len(begun(out)) == 2, run)

@@ -48,13 +48,29 @@ OPTIMIZERS = {
 }
 
 
-def train_events(stub, **overrides) -> list[pb.TrainEvent]:
-    spec = tiny_spec(**overrides)
-    return [
-        event
-        for event in stub("jax").Train(pb.TrainRequest(spec=spec), timeout=600)
-        if event.WhichOneof("event") != "telemetry"
-    ]
+# The job that the tuned mode's batches are checked on (below): 34 steps of batch 8, that is a
+# dispatch of TUNED_STEPS_PER_EXECUTION (32) batches, one of the full batch left over, and the
+# short last batch of 4 alone. At a learning rate of 1e-9 the weights do not move beyond float
+# rounding, so each step's loss is its batch's alone. Not smaller: at batch 4 (a short batch of
+# 2) the two modes' epoch sums were 1.3e-5 apart, BatchNorm over so few images amplifying the
+# two programs' rounding; at batch 8 they are equal. In strict fp32 and with compile off: the
+# default mode's run proves those settings too (one JAX run fewer).
+BATCHES_JOB = {
+    "model": "mobilenet",
+    "batch_size": 8,
+    "data__train_limit": 268,
+    # 8 full test batches and a short one of 4: the tuned evaluation's every case.
+    "data__test_limit": 68,
+    "optimizer__learning_rate": 1e-9,
+    "precision": "fp32",
+    "compile": False,
+}
+
+
+def train_events(trained_once, **overrides) -> list[pb.TrainEvent]:
+    """The events of a run of tiny_spec(**overrides) (telemetry left out), once per session."""
+    events = trained_once("jax", tiny_spec(**overrides))
+    return [event for event in events if event.WhichOneof("event") != "telemetry"]
 
 
 # Each optimizer is a matrix entry: SGD (with every option on) in `make test`.
@@ -75,8 +91,9 @@ def test_optax_steps_match_torch_optim(stub, optimizer):
     )
 
 
-def test_fp32_is_strict_and_compile_false_still_compiles(stub):
-    events = train_events(stub, precision="fp32", compile=False)
+def test_fp32_is_strict_and_compile_false_still_compiles(trained_once):
+    # The default mode's run of BATCHES_JOB, which sets precision fp32 and compile False.
+    events = train_events(trained_once, mode="default", **BATCHES_JOB)
     settings = events[0].run_started.settings
     assert settings["matmul_precision"] == "highest"
     # On the CPU no TF32 switch changes anything, and the record says so.
@@ -98,8 +115,10 @@ def test_fp32_is_strict_and_compile_false_still_compiles(stub):
         ("fp16", "float16", "dynamic"),
     ],
 )
-def test_half_precision_trains_with_finite_losses(stub, precision, compute_dtype, loss_scale):
-    events = train_events(stub, precision=precision)
+def test_half_precision_trains_with_finite_losses(
+    trained_once, precision, compute_dtype, loss_scale
+):
+    events = train_events(trained_once, precision=precision)
     settings = events[0].run_started.settings
     assert (settings["compute_dtype"], settings["loss_scale"]) == (compute_dtype, loss_scale)
     assert settings["matmul_precision"] == "default"
@@ -110,35 +129,38 @@ def test_half_precision_trains_with_finite_losses(stub, precision, compute_dtype
     assert abs(epoch.train_loss - math.log(10)) < 1.0
 
 
-def test_tuned_trains_the_same_batches_as_default_each_once_the_short_one_included(stub):
-    # 34 steps of batch 8: a dispatch of TUNED_STEPS_PER_EXECUTION (32) batches, one of the
-    # full batch left over, and the short last batch of 4 alone. At a learning rate of 1e-9 the
-    # weights do not move beyond float rounding, so each step's loss is its batch's alone: equal
-    # epoch sums (and correct counts) say that tuned trained the same batches as default, each
-    # exactly once, with none dropped, padded or repeated. (That the trajectories agree at a
-    # learning rate that trains is test_frameworks' test_tuned_mode_trains_the_same_job_...;
-    # compiled programs that sum in another order make small-batch SGD diverge from float
-    # rounding within a few steps, so no tight tolerance holds there.)
-    assert schedule.executions(268, 8, schedule.TUNED_STEPS_PER_EXECUTION) == [
+def test_tuned_trains_and_evaluates_the_same_batches_as_default_each_once_the_short_ones_included(
+    trained_once,
+):
+    # BATCHES_JOB in both modes, the same precision: equal epoch sums (and correct counts) say
+    # that tuned trained the same batches as default, each exactly once, with none dropped,
+    # padded or repeated; equal test losses and accuracies, before training and after, say the
+    # same of its evaluation (one compiled call over the test split, where default calls nnx.jit
+    # per test batch). (That the trajectories agree at a learning rate that trains is
+    # test_frameworks' test_tuned_mode_trains_the_same_job_...; compiled programs that sum in
+    # another order make small-batch SGD diverge from float rounding within a few steps, so no
+    # tight tolerance holds there.)
+    samples, batch = BATCHES_JOB["data__train_limit"], BATCHES_JOB["batch_size"]
+    assert schedule.executions(samples, batch, schedule.TUNED_STEPS_PER_EXECUTION) == [
         (0, 32),
         (32, 1),
         (33, 1),
     ]
+    assert samples % batch == 4  # the short last batch
     epochs = {}
     for mode in ("default", "tuned"):
-        events = train_events(
-            stub, model="mobilenet", mode=mode, batch_size=8,
-            data__train_limit=268, optimizer__learning_rate=1e-9,
-        )  # fmt: skip
+        events = train_events(trained_once, mode=mode, **BATCHES_JOB)
         assert events[0].run_started.settings["steps_per_execution"] == str(
             schedule.steps_per_execution(mode)
         )
-        epochs[mode] = [
-            e.epoch_end
-            for e in events
-            if e.WhichOneof("event") == "epoch_end" and not e.epoch_end.before_training
-        ]
-    [default], [tuned] = epochs["default"], epochs["tuned"]
+        evaluation = events[0].run_started.settings["evaluation"]
+        assert ("one compiled program" in evaluation) == (mode == "tuned"), evaluation
+        epochs[mode] = [e.epoch_end for e in events if e.WhichOneof("event") == "epoch_end"]
+    [default_before, default], [tuned_before, tuned] = epochs["default"], epochs["tuned"]
+    assert default_before.before_training and tuned_before.before_training
     # float32 sums of 34 losses in another order: rounding, within 1e-6 relative.
     assert tuned.train_loss == pytest.approx(default.train_loss, rel=1e-6, abs=0)
     assert tuned.train_accuracy == default.train_accuracy
+    for tuned_epoch, default_epoch in ((tuned_before, default_before), (tuned, default)):
+        assert tuned_epoch.test_loss == pytest.approx(default_epoch.test_loss, rel=1e-6, abs=0)
+        assert tuned_epoch.test_accuracy == default_epoch.test_accuracy

@@ -15,7 +15,7 @@ from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.results import schema
 from orchestrator.running import parity_check
 from services.common import architectures, init
-from tests.conftest import FRAMEWORKS, fwbench, tiny_spec
+from tests.conftest import FRAMEWORKS, PARITY_TRAIN_STEPS, fwbench, tiny_spec
 
 # The sizes the issue states, from the original papers / Keras' definitions.
 TRAINABLE_PARAMS = {
@@ -27,10 +27,6 @@ TRAINABLE_PARAMS = {
 # MobileNetV2 in `make test`; the other architectures are the rest of the matrix (ResNet-50 and
 # VGG19 take TensorFlow tens of seconds each on 2 CPU cores, tracing).
 SLOW_MODELS = ("resnet50", "vgg19", "mobilenet")
-# The training batch size: BatchNorm statistics over fewer images make gradients more sensitive
-# to rounding.
-PROBE_BATCH = 32
-TRAIN_STEPS = 2
 # Where the loss after an update is too sensitive to fp32 rounding to compare: at 32x32 input,
 # MobileNet v1's last 7 blocks run on 2x2 and 1x1 maps, where BatchNorm's batch statistics
 # amplify rounding layer by layer (activations 2e-4 apart after 27 BatchNorms, in either
@@ -41,36 +37,15 @@ TRAIN_STEPS = 2
 ROUNDING_SENSITIVE_UPDATES = ("mobilenet",)
 
 
+# The reports compared here come from conftest's `inspected`: each model's parity Inspect in each
+# framework, asked once per session (test_frameworks' tests of Inspect read the same reports).
+
+
 def by_speed(models):
     return [
         pytest.param(m, marks=pytest.mark.slow) if m in SLOW_MODELS else pytest.param(m)
         for m in models
     ]
-
-
-@pytest.fixture(scope="module")
-def inspected(stub):
-    """inspected(model, architecture) -> {framework: ModelReport}, each asked once per module."""
-    reports = {}
-
-    def get(model: str, architecture: str = "canonical") -> dict[str, pb.ModelReport]:
-        if (model, architecture) not in reports:
-            spec = tiny_spec(
-                model,
-                model__architecture=architecture,
-                model__init="shared" if architecture == "canonical" else "framework",
-            )
-            request = pb.InspectRequest(
-                spec=spec,
-                probe_batch_size=PROBE_BATCH,
-                train_steps=TRAIN_STEPS if architecture == "canonical" else 0,
-            )
-            reports[model, architecture] = {
-                f: stub(f).Inspect(request, timeout=600) for f in FRAMEWORKS
-            }
-        return reports[model, architecture]
-
-    return get
 
 
 def test_canonical_tables_have_the_stated_sizes():
@@ -133,12 +108,12 @@ def test_canonical_models_are_identical_in_every_framework(inspected, model):
 def test_training_steps_from_shared_weights_give_the_same_losses(inspected, model):
     reports = inspected(model)
     losses = {f: list(r.probe_train_losses) for f, r in reports.items()}
-    assert all(len(steps) == TRAIN_STEPS for steps in losses.values())
+    assert all(len(steps) == PARITY_TRAIN_STEPS for steps in losses.values())
     for steps in losses.values():
         assert steps[1] < steps[0]  # the update learned the probe batch
     # The first loss checks the training-mode forward pass (BatchNorm's batch statistics); the
     # second, one SGD update later, the gradients and the optimiser.
-    compared = 1 if model in ROUNDING_SENSITIVE_UPDATES else TRAIN_STEPS
+    compared = 1 if model in ROUNDING_SENSITIVE_UPDATES else PARITY_TRAIN_STEPS
     reference, *others = FRAMEWORKS
     for framework in others:
         np.testing.assert_allclose(

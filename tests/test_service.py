@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from fwbench.v1 import trainer_pb2 as pb
 from fwbench.v1 import trainer_pb2_grpc as pb_grpc
 from services.common import limits, server
-from services.common.worker import own_cgroups
+from services.common.worker import MESSAGE_MAX_CHARS, Worker, WorkerError, own_cgroups
 from tests.conftest import ROOT, tiny_spec, venv_python
 from tests.test_spec import prepared
 
@@ -182,6 +182,20 @@ def test_a_crashed_worker_is_internal_with_its_exit_and_the_server_survives(stub
     assert trainer.Describe(pb.DescribeRequest(), timeout=60).framework == "pytorch"
 
 
+def test_a_worker_error_of_any_length_reaches_the_client_its_start_and_end_kept():
+    # A gRPC client refuses a status trailer over 16 KiB, which lost the real error once (a
+    # 140 KB Flax message arrived as "Stream removed"). An unknown task of 50,000 characters
+    # makes the worker's error message that long.
+    task = "x" * 25_000 + "y" * 25_000
+    worker = Worker("pytorch", task, b"", python=venv_python("pytorch"))
+    with pytest.raises(WorkerError) as raised:
+        worker.response()
+    message = raised.value.message
+    assert len(message) <= MESSAGE_MAX_CHARS
+    assert message.startswith("unknown worker task 'xxx") and message.endswith("yyy'")
+    assert "characters left out; the service's log has all" in message
+
+
 def test_sigterm_stops_the_server_gracefully_and_its_worker_with_unavailable():
     server = subprocess.Popen(
         [
@@ -218,12 +232,13 @@ def test_sigterm_stops_the_server_gracefully_and_its_worker_with_unavailable():
         server.kill()
 
 
-def test_describe_reports_the_framework_of_the_worker_environment(stub):
-    described = stub("pytorch").Describe(pb.DescribeRequest(), timeout=60)
-    assert described.framework == "pytorch"
-    assert described.import_s > 0
-    assert "cpu" in described.devices
-    assert described.python_version.startswith(f"{sys.version_info.major}.")
+def test_describe_reports_the_framework_of_the_worker_environment(described):
+    # Asked once per session (conftest): test_frameworks reads the same answer.
+    pytorch = described("pytorch")
+    assert pytorch.framework == "pytorch"
+    assert pytorch.import_s > 0
+    assert "cpu" in pytorch.devices
+    assert pytorch.python_version.startswith(f"{sys.version_info.major}.")
 
 
 def test_reflection_answers_on_v1_and_v1alpha(services):

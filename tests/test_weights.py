@@ -4,6 +4,7 @@ loading it alike."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import cli
-from orchestrator.inputs import options
+from orchestrator.inputs import options, suite_file
 from orchestrator.results import schema
 from services.common import architectures, init, weights
 from tests.conftest import ROOT, fwbench, venv_python
@@ -85,6 +86,31 @@ def test_init_pretrained_and_weights_ask_for_each_other(tmp_path):
         assert done.returncode == 2 and message in done.stderr + done.stdout, argv
 
 
+def test_a_suite_file_starts_from_its_weights_as_the_command_line_does(tmp_path):
+    path = canonical_file(tmp_path)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"name: tuned\nframeworks: [pytorch]\nmodels: [{MODEL}]\n"
+        f"spec:\n  init: pretrained\n  weights: {path}\n"
+    )
+    run = suite_file.run_arguments(cli.parser().parse_args(["suite", str(suite)]))
+    spec = options.validated(run, run.models)
+    assert spec.model.weights_file == str(path.resolve())
+    assert spec.model.weights_sha256 == weights.sha256(path)
+
+
+def test_resume_refuses_weights_it_did_not_start_with(tmp_path):
+    results_dir = tmp_path / "r"
+    results_dir.mkdir()
+    (results_dir / "events.jsonl").write_text("")
+    (results_dir / "context.json").write_text(
+        json.dumps({"spec": {}, "frameworks": ["pytorch"], "models": [MODEL], "repeats": 1})
+    )
+    done = fwbench("run", "--resume", str(results_dir), "--weights", str(canonical_file(tmp_path)))
+    assert done.returncode == 2
+    assert "keeps the spec it started with; drop --weights" in done.stderr + done.stdout
+
+
 def pretrained_spec(path: Path):
     args = cli.parser().parse_args(
         ["parity", "--models", MODEL, "--init", "pretrained", "--weights", str(path)]
@@ -120,9 +146,12 @@ def run(tmp_path: Path, name: str, frameworks: str, *extra) -> Path:
 
 
 @pytest.mark.framework
-def test_a_checkpoint_saved_by_pytorch_starts_tensorflow_and_jax_with_identical_logits(tmp_path):
-    saved = tmp_path / "checkpoints"
-    first = run(tmp_path, "first", "pytorch", "--save-weights", saved)
+def test_a_checkpoint_saved_by_pytorch_starts_tensorflow_and_jax_with_identical_logits(
+    tmp_path, saved_run
+):
+    # saved_run (conftest): `run(..., "pytorch", "--save-weights", DIR)` as below, MODEL, DIR
+    # beside it; once per session, test_interruptions reads it too.
+    first, saved = saved_run, saved_run.parent / "checkpoints"
     runs = pd.read_csv(first / schema.RUNS_CSV)
     checkpoint = Path(runs.saved_weights_file[0])
     assert checkpoint.parent == saved.resolve()

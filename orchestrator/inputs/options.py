@@ -218,8 +218,14 @@ SPEC_OPTIONS = (
         non_negative_int,
     ),
 )
-# Options that choose the data rather than set a spec field, with their types.
-DATA_TYPES: dict[str, Callable] = {"dataset": str, "data_dir": Path, "archive": Path}
+# Options that choose files (the data, the starting weights) rather than set a spec field, with
+# their types: a suite file names them as the command line does.
+DATA_TYPES: dict[str, Callable] = {
+    "dataset": str,
+    "data_dir": Path,
+    "archive": Path,
+    "weights": Path,
+}
 DATA_DESTS = tuple(DATA_TYPES)
 SPEC_OPTIONS_BY_DEST = {o.dest: o for o in SPEC_OPTIONS}
 

@@ -36,9 +36,11 @@ JAX_DEFAULT_STEP = (
     "as Flax's guides write it. On every call `nnx.jit` walks those objects' graph in Python "
     '(Flax\'s guide "Performance considerations" says so; about 420 arrays for these models), a '
     "host cost per step that neither the batch nor the GPU changes. The step time is what this "
-    "code costs its users; where the GPU is fast, most of it is that walk. The tuned mode runs "
-    f"Flax's remedy: a functional loop, {schedule.TUNED_STEPS_PER_EXECUTION} steps per dispatch, "
-    "its state a flat list of arrays."
+    "code costs its users; where the GPU is fast, most of it is that walk. Its evaluation pays "
+    "the walk per test batch as well (an H200 evaluated 10,000 images in 7-12 s, PyTorch in 1.1-"
+    "1.4 s). The tuned mode runs Flax's remedy: a functional loop, "
+    f"{schedule.TUNED_STEPS_PER_EXECUTION} steps per dispatch, its state a flat list of arrays, "
+    "and the whole test split evaluated in one call."
 )
 
 

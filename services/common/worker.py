@@ -43,10 +43,27 @@ OOM_COUNTERS = (("", "memory.events", "oom_kill"), ("memory", "memory.oom_contro
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 
 
+# A gRPC status message travels in a trailer, and a client refuses trailers over 16 KiB
+# ("Stream removed", RESOURCE_EXHAUSTED: the real error lost). A framework's message can be far
+# longer (Flax printed a model's whole graph definition, 140 KB): its start and its end are kept.
+MESSAGE_MAX_CHARS = 4000
+
+
+def bounded(message: str, limit: int = MESSAGE_MAX_CHARS) -> str:
+    """message, or its start and end with how much was left out between them."""
+    if len(message) <= limit:
+        return message
+    left_out = f" [... {len(message) - limit:,} characters left out; the service's log has all] "
+    keep = (limit - len(left_out)) // 2
+    return message[:keep] + left_out + message[len(message) - keep :]
+
+
 class WorkerError(Exception):
-    """The worker reported an error (code is a grpc.StatusCode name) or died."""
+    """The worker reported an error (code is a grpc.StatusCode name) or died; the message
+    bounded to MESSAGE_MAX_CHARS."""
 
     def __init__(self, code: str, message: str):
+        message = bounded(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -147,6 +147,11 @@ def configure(spec: pb.TrainSpec, device: jax.Device) -> dict[str, str]:
             else "nnx.jit, one step per dispatch"
         ),
         "steps_per_execution": str(schedule.steps_per_execution(spec.mode)),
+        "evaluation": (
+            "one compiled program over the test split (lax.map over its batches)"
+            if spec.mode == "tuned"
+            else "nnx.jit, one test batch per dispatch"
+        ),
         # Tuned changes nothing here: the default step is already one XLA program with donated
         # buffers, dispatched asynchronously, and the batches are cut on the device.
         "cudnn_benchmark": "always (XLA autotunes)",
@@ -416,11 +421,40 @@ def predict(model, images):
     return model(images).astype(jnp.float32)
 
 
-@nnx.jit
-def eval_step(model, images, labels):
-    logits = predict(model, images)
+def evaluate_batch(model, images, labels):
+    """(The batch's summed loss, the class predicted for each image) of model as it is."""
+    logits = model(images).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
     return loss, logits.argmax(-1)
+
+
+# Default: one nnx.jit call per test batch, as Flax's guides evaluate.
+eval_step = nnx.jit(evaluate_batch)
+
+
+@functools.partial(nnx.jit, static_argnames="batch_size")
+def evaluate_all(model, images, labels, mean, std, batch_size: int):
+    """Tuned: (summed loss, predicted classes) of the whole test split in one compiled program,
+    a lax.map over its batches of the run's batch size, the short last one after them. Each
+    nnx.jit call costs the host a walk of the model (23 ms for MobileNetV2 on 2 CPU cores, where
+    the same program through jax.jit over its arrays took 5 ms); per test batch, as the default
+    evaluates, that walk made JAX's evaluation on an H200 7-12 s where PyTorch's took 1.1-1.4 s.
+    Here it is paid once per evaluation."""
+
+    def batch(data):
+        x, y = data
+        return evaluate_batch(model, normalise(x, mean, std), y)
+
+    full = len(labels) // batch_size * batch_size
+    shape = (full // batch_size, batch_size)
+    losses, classes = jax.lax.map(
+        batch, (images[:full].reshape(*shape, *images.shape[1:]), labels[:full].reshape(shape))
+    )
+    loss, classes = losses.sum(), classes.reshape(-1)
+    if full < len(labels):
+        last_loss, last_classes = batch((images[full:], labels[full:]))
+        loss, classes = loss + last_loss, jnp.concatenate([classes, last_classes])
+    return loss, classes
 
 
 class Training(harness.Loop):
@@ -561,6 +595,16 @@ class TunedTraining(Training):
 
     def end_epoch(self) -> None:
         self.functional.sync()
+
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        self.model.eval()
+        p = self.pipeline
+        loss_sum, predicted = evaluate_all(
+            self.model, p.test_images, p.test_labels, p.mean, p.std, self.spec.batch_size
+        )
+        self.model.train()
+        # float() and np.asarray wait for the device.
+        return float(loss_sum) / len(self.pipeline.test_labels), np.asarray(predicted)
 
     def epoch_sums(self) -> tuple[float, int]:
         loss_sum, correct, _ = self.functional.sums

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from fwbench.v1 import trainer_pb2 as pb
@@ -143,6 +142,15 @@ LIBRARY_HEADS = {
 }
 
 
+def torchvision_models():
+    """torchvision.models, imported by the runs that use it (library models): its import brings
+    torch._dynamo in, 1.2-1.5 s of PyTorch's 2.9 s cold import on 2 cores, which a canonical
+    run would otherwise pay in its measured start-up for nothing."""
+    import torchvision
+
+    return torchvision.models
+
+
 def library_pretrained(spec: pb.ModelSpec) -> nn.Module:
     """torchvision's model with its default pretrained weights, read from torchvision's own
     cache (TORCH_HOME), its ImageNet head replaced by one of spec.num_classes drawn by PyTorch's
@@ -153,14 +161,14 @@ def library_pretrained(spec: pb.ModelSpec) -> nn.Module:
             f"model.init: pretrained, with architecture library: torchvision has no {spec.name}; "
             "use model.architecture canonical with a weights file"
         )
-    url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
+    url = torchvision_models().get_model_weights(spec.name).DEFAULT.url
     path = weights.cached(
         Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name,
         "torchvision",
         f"fetch it once where the service runs (torchvision.models.{spec.name}(weights="
         "'DEFAULT')) or copy it there; TORCH_HOME moves the cache",
     )
-    model = getattr(torchvision.models, spec.name)(weights=None)
+    model = getattr(torchvision_models(), spec.name)(weights=None)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     attribute, index = LIBRARY_HEADS[spec.name]
     old = getattr(model, attribute) if index is None else getattr(model, attribute)[index]
@@ -178,7 +186,7 @@ def build(spec: pb.ModelSpec, seed: int) -> nn.Module:
     if spec.architecture == "library" and spec.init == "pretrained":
         return library_pretrained(spec)
     if spec.architecture == "library" and spec.name in TORCHVISION:
-        return getattr(torchvision.models, spec.name)(weights=None, num_classes=spec.num_classes)
+        return getattr(torchvision_models(), spec.name)(weights=None, num_classes=spec.num_classes)
     architecture = arch.get(spec.name, spec.num_classes)
     model = canonical(architecture)
     if spec.init in ("shared", "pretrained"):
