@@ -19,7 +19,6 @@ so a comparison of XLA's options is two runs of this module, each printing the f
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -37,18 +36,25 @@ ASYNC_WAIT_EVERY = 8
 PARTS = ("floor", "cut", "default")
 
 
-def timed_ms(call, repeats: int, per: int, wait) -> float:
-    """Median milliseconds per unit of `repeats` timed calls of `per` units each, after a warm-up
-    call (compilation); `wait` blocks until the device is done."""
+def timed_ms(call, repeats: int, per: int, wait) -> tuple[float, float]:
+    """(Median milliseconds per unit of `repeats` timed calls of `per` units each, seconds of the
+    untimed first call before them: compilation included); `wait` blocks until the device is
+    done."""
+    start = time.perf_counter()
     call()
     wait()
+    first_s = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         call()
         wait()
         times.append((time.perf_counter() - start) * 1e3 / per)
-    return statistics.median(times)
+    return statistics.median(times), first_s
+
+
+def done(step: trainer.FunctionalStep) -> None:
+    jax.block_until_ready((step.leaves, step.sums))
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
@@ -68,30 +74,30 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
 
     # floor: one resident batch, as benchmarks/floors/jax.py.
     batch = pipeline.train_batch(0)
-    start = time.perf_counter()
     floor = trainer.FunctionalStep(*objects(), smoothing, lambda i, data, size: data)
-    wait = functools.partial(lambda s: jax.block_until_ready((s.leaves, s.sums)), floor)
-    results["floor"] = timed_ms(lambda: floor(batch, k, size), args.replays, k, wait)
-    results["floor compile s"] = time.perf_counter() - start
+    results["floor"], results["floor first call s"] = timed_ms(
+        lambda: floor(batch, k, size), args.replays, k, lambda: done(floor)
+    )
 
     if "cut" not in parts:
         return results
-    start = time.perf_counter()
     tuned = trainer.FunctionalStep(*objects(), smoothing, trainer.Pipeline.cut)
-    wait = functools.partial(lambda s: jax.block_until_ready((s.leaves, s.sums)), tuned)
+
+    def wait():
+        done(tuned)
+
     calls = iter(range(10**9))
 
     def cut_call():
         tuned(pipeline.device_data(next(calls) * k % (1500 - k)), k, size)
 
-    results["cut"] = timed_ms(cut_call, args.replays, k, wait)
-    results["cut compile s"] = time.perf_counter() - start
+    results["cut"], results["cut first call s"] = timed_ms(cut_call, args.replays, k, wait)
 
     def cut_async():
         for _ in range(ASYNC_WAIT_EVERY):
             cut_call()
 
-    results["cut-async"] = timed_ms(cut_async, args.replays // 4, k * ASYNC_WAIT_EVERY, wait)
+    results["cut-async"], _ = timed_ms(cut_async, args.replays // 4, k * ASYNC_WAIT_EVERY, wait)
     host = []
     for _ in range(args.replays):
         wait()
@@ -111,7 +117,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
             x, y = pipeline.train_batch(next(steps) % 1500)
             trainer.train_step(model, optimizer, scale, x, y, smoothing)
 
-    results["default"] = timed_ms(
+    results["default"], _ = timed_ms(
         default_calls, max(args.replays // 8, 5), k, lambda: jax.block_until_ready(nnx.state(model))
     )
 
@@ -122,7 +128,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
         return [trainer.eval_step(model, x, y) for x, y in test]
 
     outputs: list = []
-    results["eval (ms per batch)"] = timed_ms(
+    results["eval (ms per batch)"], _ = timed_ms(
         lambda: outputs.append(evaluate()), 5, len(test), lambda: jax.block_until_ready(outputs)
     )
     p = pipeline
@@ -132,7 +138,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
             trainer.evaluate_all(model, p.test_images, p.test_labels, p.mean, p.std, size)
         )
 
-    results["eval-all (ms per batch)"] = timed_ms(
+    results["eval-all (ms per batch)"], _ = timed_ms(
         evaluate_all, 5, len(p.test_labels) // size, lambda: jax.block_until_ready(outputs)
     )
     return results
@@ -144,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--parts",
         default=",".join(PARTS),
-        help="floor always; cut adds cut, cut-async and dispatch; default adds default and eval",
+        help="floor always; cut adds cut, cut-async and dispatch; default adds default, eval and "
+        "eval-all",
     )
     p.add_argument("--json", help="append one JSON line per model to this file")
     args = p.parse_args(argv)

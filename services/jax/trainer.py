@@ -531,15 +531,19 @@ class Training(harness.Loop):
 
     def evaluate(self) -> tuple[float, np.ndarray]:
         self.model.eval()
+        loss_sum, predicted = self.test_sums()
+        self.model.train()
+        # float() and np.asarray wait for the device.
+        return float(loss_sum) / len(self.pipeline.test_labels), np.asarray(predicted)
+
+    def test_sums(self) -> tuple[jax.Array, jax.Array]:
+        """(Summed test loss, predicted classes) of the model in eval mode, not waited for."""
         loss_sum, predicted = 0, []
         for x, y in self.pipeline.test_batches():
             loss, classes = eval_step(self.model, x, y)
             loss_sum = loss_sum + loss
             predicted.append(classes)
-        self.model.train()
-        count = len(self.pipeline.test_labels)
-        # float() and np.asarray wait for the device.
-        return float(loss_sum) / count, np.asarray(jnp.concatenate(predicted))
+        return loss_sum, jnp.concatenate(predicted)
 
     def epoch_sums(self) -> tuple[float, int]:
         return float(self.loss_sum), int(self.correct)
@@ -596,15 +600,11 @@ class TunedTraining(Training):
     def end_epoch(self) -> None:
         self.functional.sync()
 
-    def evaluate(self) -> tuple[float, np.ndarray]:
-        self.model.eval()
+    def test_sums(self) -> tuple[jax.Array, jax.Array]:
         p = self.pipeline
-        loss_sum, predicted = evaluate_all(
+        return evaluate_all(
             self.model, p.test_images, p.test_labels, p.mean, p.std, self.spec.batch_size
         )
-        self.model.train()
-        # float() and np.asarray wait for the device.
-        return float(loss_sum) / len(self.pipeline.test_labels), np.asarray(predicted)
 
     def epoch_sums(self) -> tuple[float, int]:
         loss_sum, correct, _ = self.functional.sums
