@@ -153,8 +153,12 @@ def test_tuned_trains_and_evaluates_the_same_batches_as_default_each_once_the_sh
         assert events[0].run_started.settings["steps_per_execution"] == str(
             schedule.steps_per_execution(mode)
         )
-        evaluation = events[0].run_started.settings["evaluation"]
+        settings = events[0].run_started.settings
+        evaluation = settings["evaluation"]
         assert ("one compiled program" in evaluation) == (mode == "tuned"), evaluation
+        # Tuned compiles the epoch's three programs in its first call, none inside the epoch.
+        compiled = settings.get("compiled_ahead")
+        assert compiled == ("steps × batch size: 1 × 4, 1 × 8, 32 × 8" if mode == "tuned" else None)
         epochs[mode] = [e.epoch_end for e in events if e.WhichOneof("event") == "epoch_end"]
     [default_before, default], [tuned_before, tuned] = epochs["default"], epochs["tuned"]
     assert default_before.before_training and tuned_before.before_training

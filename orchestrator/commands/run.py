@@ -72,7 +72,11 @@ def handle(args: argparse.Namespace, console: Console, extra_files: dict | None 
                 markup=False,
             )
         if pool.parallel():
-            console.print(f"{len(pool.members)} services: runs on different GPUs go at once")
+            placements = len({m.placement for m in pool.members})
+            console.print(
+                f"{len(pool.members)} services on {placements} placements (GPUs, or the CPUs of "
+                "a node): runs on different ones go at once"
+            )
         writer = (
             journal.ResultsWriter.resume(out, recorded)
             if args.resume

@@ -86,24 +86,30 @@ class Pool:
         """Whether any two members may train at once."""
         return len({m.placement for m in self.members}) > 1
 
-    def revive(self, member: Member) -> bool:
-        """After a run lost its service: True when the member serves again — restarted by the
-        local launcher (a new member in its place), or back by its own means (compose and
-        Kubernetes restart services); else it leaves the pool, and its framework's remaining runs
-        go to the other members."""
+    def restart(self, member: Member) -> Member | None:
+        """After a run lost its service, the slow part of bringing it back (a process to start, a
+        remote service to wait for), safe on any thread since it changes no membership: the member
+        itself when it serves again by its own means (compose and Kubernetes restart services), a
+        new member in its place when the local launcher restarted it, or None when it is gone.
+        `replace` then applies that."""
         endpoint = self._launched.revive(member.endpoint)
-        if endpoint is None:
-            try:
-                member.client.wait_until_serving(REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
-                return True
-            except ServiceUnavailable:
-                self.members.remove(member)
-                member.client.close()
-                return False
+        if endpoint is not None:
+            return self._member(endpoint)
+        try:
+            member.client.wait_until_serving(REMOTE_CONNECT_TIMEOUT_S, fail_fast=True)
+            return member
+        except ServiceUnavailable:
+            return None
+
+    def replace(self, member: Member, restarted: Member | None) -> None:
+        """The outcome of `restart`: a member that is gone leaves the pool, and its framework's
+        remaining runs go to the other members."""
+        if restarted is member:
+            return
         self.members.remove(member)
         member.client.close()
-        self.members.append(self._member(endpoint))
-        return True
+        if restarted is not None:
+            self.members.append(restarted)
 
     def close(self) -> None:
         for member in self.members:

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fwbench.v1 import trainer_pb2 as pb
 from orchestrator.inputs.options import for_model
 from orchestrator.results.journal import ResultsWriteError, ResultsWriter, RunOutcome
+from orchestrator.running.launchers import LauncherError
 from orchestrator.running.pool import Member, Pool
 
 
@@ -89,22 +90,35 @@ class _Scheduler:
 
     def run(self, pending: list[tuple[dict, pb.TrainSpec]]) -> None:
         running: dict[futures.Future, tuple[Member, dict, pb.TrainSpec, float]] = {}
+        restarting: dict[futures.Future, Member] = {}
         with (
             self._progress,
             futures.ThreadPoolExecutor(max_workers=max(1, len(self._pool.members))) as executor,
         ):
             try:
-                while pending or running:
-                    self._start_what_can_start(pending, running, executor)
-                    if not running:  # runs left, no member of their framework left to run them
+                while pending or running or restarting:
+                    self._start_what_can_start(pending, running, restarting, executor)
+                    if not running and not restarting:
+                        # Runs left, no member of their framework left to run them.
                         for run, spec in pending:
                             self._writer.run_finished(
                                 run, spec, RunOutcome(error=f"no {run['framework']} service left")
                             )
                         break
-                    done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                    done, _ = futures.wait(
+                        [*running, *restarting], return_when=futures.FIRST_COMPLETED
+                    )
                     for future in done:
-                        self._finished(running.pop(future), future.result())
+                        if future in restarting:
+                            self._restarted(restarting.pop(future), future)
+                            continue
+                        member, *_ = running[future]
+                        outcome = future.result()
+                        self._finished(running.pop(future), outcome)
+                        # A service that died takes its run with it, not the runs after it. It
+                        # restarts off this thread, so runs elsewhere start and end meanwhile.
+                        if outcome.code == grpc.StatusCode.UNAVAILABLE:
+                            restarting[_in_background(self._pool.restart, member)] = member
             except ResultsWriteError:
                 # Nothing more can be recorded: stop the runs still going rather than wait for them.
                 for member, *_ in running.values():
@@ -118,9 +132,12 @@ class _Scheduler:
                     self._record(run, spec, future.result())
                 raise Interrupted() from None
 
-    def _start_what_can_start(self, pending, running, executor) -> None:
-        busy_members = {id(m) for m, *_ in running.values()}
-        busy_placements = {m.placement for m, *_ in running.values()}
+    def _start_what_can_start(self, pending, running, restarting, executor) -> None:
+        # A member restarting is busy, and so is its placement: a service starting up (imports,
+        # a CUDA context) would slow a run beside it on the same GPU or CPUs.
+        busy = [m for m, *_ in running.values()] + list(restarting.values())
+        busy_members = {id(m) for m in busy}
+        busy_placements = {m.placement for m in busy}
         for run, spec in list(pending):
             member = next(
                 (
@@ -151,15 +168,23 @@ class _Scheduler:
             self._progress.remove_task(task)
 
     def _finished(self, running: tuple, outcome: RunOutcome) -> None:
-        member, run, spec, start = running
+        _, run, spec, start = running
         self._durations_s.append(time.monotonic() - start)
         self._record(run, spec, outcome)
-        # A service that died takes its run with it, not the runs after it.
-        if outcome.code == grpc.StatusCode.UNAVAILABLE:
-            if self._pool.revive(member):
-                self._console.print(f"the {member.name} service died and serves again")
-            else:
-                self._console.print(f"the {member.name} service died; it leaves the pool")
+
+    def _restarted(self, member: Member, restart: futures.Future) -> None:
+        try:
+            restarted = restart.result()
+        except LauncherError as e:  # it would not start again: the pool goes on without it
+            self._console.print(
+                f"the {member.name} service could not be restarted: {e}", markup=False
+            )
+            restarted = None
+        self._pool.replace(member, restarted)
+        if restarted is None:
+            self._console.print(f"the {member.name} service died; it leaves the pool")
+        else:
+            self._console.print(f"the {member.name} service died and serves again")
 
     def _record(self, run: dict, spec: pb.TrainSpec, outcome: RunOutcome) -> None:
         if outcome.interrupted:
@@ -218,6 +243,21 @@ class _Scheduler:
         elif kind == "deployment":
             for result in event.deployment.results:
                 self._console.print(deploy_line(run["run_id"], result), markup=False)
+
+
+def _in_background(function, *args) -> futures.Future:
+    """function(*args) on a daemon thread: a service still restarting never holds up fwbench's exit
+    on Ctrl-C (a service started meanwhile exits with its parent: --parent-pid)."""
+    future: futures.Future = futures.Future()
+
+    def work() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as e:  # handed to whoever waits for the future
+            future.set_exception(e)
+
+    threading.Thread(target=work, daemon=True).start()
+    return future
 
 
 class _Locked:

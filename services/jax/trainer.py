@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from collections.abc import Callable, Iterable
 
 # friction: by default XLA reserves 75 % of GPU memory when the backend starts, and memory numbers
 # mean nothing; set before JAX starts its backends. XLA_PYTHON_CLIENT_PREALLOCATE=true in the
@@ -362,14 +363,29 @@ class FunctionalStep:
             static_argnames=("count", "size"),
             donate_argnums=(0, 1),
         )
+        # (count, size) -> its program compiled ahead (compile); other shapes go through jit.
+        self.programs: dict[tuple[int, int], Callable] = {}
         self.zero_sums()
+
+    def compile(self, data: tuple, shapes: Iterable[tuple[int, int]]) -> None:
+        """Compiles the program for each (count, size) before the calls that need it. An epoch's
+        last calls (the full batches left over, the short last batch) are new shapes: compiled on
+        first use, each was a stall of seconds inside the first epoch, among its timed steps."""
+        if jax.config.jax_disable_jit:  # a debug probe's eager execution compiles nothing
+            return
+        for count, size in shapes:
+            lowered = self.steps.lower(self.leaves, self.sums, data, count=count, size=size)
+            self.programs[count, size] = lowered.compile()
 
     def zero_sums(self) -> None:
         # Epoch loss sum, epoch correct count, loss sum since the last progress report.
         self.sums = (jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.zeros(()))
 
     def __call__(self, data: tuple, count: int, size: int) -> None:
-        self.leaves, self.sums = self.steps(self.leaves, self.sums, data, count=count, size=size)
+        program = self.programs.get((count, size))
+        if program is None:
+            program = functools.partial(self.steps, count=count, size=size)
+        self.leaves, self.sums = program(self.leaves, self.sums, data)
 
     def take_window_loss(self) -> jax.Array:
         loss_sum, correct, window_loss = self.sums
@@ -583,13 +599,27 @@ class TunedTraining(Training):
         )
         super().fit(recorder)
 
+    def load(self, dataset: datasets.Dataset) -> None:
+        super().load(dataset)
+        calls = schedule.executions(
+            self.pipeline.train_samples, self.spec.batch_size, self.steps_per_call
+        )
+        # (steps, batch size) of each program an epoch calls: compiled in the run's first call.
+        self.shapes = sorted({(count, self.pipeline.size(first)) for first, count in calls})
+        self.settings["compiled_ahead"] = "steps × batch size: " + ", ".join(
+            f"{count} × {size}" for count, size in self.shapes
+        )
+
     def zero_sums(self) -> None:
         self.functional.zero_sums()
 
     def train_steps(self, first: int, count: int) -> None:
-        # friction: a last call of fewer full batches, and the short last batch, are new shapes:
-        # XLA compiles the program for each inside the first epoch.
-        self.functional(self.pipeline.device_data(first), count, self.pipeline.size(first))
+        data = self.pipeline.device_data(first)
+        if first == 0 and not self.functional.programs:
+            # Every shape of the epoch, in the run's first call: its window is the one that
+            # includes compilation (the recorder's first step), and no later one does.
+            self.functional.compile(data, self.shapes)
+        self.functional(data, count, self.pipeline.size(first))
 
     def window_loss(self, steps: int) -> float:
         return float(jax.block_until_ready(self.functional.take_window_loss())) / steps
