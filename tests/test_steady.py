@@ -297,6 +297,13 @@ def test_busy_power_and_energy_per_image_are_for_steady_state_with_the_other_pha
     assert steady.DEFINITION in markdown
 
 
+def test_a_tuned_pytorch_gpu_run_is_said_to_evaluate_eagerly_beside_its_graphed_step(tuned):
+    _, markdown = tuned
+    assert "### Notes on the modes" in markdown
+    assert "evaluation runs the model eagerly, one forward per test batch" in markdown
+    assert "Evaluation time, the time between epochs and the total time are not at" in markdown
+
+
 def test_advice_to_a_host_bound_tuned_run_never_says_use_the_tuned_mode(tuned):
     result, markdown = tuned
     assert "--mode tuned" not in markdown
