@@ -4,7 +4,8 @@ measured side by side in one process on one device.
     .venvs/jax/bin/python -m benchmarks.jax_dispatch --models mobilenet_v2,resnet50
 
 The floor's job per model (the seed spec, tuned, tf32, batch 32, K=32 steps per dispatch):
-  floor      K steps on one resident batch, waiting for each dispatch (benchmarks/floors/jax.py)
+  floor      K steps on one resident batch (benchmarks/floors/jax.py's program), waiting for each
+             dispatch, as cut does (the floor itself queues the next dispatch first)
   cut        K steps on batches cut on the device from a CIFAR-10-sized dataset, as a run's tuned
              program cuts them (services/jax/trainer.py Pipeline.cut), waiting for each dispatch
   cut-async  the same, waiting every 8 dispatches (a run waits about every 0.25 s)
@@ -29,6 +30,7 @@ import jax
 from flax import nnx
 
 from benchmarks.floors import common
+from benchmarks.floors import jax as floors_jax
 from services.common import datasets, schedule
 from services.jax import trainer
 
@@ -72,9 +74,9 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     def objects():
         return trainer.training_objects(spec, spec.model, total_steps=1)
 
-    # floor: one resident batch, as benchmarks/floors/jax.py.
+    # floor: one resident batch, benchmarks/floors/jax.py's program.
     batch = pipeline.train_batch(0)
-    floor = trainer.FunctionalStep(*objects(), smoothing, lambda i, data, size: data)
+    floor = trainer.FunctionalStep(*objects(), smoothing, floors_jax.resident)
     results["floor"], results["floor first call s"] = timed_ms(
         lambda: floor(batch, k, size), args.replays, k, lambda: done(floor)
     )

@@ -150,13 +150,12 @@ def test_tuned_trains_and_evaluates_the_same_batches_as_default_each_once_the_sh
     epochs = {}
     for mode in ("default", "tuned"):
         events = train_events(trained_once, mode=mode, **BATCHES_JOB)
-        assert events[0].run_started.settings["steps_per_execution"] == str(
-            schedule.steps_per_execution(mode)
-        )
         settings = events[0].run_started.settings
+        assert settings["steps_per_execution"] == str(schedule.steps_per_execution(mode))
         evaluation = settings["evaluation"]
         assert ("one compiled program" in evaluation) == (mode == "tuned"), evaluation
-        # Tuned compiles the epoch's three programs in its first call, none inside the epoch.
+        # Tuned records the epoch's three programs, which it compiles in its first call (and
+        # trains with: the sums below are theirs).
         compiled = settings.get("compiled_ahead")
         assert compiled == ("steps × batch size: 1 × 4, 1 × 8, 32 × 8" if mode == "tuned" else None)
         epochs[mode] = [e.epoch_end for e in events if e.WhichOneof("event") == "epoch_end"]

@@ -58,8 +58,7 @@ PYTORCH_TUNED_EVALUATION = (
 def mode_notes(runs: pd.DataFrame) -> list[str]:
     """What a reader needs to read the runs of a framework's mode right, for those present."""
     modes = runs["mode"].fillna("default")
-    gpu = runs["gpu"] if "gpu" in runs else pd.Series("none", index=runs.index)
-    on_gpu = gpu.fillna("none") != "none"
+    on_gpu = runs["gpu"].fillna("none") != "none"
     notes = []
     if ((runs["framework"] == "jax") & (modes == "default")).any():
         notes.append(JAX_DEFAULT_STEP)

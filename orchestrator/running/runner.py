@@ -112,9 +112,9 @@ class _Scheduler:
                         if future in restarting:
                             self._restarted(restarting.pop(future), future)
                             continue
-                        member, *_ = running[future]
+                        member, run, spec, start = running.pop(future)
                         outcome = future.result()
-                        self._finished(running.pop(future), outcome)
+                        self._finished(run, spec, start, outcome)
                         # A service that died takes its run with it, not the runs after it. It
                         # restarts off this thread, so runs elsewhere start and end meanwhile.
                         if outcome.code == grpc.StatusCode.UNAVAILABLE:
@@ -167,8 +167,7 @@ class _Scheduler:
         finally:
             self._progress.remove_task(task)
 
-    def _finished(self, running: tuple, outcome: RunOutcome) -> None:
-        _, run, spec, start = running
+    def _finished(self, run: dict, spec: pb.TrainSpec, start: float, outcome: RunOutcome) -> None:
         self._durations_s.append(time.monotonic() - start)
         self._record(run, spec, outcome)
 

@@ -432,14 +432,16 @@ def scaled_gradients(model, scale, images, labels, label_smoothing):
     return loss, logits, grads
 
 
-@nnx.jit
-def predict(model, images):
+def logits_of(model, images):
     return model(images).astype(jnp.float32)
+
+
+predict = nnx.jit(logits_of)
 
 
 def evaluate_batch(model, images, labels):
     """(The batch's summed loss, the class predicted for each image) of model as it is."""
-    logits = model(images).astype(jnp.float32)
+    logits = logits_of(model, images)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
     return loss, logits.argmax(-1)
 
